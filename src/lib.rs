@@ -1,0 +1,16 @@
+//! imapscope: an IMAP relay that records annotated, replayable transcripts.
+//!
+//! The crate is laid out in the order a byte travels:
+//!
+//! - [`protocol`]: the sans-I/O core. Framing, the token tree, the session tracker and
+//!   redaction. Bytes and timestamps in, events out; no sockets, no clocks.
+//! - [`transcript`]: the JSON Lines format, the one writer every record goes through (it
+//!   applies redaction, so nothing can bypass it) and a reader that tolerates a torn last line.
+//! - [`relay`]: the thin async shell. Accepts clients, connects upstream, copies bytes both
+//!   ways as they arrive and hands a copy to a per-connection recorder; graceful shutdown.
+//!
+//! The `imapscope` binary (`src/main.rs`) turns command-line options into these pieces.
+
+pub mod protocol;
+pub mod relay;
+pub mod transcript;

@@ -1,0 +1,269 @@
+//! What the first line of a message says: tag, name, status and response code.
+//!
+//! This is the thin layer of IMAP grammar above the token tree that every message shares.
+//! It does not know the meaning of any particular command; the tracker does.
+
+use std::fmt;
+
+use super::token::{Token, TokenError, TokenKind, Tokenizer};
+
+/// The status word of a status response (RFC 9051 `resp-cond-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    Ok,
+    No,
+    Bad,
+    Bye,
+    Preauth,
+}
+
+impl Status {
+    fn parse(word: &[u8]) -> Option<Status> {
+        Some(match word.to_ascii_uppercase().as_slice() {
+            b"OK" => Status::Ok,
+            b"NO" => Status::No,
+            b"BAD" => Status::Bad,
+            b"BYE" => Status::Bye,
+            b"PREAUTH" => Status::Preauth,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::No => "NO",
+            Status::Bad => "BAD",
+            Status::Bye => "BYE",
+            Status::Preauth => "PREAUTH",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The start of a message, as far as generic grammar can tell.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Head {
+    /// `*` for untagged responses, `+` for continuation requests, else the tag.
+    pub tag: Option<String>,
+    /// Upper-cased command or response name: `UID FETCH`, `SELECT`, `OK`, `EXISTS`.
+    pub name: Option<String>,
+    /// For status responses.
+    pub status: Option<Status>,
+    /// The first atom of a bracketed response code, upper-cased: `CAPABILITY`, `UIDNEXT`.
+    pub code: Option<String>,
+    /// The number in `* 23 EXISTS`.
+    pub number: Option<u64>,
+    /// Every token of the message, tag and name included.
+    pub tokens: Vec<Token>,
+    /// Index in `tokens` of the first argument after the name (and response code).
+    pub args_from: usize,
+    /// Where tokenizing stopped making sense, if it did.
+    pub error: Option<TokenError>,
+}
+
+impl Head {
+    pub fn is_untagged(&self) -> bool {
+        self.tag.as_deref() == Some("*")
+    }
+
+    pub fn is_continuation(&self) -> bool {
+        self.tag.as_deref() == Some("+")
+    }
+
+    /// The arguments after the name.
+    pub fn args(&self) -> &[Token] {
+        self.tokens.get(self.args_from..).unwrap_or(&[])
+    }
+}
+
+fn text(bytes: &[u8], token: &Token) -> String {
+    String::from_utf8_lossy(&bytes[token.span.clone()]).into_owned()
+}
+
+fn upper(bytes: &[u8], token: &Token) -> Option<String> {
+    matches!(token.kind, TokenKind::Atom | TokenKind::Nil)
+        .then(|| text(bytes, token).to_ascii_uppercase())
+}
+
+/// Reads a client command: `tag NAME args`, with `UID x` as a two-word name.
+pub fn parse_command(bytes: &[u8]) -> Head {
+    let mut tokenizer = Tokenizer::new(bytes);
+    let (tokens, error) = tokenizer.rest();
+    let mut head = Head {
+        error,
+        ..Head::default()
+    };
+    let mut i = 0;
+    if let Some(tag) = tokens.first() {
+        head.tag = Some(text(bytes, tag));
+        i = 1;
+    }
+    if let Some(name) = tokens.get(1).and_then(|t| upper(bytes, t)) {
+        i = 2;
+        let name = if name == "UID" {
+            match tokens.get(2).and_then(|t| upper(bytes, t)) {
+                Some(sub) => {
+                    i = 3;
+                    format!("UID {sub}")
+                }
+                None => name,
+            }
+        } else {
+            name
+        };
+        head.name = Some(name);
+    }
+    head.tokens = tokens;
+    head.args_from = i;
+    head
+}
+
+/// Reads a server response: untagged (`* ...`), continuation (`+ ...`) or tagged status.
+pub fn parse_response(bytes: &[u8]) -> Head {
+    let mut t = Tokenizer::new(bytes);
+    let mut head = Head::default();
+    let mut tokens = Vec::new();
+    let first = match t.next_token() {
+        Ok(Some(tok)) => tok,
+        Ok(None) => return head,
+        Err(e) => {
+            head.error = Some(e);
+            return head;
+        }
+    };
+    let tag = text(bytes, &first);
+    tokens.push(first);
+    head.tag = Some(tag.clone());
+    if tag == "+" {
+        tokens.extend(t.rest_as_text());
+        head.args_from = 1;
+        head.tokens = tokens;
+        return head;
+    }
+    let step = |t: &mut Tokenizer, tokens: &mut Vec<Token>| match t.next_token() {
+        Ok(Some(tok)) => {
+            tokens.push(tok.clone());
+            Ok(Some(tok))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let mut word = match step(&mut t, &mut tokens) {
+        Ok(w) => w,
+        Err(e) => {
+            head.error = Some(e);
+            head.tokens = tokens;
+            return head;
+        }
+    };
+    if let Some(TokenKind::Number(n)) = word.as_ref().map(|w| &w.kind) {
+        head.number = Some(*n);
+        word = match step(&mut t, &mut tokens) {
+            Ok(w) => w,
+            Err(e) => {
+                head.error = Some(e);
+                head.tokens = tokens;
+                return head;
+            }
+        };
+    }
+    head.name = word.as_ref().and_then(|w| upper(bytes, w));
+    head.status = head
+        .name
+        .as_deref()
+        .and_then(|n| Status::parse(n.as_bytes()));
+    if head.status.is_some() {
+        // resp-text: an optional [code], then free text that need not tokenize.
+        let before = t.position();
+        let code_start = bytes[before..]
+            .iter()
+            .position(|&b| b != b' ')
+            .map(|i| before + i);
+        if code_start.is_some_and(|i| bytes[i] == b'[') {
+            match t.next_token() {
+                Ok(Some(code)) => {
+                    if let TokenKind::Code(items) = &code.kind {
+                        head.code = items.first().and_then(|c| upper(bytes, c));
+                    }
+                    tokens.push(code);
+                }
+                Ok(None) => {}
+                Err(e) => head.error = Some(e),
+            }
+        }
+        head.args_from = tokens.len();
+        if head.error.is_none() {
+            tokens.extend(t.rest_as_text());
+        }
+    } else {
+        head.args_from = tokens.len();
+        let (rest, error) = t.rest();
+        tokens.extend(rest);
+        head.error = error;
+    }
+    head.tokens = tokens;
+    head
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands() {
+        let h = parse_command(b"C fetch 232 body[]\r\n");
+        assert_eq!(h.tag.as_deref(), Some("C"));
+        assert_eq!(h.name.as_deref(), Some("FETCH"));
+        assert_eq!(h.args().len(), 2);
+        let h = parse_command(b"7 UID fetch 1:4 (UID RFC822.SIZE BODY.PEEK[])\r\n");
+        assert_eq!(h.name.as_deref(), Some("UID FETCH"));
+        assert_eq!(h.args().len(), 2);
+        let h = parse_command(b"select inbox\r\n");
+        assert_eq!(h.tag.as_deref(), Some("select"));
+        assert_eq!(h.name.as_deref(), Some("INBOX"));
+    }
+
+    #[test]
+    fn responses_from_the_seed() {
+        let h = parse_response(
+            b"* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR STARTTLS AUTH=PLAIN] Dovecot ready.\r\n",
+        );
+        assert!(h.is_untagged());
+        assert_eq!(h.status, Some(Status::Ok));
+        assert_eq!(h.code.as_deref(), Some("CAPABILITY"));
+        assert_eq!(
+            h.tokens.last().map(|t| t.kind.clone()),
+            Some(TokenKind::Text)
+        );
+        let h = parse_response(b"* 228 EXISTS\r\n");
+        assert_eq!(h.number, Some(228));
+        assert_eq!(h.name.as_deref(), Some("EXISTS"));
+        let h = parse_response(b"B OK [READ-WRITE] Select completed (0.416 secs).\r\n");
+        assert_eq!(h.tag.as_deref(), Some("B"));
+        assert_eq!(h.status, Some(Status::Ok));
+        assert_eq!(h.code.as_deref(), Some("READ-WRITE"));
+        let h = parse_response(b"select BAD Error in IMAP command INBOX: Unknown command.\r\n");
+        assert_eq!(h.status, Some(Status::Bad));
+        let h = parse_response(b"+ idling\r\n");
+        assert!(h.is_continuation());
+        let h = parse_response(b"+\r\n");
+        assert!(h.is_continuation());
+    }
+
+    #[test]
+    fn status_text_need_not_tokenize() {
+        let h = parse_response(b"a NO [AUTHENTICATIONFAILED] Authentication failed (\"oops\r\n");
+        assert_eq!(h.status, Some(Status::No));
+        assert_eq!(h.error, None);
+        let h = parse_response(b"* 3 FETCH (FLAGS (\\Seen)\r\n");
+        assert!(h.error.is_some());
+        assert_eq!(h.name.as_deref(), Some("FETCH"));
+    }
+}

@@ -1,0 +1,214 @@
+//! Finds credentials in client messages: what to hide from disk and whose session it is.
+//!
+//! Pure functions over one message's bytes. The transcript writer is the only caller that
+//! decides what reaches disk; the live log uses the same functions for its command summaries.
+//!
+//! Hidden by default: LOGIN's password (atom, quoted or literal), the initial response of
+//! AUTHENTICATE (SASL-IR) and every line of SASL data the client sends during AUTHENTICATE
+//! (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER, anything else alike). The user name stays visible
+//! because it is what a reader needs to tell sessions apart.
+
+use std::ops::Range;
+
+use base64::Engine;
+
+use super::Kind;
+use super::message::Head;
+use super::token::{TokenKind, string_value};
+
+/// What replaces a secret in the written bytes.
+pub const PLACEHOLDER: &[u8] = b"<redacted>";
+
+/// One secret found in a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// Byte range in the message.
+    pub range: Range<usize>,
+    /// What it is: `password`, `sasl-ir`, `sasl-data`, `arguments`.
+    pub what: &'static str,
+}
+
+/// The secrets in a client message. `complete` is false when `bytes` holds only the head of a
+/// longer message: then everything after the command name is hidden, since the rest cannot be
+/// seen to tell a user name from a password.
+pub fn secrets(kind: Kind, head: &Head, bytes: &[u8], complete: bool) -> Vec<Secret> {
+    match kind {
+        Kind::SaslData => {
+            let end = line_content_end(bytes);
+            let line = &bytes[..end];
+            // `*` cancels the exchange and an empty line is an empty response: no secret.
+            if line.is_empty() || line == b"*" {
+                Vec::new()
+            } else {
+                vec![Secret {
+                    range: 0..end,
+                    what: "sasl-data",
+                }]
+            }
+        }
+        Kind::Command => {
+            let name = head.name.as_deref().unwrap_or("");
+            let (index, what) = match name {
+                "LOGIN" => (1, "password"),
+                "AUTHENTICATE" => (1, "sasl-ir"),
+                _ => return Vec::new(),
+            };
+            if !complete {
+                let start = head
+                    .args()
+                    .first()
+                    .map_or(line_content_end(bytes), |t| t.span.start);
+                return vec![Secret {
+                    range: start..bytes.len(),
+                    what: "arguments",
+                }];
+            }
+            match head.args().get(index) {
+                // `=` is an empty initial response: nothing to hide.
+                Some(t) if what == "sasl-ir" && &bytes[t.span.clone()] == b"=" => Vec::new(),
+                Some(t) => vec![Secret {
+                    range: t.span.clone(),
+                    what,
+                }],
+                // A head that did not tokenize: hide everything after the name.
+                None if head.error.is_some() => head
+                    .args()
+                    .first()
+                    .map(|t| Secret {
+                        range: t.span.start..line_content_end(bytes),
+                        what: "arguments",
+                    })
+                    .into_iter()
+                    .collect(),
+                None => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The bytes with every secret replaced by [`PLACEHOLDER`].
+pub fn apply(bytes: &[u8], secrets: &[Secret]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    for s in secrets {
+        out.extend_from_slice(&bytes[at..s.range.start]);
+        out.extend_from_slice(PLACEHOLDER);
+        at = s.range.end;
+    }
+    out.extend_from_slice(&bytes[at..]);
+    out
+}
+
+/// The user named by a LOGIN command.
+pub fn login_user(head: &Head, bytes: &[u8]) -> Option<String> {
+    let t = head.args().first()?;
+    string_value(bytes, t).map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// The SASL mechanism and initial response of an AUTHENTICATE command.
+pub fn authenticate_args(head: &Head, bytes: &[u8]) -> (Option<String>, Option<Vec<u8>>) {
+    let mech = head
+        .args()
+        .first()
+        .filter(|t| t.kind == TokenKind::Atom)
+        .map(|t| String::from_utf8_lossy(&bytes[t.span.clone()]).to_ascii_uppercase());
+    let ir = head.args().get(1).map(|t| bytes[t.span.clone()].to_vec());
+    (mech, ir)
+}
+
+/// The user inside a base64 SASL response, for the mechanisms that carry one in clear.
+pub fn sasl_user(mechanism: &str, response: &[u8]) -> Option<String> {
+    let response = response.trim_ascii();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(response)
+        .ok()?;
+    let user = match mechanism {
+        // authzid NUL authcid NUL passwd
+        "PLAIN" => decoded.split(|&b| b == 0).nth(1)?.to_vec(),
+        // The first response of LOGIN is the user name.
+        "LOGIN" => decoded,
+        // user=NAME ^A auth=Bearer ... ^A^A
+        "XOAUTH2" => decoded
+            .split(|&b| b == 1)
+            .find_map(|f| f.strip_prefix(b"user="))?
+            .to_vec(),
+        // gs2 header: n,a=NAME, ...
+        "OAUTHBEARER" => decoded
+            .split(|&b| b == b',' || b == 1)
+            .find_map(|f| f.strip_prefix(b"a="))?
+            .to_vec(),
+        _ => return None,
+    };
+    (!user.is_empty()).then(|| String::from_utf8_lossy(&user).into_owned())
+}
+
+fn line_content_end(bytes: &[u8]) -> usize {
+    let end = memchr::memchr(b'\n', bytes).unwrap_or(bytes.len());
+    if end > 0 && bytes[end - 1] == b'\r' {
+        end - 1
+    } else {
+        end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::message::parse_command;
+
+    fn redacted(kind: Kind, msg: &[u8]) -> String {
+        let head = parse_command(msg);
+        String::from_utf8(apply(msg, &secrets(kind, &head, msg, true))).unwrap()
+    }
+
+    #[test]
+    fn login_password_in_every_form() {
+        assert_eq!(
+            redacted(Kind::Command, b"A login nell ASecretPassword\r\n"),
+            "A login nell <redacted>\r\n"
+        );
+        assert_eq!(
+            redacted(Kind::Command, b"a LOGIN \"nell\" \"pa ss\\\"word\"\r\n"),
+            "a LOGIN \"nell\" <redacted>\r\n"
+        );
+        assert_eq!(
+            redacted(Kind::Command, b"a LOGIN {4}\r\nnell {6+}\r\nsecret\r\n"),
+            "a LOGIN {4}\r\nnell <redacted>\r\n"
+        );
+        assert_eq!(
+            redacted(Kind::Command, b"a SELECT INBOX\r\n"),
+            "a SELECT INBOX\r\n"
+        );
+    }
+
+    #[test]
+    fn sasl() {
+        assert_eq!(
+            redacted(Kind::Command, b"a AUTHENTICATE PLAIN AG5lbGwAc2VjcmV0\r\n"),
+            "a AUTHENTICATE PLAIN <redacted>\r\n"
+        );
+        assert_eq!(
+            redacted(Kind::Command, b"a AUTHENTICATE PLAIN =\r\n"),
+            "a AUTHENTICATE PLAIN =\r\n"
+        );
+        assert_eq!(
+            redacted(Kind::SaslData, b"AG5lbGwAc2VjcmV0\r\n"),
+            "<redacted>\r\n"
+        );
+        assert_eq!(redacted(Kind::SaslData, b"*\r\n"), "*\r\n");
+        assert_eq!(
+            sasl_user("PLAIN", b"AG5lbGwAc2VjcmV0").as_deref(),
+            Some("nell")
+        );
+        assert_eq!(sasl_user("LOGIN", b"bmVsbA==").as_deref(), Some("nell"));
+    }
+
+    #[test]
+    fn partial_login_hides_all_arguments() {
+        let msg = b"a LOGIN {4}\r\n";
+        let head = parse_command(msg);
+        let out = apply(msg, &secrets(Kind::Command, &head, msg, false));
+        assert_eq!(out, b"a LOGIN <redacted>");
+    }
+}

@@ -1,0 +1,432 @@
+//! A generic IMAP token tree, built over the exact bytes of one message.
+//!
+//! IMAP has one lexical layer shared by every command and response: atoms, numbers, quoted
+//! strings, literals, NIL, parenthesized lists and bracketed response codes. Knowing only that
+//! layer is enough to find tags, command names, response codes and secrets in any message, and
+//! it keeps imapscope useful on extensions it has never heard of.
+//!
+//! Tokens never copy: each carries the byte range it covers in the message. Tokenizing never
+//! fails outright: it returns every token it could read plus, where the input stopped making
+//! sense, a [`TokenError`] with the offset, so the message is still shown and annotated.
+
+use std::ops::Range;
+
+use super::framer::literal_suffix;
+
+/// One token and the bytes it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Token {
+    pub kind: TokenKind,
+    pub span: Range<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenKind {
+    /// An atom, a flag (`\Seen`) or a fetch item with its section (`BODY.PEEK[HEADER]<0.10>`).
+    Atom,
+    /// An atom made only of digits that fits in 64 bits.
+    Number(u64),
+    /// `"..."`; the span includes the quotes.
+    Quoted,
+    /// `{n}` / `{n+}` / `~{n}` and its data. `data` is `None` when the message was cut short
+    /// before the data ended (a message too large to hold whole).
+    Literal {
+        len: u64,
+        non_sync: bool,
+        binary: bool,
+        data: Option<Range<usize>>,
+    },
+    Nil,
+    /// `( ... )`.
+    List(Vec<Token>),
+    /// `[ ... ]` as a response code.
+    Code(Vec<Token>),
+    /// Free human-readable text (the end of a status response or a continuation request).
+    Text,
+}
+
+/// Where and why tokenizing stopped early.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenError {
+    pub offset: usize,
+    pub reason: &'static str,
+}
+
+/// A cursor over one message's bytes.
+pub struct Tokenizer<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Tokenizer<'a> {
+    pub fn new(buf: &'a [u8]) -> Tokenizer<'a> {
+        Tokenizer { buf, pos: 0 }
+    }
+
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    fn skip_spaces(&mut self) {
+        while self.peek() == Some(b' ') {
+            self.pos += 1;
+        }
+    }
+
+    /// True at CRLF, LF, or the end of the held bytes.
+    pub fn at_line_end(&self) -> bool {
+        matches!(self.peek(), None | Some(b'\r' | b'\n'))
+    }
+
+    /// The rest of the line as text (line ending excluded), or `None` if it is empty.
+    pub fn rest_as_text(&mut self) -> Option<Token> {
+        self.skip_spaces();
+        let start = self.pos;
+        while !self.at_line_end() {
+            self.pos += 1;
+        }
+        // A CR not followed by LF is part of the text, not the line ending.
+        (self.pos > start).then(|| Token {
+            kind: TokenKind::Text,
+            span: start..self.pos,
+        })
+    }
+
+    /// The next token on this line, `Ok(None)` at the end of the line.
+    pub fn next_token(&mut self) -> Result<Option<Token>, TokenError> {
+        self.skip_spaces();
+        let start = self.pos;
+        let Some(b) = self.peek() else {
+            return Ok(None);
+        };
+        match b {
+            b'\r' | b'\n' => Ok(None),
+            b'(' => {
+                self.pos += 1;
+                let items = self.sequence(b')')?;
+                Ok(Some(Token {
+                    kind: TokenKind::List(items),
+                    span: start..self.pos,
+                }))
+            }
+            b'[' => {
+                self.pos += 1;
+                let items = self.sequence(b']')?;
+                Ok(Some(Token {
+                    kind: TokenKind::Code(items),
+                    span: start..self.pos,
+                }))
+            }
+            b')' | b']' => Err(self.error("unbalanced closing bracket")),
+            b'"' => self.quoted().map(Some),
+            b'{' => self.literal(start).map(Some),
+            b'~' if self.buf.get(self.pos + 1) == Some(&b'{') => self.literal(start).map(Some),
+            _ => Ok(Some(self.atom())),
+        }
+    }
+
+    /// Tokens up to the matching `close`, which is consumed.
+    fn sequence(&mut self, close: u8) -> Result<Vec<Token>, TokenError> {
+        let mut items = Vec::new();
+        loop {
+            self.skip_spaces();
+            match self.peek() {
+                Some(b) if b == close => {
+                    self.pos += 1;
+                    return Ok(items);
+                }
+                None | Some(b'\r' | b'\n') => {
+                    return Err(self.error(if close == b')' {
+                        "list not closed before end of line"
+                    } else {
+                        "response code not closed before end of line"
+                    }));
+                }
+                _ => match self.next_token()? {
+                    Some(token) => items.push(token),
+                    None => return Err(self.error("unexpected end of line")),
+                },
+            }
+        }
+    }
+
+    fn quoted(&mut self) -> Result<Token, TokenError> {
+        let start = self.pos;
+        self.pos += 1;
+        loop {
+            match self.peek() {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(Token {
+                        kind: TokenKind::Quoted,
+                        span: start..self.pos,
+                    });
+                }
+                Some(b'\\') => self.pos += 2,
+                None | Some(b'\r' | b'\n') => {
+                    self.pos = self.pos.min(self.buf.len());
+                    return Err(TokenError {
+                        offset: start,
+                        reason: "quoted string not closed before end of line",
+                    });
+                }
+                Some(_) => self.pos += 1,
+            }
+        }
+    }
+
+    fn literal(&mut self, start: usize) -> Result<Token, TokenError> {
+        let close = self.buf[start..]
+            .iter()
+            .take(24)
+            .position(|&b| b == b'}')
+            .map(|i| start + i);
+        let header = close.and_then(|c| literal_suffix(&self.buf[start..=c]));
+        let (Some(close), Some(header)) = (close, header) else {
+            // Not a literal after all: `{` inside an atom-like word.
+            return Ok(self.atom());
+        };
+        let mut data_start = close + 1;
+        match &self.buf[data_start.min(self.buf.len())..] {
+            [b'\r', b'\n', ..] => data_start += 2,
+            [b'\n', ..] => data_start += 1,
+            [] => {
+                self.pos = self.buf.len();
+                return Ok(self.literal_token(start, header, None));
+            }
+            _ => return Ok(self.atom()),
+        }
+        let available = self.buf.len().saturating_sub(data_start) as u64;
+        if available < header.len {
+            self.pos = self.buf.len();
+            return Ok(self.literal_token(start, header, None));
+        }
+        let data_end = data_start + header.len as usize;
+        self.pos = data_end;
+        Ok(self.literal_token(start, header, Some(data_start..data_end)))
+    }
+
+    fn literal_token(
+        &self,
+        start: usize,
+        header: super::framer::LiteralHeader,
+        data: Option<Range<usize>>,
+    ) -> Token {
+        Token {
+            kind: TokenKind::Literal {
+                len: header.len,
+                non_sync: header.non_sync,
+                binary: header.binary,
+                data,
+            },
+            span: start..self.pos,
+        }
+    }
+
+    /// An atom. Brackets inside an atom (`BODY[HEADER.FIELDS (To)]`) belong to it, spaces and
+    /// parentheses within them included.
+    fn atom(&mut self) -> Token {
+        let start = self.pos;
+        let mut depth = 0usize;
+        while let Some(b) = self.peek() {
+            match b {
+                b'\r' | b'\n' => break,
+                b' ' | b'(' | b')' if depth == 0 => break,
+                b']' if depth == 0 => break,
+                b'[' => depth += 1,
+                b']' => depth -= 1,
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        let text = &self.buf[start..self.pos];
+        let kind = if text.eq_ignore_ascii_case(b"NIL") {
+            TokenKind::Nil
+        } else if !text.is_empty() && text.len() <= 20 && text.iter().all(u8::is_ascii_digit) {
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map_or(TokenKind::Atom, TokenKind::Number)
+        } else {
+            TokenKind::Atom
+        };
+        Token {
+            kind,
+            span: start..self.pos,
+        }
+    }
+
+    fn error(&self, reason: &'static str) -> TokenError {
+        TokenError {
+            offset: self.pos,
+            reason,
+        }
+    }
+
+    /// All remaining tokens of the message (across literals), stopping at the first error.
+    pub fn rest(&mut self) -> (Vec<Token>, Option<TokenError>) {
+        let mut tokens = Vec::new();
+        loop {
+            match self.next_token() {
+                Ok(Some(t)) => tokens.push(t),
+                Ok(None) => return (tokens, None),
+                Err(e) => return (tokens, Some(e)),
+            }
+        }
+    }
+}
+
+/// The text of a quoted string (escapes removed) or of a literal's data or an atom.
+pub fn string_value(bytes: &[u8], token: &Token) -> Option<Vec<u8>> {
+    match &token.kind {
+        TokenKind::Atom | TokenKind::Number(_) => Some(bytes[token.span.clone()].to_vec()),
+        TokenKind::Quoted => {
+            let inner = &bytes[token.span.start + 1..token.span.end - 1];
+            let mut out = Vec::with_capacity(inner.len());
+            let mut escaped = false;
+            for &b in inner {
+                if !escaped && b == b'\\' {
+                    escaped = true;
+                } else {
+                    out.push(b);
+                    escaped = false;
+                }
+            }
+            Some(out)
+        }
+        TokenKind::Literal {
+            data: Some(data), ..
+        } => Some(bytes[data.clone()].to_vec()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(msg: &[u8]) -> (Vec<String>, Option<TokenError>) {
+        fn show(msg: &[u8], t: &Token) -> String {
+            match &t.kind {
+                TokenKind::List(items) => format!(
+                    "({})",
+                    items
+                        .iter()
+                        .map(|i| show(msg, i))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                TokenKind::Code(items) => format!(
+                    "[{}]",
+                    items
+                        .iter()
+                        .map(|i| show(msg, i))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                TokenKind::Number(n) => format!("#{n}"),
+                TokenKind::Nil => "NIL".into(),
+                TokenKind::Quoted => format!("Q{}", String::from_utf8_lossy(&msg[t.span.clone()])),
+                TokenKind::Literal { len, data, .. } => format!(
+                    "L{len}:{}",
+                    data.as_ref()
+                        .map(|d| String::from_utf8_lossy(&msg[d.clone()]).into_owned())
+                        .unwrap_or_else(|| "?".into())
+                ),
+                TokenKind::Atom => String::from_utf8_lossy(&msg[t.span.clone()]).into_owned(),
+                TokenKind::Text => format!("T{}", String::from_utf8_lossy(&msg[t.span.clone()])),
+            }
+        }
+        let (tokens, err) = Tokenizer::new(msg).rest();
+        (tokens.iter().map(|t| show(msg, t)).collect(), err)
+    }
+
+    #[test]
+    fn fetch_response_with_literal_and_sections() {
+        let msg =
+            b"* 232 FETCH (FLAGS (\\Seen) BODY[HEADER.FIELDS (From To)] {5}\r\nHello UID 7)\r\n";
+        let (tokens, err) = kinds(msg);
+        assert_eq!(err, None);
+        assert_eq!(
+            tokens,
+            vec![
+                "*",
+                "#232",
+                "FETCH",
+                "(FLAGS (\\Seen) BODY[HEADER.FIELDS (From To)] L5:Hello UID #7)"
+            ]
+        );
+    }
+
+    #[test]
+    fn quoted_with_escapes_and_nil() {
+        let msg = b"a1 LOGIN \"nell\" \"pa ss\\\"word\" NIL\r\n";
+        let mut t = Tokenizer::new(msg);
+        let (tokens, err) = t.rest();
+        assert_eq!(err, None);
+        assert_eq!(
+            string_value(msg, &tokens[3]).unwrap(),
+            b"pa ss\"word".to_vec()
+        );
+        assert_eq!(tokens[4].kind, TokenKind::Nil);
+    }
+
+    #[test]
+    fn response_code() {
+        let msg = b"* OK [PERMANENTFLAGS (\\Answered \\*)] Flags permitted.\r\n";
+        let (tokens, _) = kinds(msg);
+        assert_eq!(tokens[2], "[PERMANENTFLAGS (\\Answered \\*)]");
+    }
+
+    #[test]
+    fn errors_keep_what_was_read() {
+        let (tokens, err) = kinds(b"a SELECT \"INBOX\r\n");
+        assert_eq!(tokens, vec!["a", "SELECT"]);
+        assert_eq!(
+            err.unwrap().reason,
+            "quoted string not closed before end of line"
+        );
+        let (tokens, err) = kinds(b"* LIST (\\HasNoChildren \"/\" INBOX\r\n");
+        assert_eq!(tokens, vec!["*", "LIST"]);
+        assert!(err.is_some());
+        let (_, err) = kinds(b"a NOOP )\r\n");
+        assert!(err.is_some());
+    }
+
+    #[test]
+    fn truncated_literal() {
+        let (tokens, err) = kinds(b"* 1 FETCH (BODY[] {100000}\r\nabc");
+        assert_eq!(
+            err.map(|e| e.reason),
+            Some("list not closed before end of line")
+        );
+        assert_eq!(tokens, vec!["*", "#1", "FETCH"]);
+        let (tokens, err) = kinds(b"a APPEND INBOX {10}\r\nabc");
+        assert_eq!(err, None);
+        assert_eq!(tokens, vec!["a", "APPEND", "INBOX", "L10:?"]);
+    }
+
+    #[test]
+    fn never_panics_on_garbage() {
+        for input in [
+            &b"\xff\xfe[[[((\"\\"[..],
+            b"{",
+            b"~{",
+            b"{3}",
+            b"{3}\r",
+            b"]]]",
+            b"\"\\",
+            b"a ~{2}\r\n\x00\x01 x",
+        ] {
+            let _ = Tokenizer::new(input).rest();
+        }
+    }
+}

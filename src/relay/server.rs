@@ -1,0 +1,115 @@
+//! The accept loop and graceful shutdown, done once for every connection.
+//!
+//! On shutdown the loop stops accepting, every connection is told to stop, and [`RelayServer::run`]
+//! returns only when each one has written its transcript's closing line.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{RelayConfig, connection};
+
+/// A bound listener plus what each connection needs.
+pub struct RelayServer {
+    listener: TcpListener,
+    config: Arc<RelayConfig>,
+}
+
+impl RelayServer {
+    /// Binds the listening socket (so callers can learn the port before running), and makes
+    /// sure the transcript directory exists, readable by its owner only when we create it.
+    pub async fn bind(mut config: RelayConfig) -> io::Result<RelayServer> {
+        if let Some(dir) = &config.out {
+            create_private_dir(dir)?;
+        }
+        let listener = TcpListener::bind(config.listen).await?;
+        config.listen = listener.local_addr()?;
+        Ok(RelayServer {
+            listener,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.config.listen
+    }
+
+    /// Accepts until `shutdown` fires, then waits for every connection to finish.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tasks = TaskTracker::new();
+        let mut next_id = 0u64;
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            match accepted {
+                Ok((socket, addr)) => {
+                    next_id += 1;
+                    tasks.spawn(connection::handle(
+                        next_id,
+                        socket,
+                        addr,
+                        self.config.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        drop(self.listener);
+        tasks.close();
+        if !tasks.is_empty() {
+            tracing::info!("closing {} open connection(s)", tasks.len());
+        }
+        tasks.wait().await;
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+pub fn shutdown_on_signals() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: no new connections, closing open ones");
+        fire.cancel();
+    });
+    token
+}

@@ -1,0 +1,185 @@
+//! The records of a transcript file, as serde types. `docs/transcript.md` describes them for
+//! readers in other languages; this file is the reference.
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Kind, Side, Status};
+
+/// Bumped when a record changes in a way old readers would misread.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One line of a transcript.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Record {
+    Session(SessionRecord),
+    Message(MessageRecord),
+    Part(PartRecord),
+    Opaque(OpaqueRecord),
+    Note(NoteRecord),
+    Error(ErrorRecord),
+    End(EndRecord),
+}
+
+/// The first line: who talked to whom, when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub version: u32,
+    pub imapscope: String,
+    /// Connection number within the imapscope process that recorded it.
+    pub id: u64,
+    pub client: String,
+    pub listen: String,
+    pub upstream: String,
+    /// RFC 3339, UTC, microseconds.
+    pub start: String,
+    /// False when recorded with `--record-secrets`.
+    pub redaction: bool,
+}
+
+/// Exact bytes: as text when they are UTF-8, else base64.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Payload {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base64: Option<String>,
+}
+
+impl Payload {
+    pub fn from_bytes(bytes: Vec<u8>) -> Payload {
+        match String::from_utf8(bytes) {
+            Ok(text) => Payload {
+                text: Some(text),
+                base64: None,
+            },
+            Err(e) => {
+                use base64::Engine;
+                Payload {
+                    text: None,
+                    base64: Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+                }
+            }
+        }
+    }
+
+    /// The bytes back; `None` if the base64 is damaged.
+    pub fn to_bytes(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        match (&self.text, &self.base64) {
+            (Some(t), _) => Some(t.as_bytes().to_vec()),
+            (None, Some(b)) => base64::engine::general_purpose::STANDARD.decode(b).ok(),
+            (None, None) => Some(Vec::new()),
+        }
+    }
+}
+
+/// One IMAP message (or the head of one continued in [`PartRecord`]s).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub seq: u64,
+    pub t_us: u64,
+    pub from: Side,
+    pub kind: Kind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub payload: Payload,
+    /// More bytes follow in `part` records with this seq.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub partial: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_us: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_flight: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mailbox: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
+    /// What was replaced by `<redacted>`: `password`, `sasl-ir`, `sasl-data`, `arguments`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// More bytes of a message whose head was written with `partial`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub seq: u64,
+    pub t_us: u64,
+    pub from: Side,
+    #[serde(flatten)]
+    pub payload: Payload,
+    /// This part ends the message.
+    pub last: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub redacted: bool,
+}
+
+/// Bytes that were relayed but are not IMAP text (TLS after STARTTLS): counted only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpaqueRecord {
+    pub t_us: u64,
+    pub from: Side,
+    pub len: u64,
+    pub what: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NoteRecord {
+    pub t_us: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Side>,
+    pub note: String,
+}
+
+/// Something failed: connecting upstream, a socket error, the disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    pub t_us: u64,
+    /// `upstream-connect`, `client-read`, `upstream-write`, `transcript-write`...
+    pub during: String,
+    pub message: String,
+}
+
+/// The last line.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EndRecord {
+    pub t_us: u64,
+    /// Human-readable: `client closed`, `server closed`, `imapscope shut down`...
+    pub reason: String,
+    pub bytes_from_client: u64,
+    pub bytes_from_server: u64,
+    pub messages: u64,
+    /// Commands that never got their completion, by seq.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unanswered: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Bytes the writer could not write (a full disk); the transcript has a gap.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub lost_bytes: u64,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}

@@ -1,0 +1,349 @@
+//! The one writer of transcripts. Every record on its way to disk passes through
+//! [`TranscriptWriter`], which applies redaction; there is no other path, so a secret cannot
+//! leak through a forgotten call site.
+//!
+//! Records are encoded into a buffer and written out by [`TranscriptWriter::flush`], which the
+//! recorder calls after each batch of events, so a `kill -9` loses at most what was not yet
+//! flushed, and a torn write can only damage the last line. A write that fails (a full disk) is
+//! counted and logged; the session goes on, and when writing works again a `note` record says
+//! where the gap is.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use tokio::io::AsyncWriteExt;
+
+use super::format::{
+    EndRecord, ErrorRecord, MessageRecord, NoteRecord, OpaqueRecord, PartRecord, Payload, Record,
+    SessionRecord,
+};
+use crate::protocol::message::parse_command;
+use crate::protocol::{Event, Kind, Side, redact};
+
+/// Where encoded records go.
+enum Output {
+    File(tokio::fs::File),
+    /// For tests and for callers that keep the transcript themselves.
+    Memory(Vec<u8>),
+    /// `--out none`: nothing is kept.
+    Discard,
+}
+
+/// Encodes records, hides secrets, writes them out. See the module documentation.
+pub struct TranscriptWriter {
+    output: Output,
+    path: Option<PathBuf>,
+    redact: bool,
+    /// Encoded records not yet written.
+    pending: Vec<u8>,
+    /// Messages handed out in parts whose later parts must be hidden.
+    secret_seqs: Vec<u64>,
+    /// Bytes lost to failed writes since the last successful one, and in all.
+    lost_since_ok: u64,
+    lost_total: u64,
+    write_error: Option<String>,
+}
+
+impl TranscriptWriter {
+    /// Creates `DIR/NAME.jsonl`, readable by its owner only, failing if it exists.
+    pub async fn create(dir: &Path, name: &str, redact: bool) -> io::Result<TranscriptWriter> {
+        let path = dir.join(format!("{name}.jsonl"));
+        let mut options = tokio::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        let file = options.open(&path).await?;
+        Ok(TranscriptWriter::with_output(
+            Output::File(file),
+            Some(path),
+            redact,
+        ))
+    }
+
+    /// A writer that keeps the encoded transcript in memory (see [`Self::take_memory`]).
+    pub fn in_memory(redact: bool) -> TranscriptWriter {
+        TranscriptWriter::with_output(Output::Memory(Vec::new()), None, redact)
+    }
+
+    /// A writer that keeps nothing (`record --out none`).
+    pub fn discard() -> TranscriptWriter {
+        TranscriptWriter::with_output(Output::Discard, None, true)
+    }
+
+    fn with_output(output: Output, path: Option<PathBuf>, redact: bool) -> TranscriptWriter {
+        TranscriptWriter {
+            output,
+            path,
+            redact,
+            pending: Vec::with_capacity(4096),
+            secret_seqs: Vec::new(),
+            lost_since_ok: 0,
+            lost_total: 0,
+            write_error: None,
+        }
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    pub fn redacts(&self) -> bool {
+        self.redact
+    }
+
+    /// Bytes that failed to reach disk so far.
+    pub fn lost_bytes(&self) -> u64 {
+        self.lost_total
+    }
+
+    /// The in-memory transcript (empty for other outputs).
+    pub fn take_memory(&mut self) -> Vec<u8> {
+        match &mut self.output {
+            Output::Memory(v) => std::mem::take(v),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn session(&mut self, record: SessionRecord) {
+        self.push(&Record::Session(record));
+    }
+
+    pub fn error(&mut self, t_us: u64, during: &str, message: &str) {
+        self.push(&Record::Error(ErrorRecord {
+            t_us,
+            during: during.into(),
+            message: message.into(),
+        }));
+    }
+
+    pub fn note(&mut self, t_us: u64, from: Option<Side>, note: &str) {
+        self.push(&Record::Note(NoteRecord {
+            t_us,
+            seq: None,
+            from,
+            note: note.into(),
+        }));
+    }
+
+    pub fn end(&mut self, mut record: EndRecord) {
+        record.lost_bytes = self.lost_total + self.lost_since_ok;
+        self.push(&Record::End(record));
+    }
+
+    /// Records one event of the tracker, hiding secrets unless told not to.
+    pub fn event(&mut self, event: Event) {
+        let record = match event {
+            Event::Message(m) => {
+                let mut bytes = m.bytes;
+                let mut redacted = Vec::new();
+                if self.redact && m.from == Side::Client {
+                    let kind = m.kind;
+                    if matches!(kind, Kind::Command | Kind::SaslData) {
+                        let head = parse_command(&bytes);
+                        let secrets = redact::secrets(kind, &head, &bytes, !m.partial);
+                        if !secrets.is_empty() {
+                            bytes = redact::apply(&bytes, &secrets);
+                            redacted = secrets.iter().map(|s| s.what.to_string()).collect();
+                            redacted.dedup();
+                            if m.partial {
+                                self.secret_seqs.push(m.seq);
+                            }
+                        }
+                    }
+                }
+                Record::Message(MessageRecord {
+                    seq: m.seq,
+                    t_us: m.t_us,
+                    from: m.from,
+                    kind: m.kind,
+                    tag: m.tag,
+                    name: m.name,
+                    payload: Payload::from_bytes(bytes),
+                    partial: m.partial,
+                    status: m.status,
+                    code: m.code,
+                    reply_to: m.reply_to,
+                    latency_us: m.latency_us,
+                    command: m.command,
+                    in_flight: m.in_flight,
+                    mailbox: m.mailbox,
+                    user: m.user,
+                    capabilities: m.capabilities,
+                    redacted,
+                    notes: m.notes,
+                })
+            }
+            Event::Part {
+                seq,
+                from,
+                t_us,
+                bytes,
+                last,
+            } => {
+                let hide = self.secret_seqs.contains(&seq);
+                if hide && last {
+                    self.secret_seqs.retain(|&s| s != seq);
+                }
+                Record::Part(PartRecord {
+                    seq,
+                    t_us,
+                    from,
+                    payload: Payload::from_bytes(if hide {
+                        redact::PLACEHOLDER.to_vec()
+                    } else {
+                        bytes
+                    }),
+                    last,
+                    redacted: hide,
+                })
+            }
+            Event::Opaque { from, t_us, len } => Record::Opaque(OpaqueRecord {
+                t_us,
+                from,
+                len: len as u64,
+                what: "tls".into(),
+            }),
+            Event::Note {
+                seq,
+                from,
+                t_us,
+                text,
+            } => Record::Note(NoteRecord {
+                t_us,
+                seq,
+                from: Some(from),
+                note: text,
+            }),
+        };
+        self.push(&record);
+    }
+
+    fn push(&mut self, record: &Record) {
+        if matches!(self.output, Output::Discard) {
+            return;
+        }
+        // Serializing these types cannot fail: no maps with non-string keys, no custom code.
+        if serde_json::to_writer(&mut self.pending, record).is_ok() {
+            self.pending.push(b'\n');
+        }
+    }
+
+    /// Bytes encoded and not yet written.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Writes what was encoded. On failure the bytes are dropped and counted (the relay must
+    /// not stall or grow without bound because of a full disk), the error is returned once per
+    /// run of failures, and the next successful write first records the gap.
+    pub async fn flush(&mut self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = match &mut self.output {
+            Output::Discard => Ok(()),
+            Output::Memory(v) => {
+                v.extend_from_slice(&self.pending);
+                Ok(())
+            }
+            Output::File(file) => {
+                let mut data = Vec::new();
+                if self.lost_since_ok > 0 {
+                    // Start on a fresh line in case the failed write left half of one.
+                    let gap = Record::Note(NoteRecord {
+                        t_us: 0,
+                        seq: None,
+                        from: None,
+                        note: format!(
+                            "gap: {} bytes of transcript could not be written ({})",
+                            self.lost_since_ok,
+                            self.write_error.as_deref().unwrap_or("write failed")
+                        ),
+                    });
+                    data.push(b'\n');
+                    let _ = serde_json::to_writer(&mut data, &gap);
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(&self.pending);
+                match write_all_and_flush(file, &data).await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let len = self.pending.len() as u64;
+        self.pending.clear();
+        match result {
+            Ok(()) => {
+                self.lost_total += self.lost_since_ok;
+                self.lost_since_ok = 0;
+                self.write_error = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.lost_since_ok += len;
+                let first = self.write_error.is_none();
+                self.write_error = Some(e.to_string());
+                if first { Err(e.to_string()) } else { Ok(()) }
+            }
+        }
+    }
+}
+
+async fn write_all_and_flush(file: &mut tokio::fs::File, data: &[u8]) -> io::Result<()> {
+    file.write_all(data).await?;
+    file.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::SessionTracker;
+
+    async fn record(client: &[&[u8]], server: &[&[u8]], redact: bool) -> String {
+        let mut tracker = SessionTracker::new();
+        let mut writer = TranscriptWriter::in_memory(redact);
+        let mut events = Vec::new();
+        for (i, chunk) in server.iter().enumerate() {
+            tracker.on_bytes(Side::Server, i as u64, chunk, &mut events);
+            if let Some(c) = client.get(i) {
+                tracker.on_bytes(Side::Client, i as u64, c, &mut events);
+            }
+        }
+        for e in events {
+            writer.event(e);
+        }
+        writer.flush().await.unwrap();
+        String::from_utf8(writer.take_memory()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn passwords_never_reach_the_output() {
+        let out = record(
+            &[
+                b"a LOGIN nell \"Sec ret\"\r\n",
+                b"b LOGIN {4}\r\nnell {6}\r\n",
+                b"Secret\r\n",
+                b"c AUTHENTICATE PLAIN\r\n",
+                b"AG5lbGwAU2VjcmV0\r\n",
+            ],
+            &[
+                b"* OK hi\r\n",
+                b"a NO nope\r\n",
+                b"+ go\r\n",
+                b"b NO nope\r\n",
+                b"+ \r\n",
+                b"c OK yes\r\n",
+            ],
+            true,
+        )
+        .await;
+        assert!(!out.contains("Sec ret") && !out.contains("Secret"), "{out}");
+        assert!(!out.contains("AG5lbGwAU2VjcmV0"), "{out}");
+        assert!(out.contains(r#""redacted":["password"]"#), "{out}");
+        assert!(out.contains(r#""redacted":["sasl-data"]"#), "{out}");
+        assert!(out.contains(r#""user":"nell""#), "{out}");
+        let raw = record(&[b"a LOGIN nell Secret\r\n"], &[b"* OK hi\r\n"], false).await;
+        assert!(raw.contains("Secret"));
+    }
+}
