@@ -551,3 +551,302 @@ fn summary(bytes: &[u8], head: &Head, secrets: &[redact::Secret]) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The seed exchange as (side, bytes) in the order they crossed the wire.
+    fn seed() -> Vec<(Side, Vec<u8>)> {
+        let raw = include_bytes!("../../tests/fixtures/seed/dovecot-telnet.exchange");
+        let mut out = Vec::new();
+        let mut rest = &raw[..];
+        while !rest.is_empty() {
+            let nl = rest.iter().position(|&b| b == b'\n').unwrap();
+            let header = std::str::from_utf8(&rest[..nl]).unwrap();
+            rest = &rest[nl + 1..];
+            if header.starts_with('#') {
+                continue;
+            }
+            let (side, len) = header.split_once(' ').unwrap();
+            let len: usize = len.parse().unwrap();
+            let side = if side == "C" {
+                Side::Client
+            } else {
+                Side::Server
+            };
+            out.push((side, rest[..len].to_vec()));
+            rest = &rest[len..];
+        }
+        out
+    }
+
+    fn run(chunks: &[(Side, Vec<u8>)], piece: usize) -> Vec<Event> {
+        let mut tracker = SessionTracker::new();
+        let mut events = Vec::new();
+        for (i, (side, bytes)) in chunks.iter().enumerate() {
+            for (j, p) in bytes.chunks(piece).enumerate() {
+                tracker.on_bytes(*side, (i * 1000 + j) as u64, p, &mut events);
+            }
+        }
+        tracker.finish(99_999, &mut events);
+        events
+    }
+
+    fn messages(events: &[Event]) -> Vec<&Message> {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn seed_session_is_understood() {
+        let events = run(&seed(), usize::MAX);
+        let ms = messages(&events);
+        assert_eq!(ms[0].kind, Kind::Greeting);
+        assert!(
+            ms[0]
+                .capabilities
+                .as_ref()
+                .unwrap()
+                .contains(&"STARTTLS".to_string())
+        );
+        let login = ms[1];
+        assert_eq!(
+            (login.kind, login.tag.as_deref(), login.name.as_deref()),
+            (Kind::Command, Some("A"), Some("LOGIN"))
+        );
+        assert_eq!(login.user.as_deref(), Some("nell"));
+        let ok = ms[2];
+        assert_eq!(ok.kind, Kind::Completion);
+        assert_eq!(ok.reply_to, Some(login.seq));
+        assert_eq!(ok.summary.as_deref(), Some("login nell <redacted>"));
+        assert_eq!(ok.latency_us, Some(1000));
+        let select_done = ms
+            .iter()
+            .find(|m| m.tag.as_deref() == Some("B") && m.kind == Kind::Completion)
+            .unwrap();
+        assert_eq!(select_done.mailbox.as_deref(), Some("inbox"));
+        assert_eq!(select_done.code.as_deref(), Some("READ-WRITE"));
+        let exists = ms
+            .iter()
+            .find(|m| m.name.as_deref() == Some("EXISTS"))
+            .unwrap();
+        assert_eq!(exists.kind, Kind::Untagged);
+        assert_eq!(exists.in_flight, vec![select_done.reply_to.unwrap()]);
+        // The 230-byte literal stays inside its FETCH.
+        let body = ms
+            .iter()
+            .find(|m| m.name.as_deref() == Some("FETCH") && m.bytes.len() > 500)
+            .unwrap();
+        assert!(body.bytes.ends_with(b")\r\n") && body.notes.is_empty());
+        let bad = ms.iter().find(|m| m.status == Some(Status::Bad)).unwrap();
+        assert_eq!(bad.kind, Kind::Completion);
+        assert_eq!(bad.command.as_deref(), Some("INBOX"));
+        let last = ms.last().unwrap();
+        assert_eq!(
+            (last.tag.as_deref(), last.command.as_deref()),
+            (Some("F"), Some("LOGOUT"))
+        );
+        // Every command got its completion.
+        let commands = ms.iter().filter(|m| m.kind == Kind::Command).count();
+        let completions = ms.iter().filter(|m| m.kind == Kind::Completion).count();
+        assert_eq!(commands, completions);
+    }
+
+    #[test]
+    fn byte_at_a_time_gives_the_same_messages() {
+        let whole = run(&seed(), usize::MAX);
+        let bytewise = run(&seed(), 1);
+        let strip = |e: &[Event]| -> Vec<(u64, Kind, Vec<u8>, Option<u64>)> {
+            messages(e)
+                .iter()
+                .map(|m| (m.seq, m.kind, m.bytes.clone(), m.reply_to))
+                .collect()
+        };
+        assert_eq!(strip(&whole), strip(&bytewise));
+    }
+
+    fn feed(tracker: &mut SessionTracker, side: Side, t: u64, bytes: &[u8]) -> Vec<Event> {
+        let mut events = Vec::new();
+        tracker.on_bytes(side, t, bytes, &mut events);
+        events
+    }
+
+    #[test]
+    fn pipelined_commands_pair_by_tag() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* PREAUTH ready\r\n");
+        assert_eq!(t.state(), &SessionState::Authenticated);
+        feed(
+            &mut t,
+            Side::Client,
+            10,
+            b"a1 NOOP\r\na2 SELECT \"Sent Items\"\r\na3 NOOP\r\n",
+        );
+        let events = feed(
+            &mut t,
+            Side::Server,
+            50,
+            b"* 3 EXISTS\r\na2 OK [READ-WRITE] done\r\na3 OK\r\na1 OK\r\n",
+        );
+        let ms = messages(&events);
+        assert_eq!(ms[0].in_flight, vec![2, 3, 4]);
+        assert_eq!(
+            ms[1..]
+                .iter()
+                .map(|m| (m.reply_to, m.latency_us))
+                .collect::<Vec<_>>(),
+            vec![
+                (Some(3), Some(40)),
+                (Some(4), Some(40)),
+                (Some(2), Some(40))
+            ]
+        );
+        assert_eq!(t.state(), &SessionState::Selected("Sent Items".into()));
+        let events = feed(&mut t, Side::Server, 60, b"zz OK what\r\n");
+        assert!(messages(&events)[0].notes[0].contains("no command in flight"));
+    }
+
+    #[test]
+    fn authenticate_exchange_is_sasl_data() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"a AUTHENTICATE LOGIN\r\n");
+        let cont = feed(&mut t, Side::Server, 2, b"+ VXNlcm5hbWU6\r\n");
+        assert_eq!(messages(&cont)[0].kind, Kind::ContinuationRequest);
+        let user = feed(&mut t, Side::Client, 3, b"bmVsbA==\r\n");
+        assert_eq!(messages(&user)[0].kind, Kind::SaslData);
+        assert_eq!(t.user(), Some("nell"));
+        feed(&mut t, Side::Server, 4, b"+ UGFzc3dvcmQ6\r\n");
+        let pass = feed(&mut t, Side::Client, 5, b"c2VjcmV0\r\n");
+        assert_eq!(messages(&pass)[0].kind, Kind::SaslData);
+        let done = feed(&mut t, Side::Server, 6, b"a OK logged in\r\n");
+        assert_eq!(messages(&done)[0].reply_to, Some(2));
+        assert_eq!(t.state(), &SessionState::Authenticated);
+        // Lines after the exchange are commands again.
+        let next = feed(&mut t, Side::Client, 7, b"b NOOP\r\n");
+        assert_eq!(messages(&next)[0].kind, Kind::Command);
+    }
+
+    #[test]
+    fn idle_and_done() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"i IDLE\r\n");
+        feed(&mut t, Side::Server, 2, b"+ idling\r\n");
+        let push = feed(&mut t, Side::Server, 3, b"* 4 EXISTS\r\n");
+        assert_eq!(messages(&push)[0].in_flight, vec![2]);
+        let done = feed(&mut t, Side::Client, 4, b"DONE\r\n");
+        let m = messages(&done)[0];
+        assert_eq!((m.kind, m.reply_to), (Kind::IdleDone, Some(2)));
+        let end = feed(&mut t, Side::Server, 5, b"i OK Idle completed.\r\n");
+        assert_eq!(messages(&end)[0].latency_us, Some(4));
+    }
+
+    #[test]
+    fn synchronizing_literal_hands_out_the_head_first() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        let head = feed(&mut t, Side::Client, 1, b"a APPEND INBOX {5}\r\n");
+        let m = messages(&head)[0];
+        assert!(m.partial);
+        assert_eq!(m.name.as_deref(), Some("APPEND"));
+        let cont = feed(&mut t, Side::Server, 2, b"+ OK\r\n");
+        assert_eq!(messages(&cont)[0].reply_to, Some(m.seq));
+        let rest = feed(&mut t, Side::Client, 3, b"Hello\r\n");
+        assert_eq!(
+            rest,
+            vec![Event::Part {
+                seq: m.seq,
+                from: Side::Client,
+                t_us: 1,
+                bytes: b"Hello\r\n".to_vec(),
+                last: true
+            }]
+        );
+    }
+
+    #[test]
+    fn large_literal_is_handed_out_in_bounded_parts() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"f FETCH 1 BODY[]\r\n");
+        let size = 3 * MESSAGE_HOLD_LIMIT + 17;
+        let mut events = Vec::new();
+        t.on_bytes(
+            Side::Server,
+            2,
+            format!("* 1 FETCH (BODY[] {{{size}}}\r\n").as_bytes(),
+            &mut events,
+        );
+        let chunk = vec![b'x'; 8192];
+        let mut sent = 0;
+        while sent < size {
+            let n = chunk.len().min(size - sent);
+            t.on_bytes(Side::Server, 3, &chunk[..n], &mut events);
+            sent += n;
+        }
+        t.on_bytes(Side::Server, 4, b")\r\nf OK done\r\n", &mut events);
+        let mut total = 0;
+        for e in &events {
+            match e {
+                Event::Message(m) if m.name.as_deref() == Some("FETCH") => {
+                    assert!(m.partial && m.bytes.len() <= MESSAGE_HOLD_LIMIT);
+                    total += m.bytes.len();
+                }
+                Event::Part { bytes, .. } => {
+                    assert!(bytes.len() <= MESSAGE_HOLD_LIMIT);
+                    total += bytes.len();
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            total,
+            size + format!("* 1 FETCH (BODY[] {{{size}}}\r\n").len() + 3
+        );
+        let done = messages(&events).into_iter().last().unwrap();
+        assert_eq!(done.command.as_deref(), Some("FETCH"));
+    }
+
+    #[test]
+    fn starttls_makes_the_stream_opaque() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"s STARTTLS\r\n");
+        let events = feed(&mut t, Side::Server, 2, b"s OK Begin TLS\r\n");
+        assert_eq!(messages(&events)[0].command.as_deref(), Some("STARTTLS"));
+        assert!(t.is_opaque());
+        let hello = feed(&mut t, Side::Client, 3, b"\x16\x03\x01\x02\x00\x01");
+        assert_eq!(
+            hello,
+            vec![Event::Opaque {
+                from: Side::Client,
+                t_us: 3,
+                len: 6
+            }]
+        );
+    }
+
+    #[test]
+    fn cut_message_is_kept_and_noted() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"f FETCH 1 BODY[]\r\n");
+        feed(&mut t, Side::Server, 2, b"* 1 FETCH (BODY[] {100}\r\nabc");
+        let mut events = Vec::new();
+        t.finish(3, &mut events);
+        let m = messages(&events)[0];
+        assert!(m.partial);
+        assert!(m.bytes.ends_with(b"abc"));
+        assert!(
+            matches!(&events[1], Event::Note { text, .. } if text.contains("before this message was complete"))
+        );
+        assert_eq!(t.unanswered().len(), 1);
+    }
+}
