@@ -110,6 +110,8 @@ struct InFlight {
 struct Assembly {
     seq: u64,
     t_us: u64,
+    /// When the latest bytes arrived (the time of a part).
+    t_last: u64,
     /// Bytes not yet handed out.
     buf: Vec<u8>,
     /// The head was handed out already; what follows goes out as parts.
@@ -249,6 +251,7 @@ impl SessionTracker {
                 self.direction(from).assembly = Some(Assembly {
                     seq,
                     t_us,
+                    t_last: t_us,
                     buf: Vec::new(),
                     head_sent: false,
                     bare_lf: false,
@@ -257,6 +260,7 @@ impl SessionTracker {
             let Some(a) = self.direction(from).assembly.as_mut() else {
                 return;
             };
+            a.t_last = t_us;
             let room = MESSAGE_HOLD_LIMIT - a.buf.len();
             let take = room.min(bytes.len());
             a.buf.extend_from_slice(&bytes[..take]);
@@ -277,7 +281,7 @@ impl SessionTracker {
             out.push(Event::Part {
                 seq: a.seq,
                 from,
-                t_us: a.t_us,
+                t_us: a.t_last,
                 bytes,
                 last,
             });
@@ -764,7 +768,7 @@ mod tests {
             vec![Event::Part {
                 seq: m.seq,
                 from: Side::Client,
-                t_us: 1,
+                t_us: 3,
                 bytes: b"Hello\r\n".to_vec(),
                 last: true
             }]

@@ -99,9 +99,10 @@ pub async fn handle(
     ));
 
     // Run both directions until one ends, then give the other a grace period.
-    let (first, rest_of_client, rest_of_server) = tokio::select! {
-        end = &mut to_server => (Some(end), false, true),
-        end = &mut to_client => (Some(end), true, false),
+    // `wait_*`: that direction is still running (a finished future must not be polled again).
+    let (first, wait_to_client, wait_to_server) = tokio::select! {
+        end = &mut to_server => (Some(end), true, false),
+        end = &mut to_client => (Some(end), false, true),
         _ = shutdown.cancelled() => (None, false, false),
     };
     let reason = match first {
@@ -109,10 +110,10 @@ pub async fn handle(
         Some(end) => {
             let clean = end.is_clean();
             let mut reason = end.describe();
-            if clean && (rest_of_client || rest_of_server) {
+            if clean {
                 let other = tokio::select! {
-                    end = &mut to_client, if rest_of_client => Some(end),
-                    end = &mut to_server, if rest_of_server => Some(end),
+                    end = &mut to_client, if wait_to_client => Some(end),
+                    end = &mut to_server, if wait_to_server => Some(end),
                     _ = tokio::time::sleep(CLOSE_GRACE) => None,
                     _ = shutdown.cancelled() => None,
                 };
