@@ -54,6 +54,10 @@ pub async fn handle(
         start: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
         redaction: writer.redacts(),
     });
+    // On disk at once, so a session shows up while the upstream is still being reached.
+    if let Err(e) = writer.flush().await {
+        tracing::error!("#{id} transcript write failed: {e}");
+    }
     let _ = client.set_nodelay(true);
 
     let upstream = tokio::select! {

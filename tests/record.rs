@@ -1,0 +1,325 @@
+//! `imapscope record` between real clients and a real Dovecot.
+//!
+//! Each test starts its own Dovecot (tests/dovecot/start.sh) on free loopback ports and the
+//! `imapscope` binary in front of it, drives a real client through it and then checks what
+//! the client got against what Dovecot sent (its own raw log), and the transcript against both.
+
+mod support;
+
+use std::time::Duration;
+
+use imapscope::protocol::{Kind, Side};
+use imapscope::transcript::format::Record;
+use support::*;
+
+/// Dovecot's rawlog puts `SECONDS.MICROS ` before every line; take it off.
+fn strip_rawlog_timestamps(raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(raw.len());
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        let mut rest = line;
+        if let Some(space) = line.iter().position(|&b| b == b' ')
+            && space > 0
+            && line[..space]
+                .iter()
+                .all(|&b| b.is_ascii_digit() || b == b'.')
+        {
+            rest = &line[space + 1..];
+        }
+        out.extend_from_slice(rest);
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The long scripted session: every framing case a client can produce, byte-exact.
+#[test]
+fn raw_session_is_relayed_and_recorded_byte_for_byte() {
+    let dovecot = Dovecot::start();
+    dovecot.deliver("nell", "INBOX", &message("small", 600));
+    dovecot.deliver("nell", "INBOX", &message("large", 200 * 1024));
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&dovecot.addr(), out.path(), &["--record-secrets"]);
+
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("the greeting", |l| l.starts_with(b"* OK"));
+    assert!(c.command("a1", "LOGIN nell wrong").starts_with("a1 NO"));
+    assert!(c.command("a2", "FROBNICATE").contains("a2 BAD"));
+    // LOGIN with synchronizing literals for both arguments.
+    c.send(b"a3 LOGIN {4}\r\n");
+    c.until_continuation();
+    c.send(format!("nell {{{}}}\r\n", PASSWORD.len()).as_bytes());
+    c.until_continuation();
+    c.send(format!("{PASSWORD}\r\n").as_bytes());
+    assert!(c.until_tagged("a3").contains("a3 OK"));
+    assert!(c.command("a4", "SELECT INBOX").contains("* 2 EXISTS"));
+    // APPEND with a synchronizing literal, then with LITERAL+.
+    let m = message("appended-sync", 3000);
+    c.send(format!("a5 APPEND INBOX (\\Seen) {{{}}}\r\n", m.len()).as_bytes());
+    c.until_continuation();
+    c.send(&m);
+    c.send(b"\r\n");
+    assert!(c.until_tagged("a5").contains("a5 OK [APPENDUID"));
+    let m = message("appended-nonsync", 5000);
+    c.send(format!("a6 APPEND INBOX {{{}+}}\r\n", m.len()).as_bytes());
+    c.send(&m);
+    c.send(b"\r\n");
+    assert!(c.until_tagged("a6").contains("a6 OK"));
+    // Pipelined: three commands in one write.
+    c.send(b"a7 NOOP\r\na8 FETCH 1:* (FLAGS)\r\na9 UID SEARCH ALL\r\n");
+    let piped = c.until_tagged("a9");
+    assert!(piped.contains("a7 OK") && piped.contains("a8 OK"));
+    // Every message whole, the 200 KB one included.
+    let all = c.command("a10", "FETCH 1:* (BODY.PEEK[])");
+    assert!(all.len() > 200 * 1024 && all.contains("Subject: large"));
+    // IDLE while a message arrives.
+    c.send(b"a11 IDLE\r\n");
+    c.until_continuation();
+    dovecot.deliver("nell", "INBOX", &message("pushed", 400));
+    c.read_until("an EXISTS push", |l| l.ends_with(b" EXISTS\r\n"));
+    c.send(b"DONE\r\n");
+    assert!(c.until_tagged("a11").contains("a11 OK"));
+    c.send(b"a12 LOGOUT\r\n");
+    c.until_eof();
+    assert!(contains(&c.received, b"* BYE"));
+
+    let all = wait_for_ended(out.path(), 1);
+    let (path, t) = &all[0];
+    assert_paired(path, t);
+    // The transcript holds exactly the bytes each side sent.
+    assert_eq!(bytes_from(t, Side::Client), c.sent, "client bytes differ");
+    assert_eq!(
+        bytes_from(t, Side::Server),
+        c.received,
+        "server bytes differ"
+    );
+    // And, independently of imapscope's own record: what Dovecot logged having sent after
+    // login is exactly what the client received, and what it read is what the client sent.
+    let logs = dovecot.rawlogs("nell");
+    assert_eq!(logs.len(), 1, "one logged-in session in Dovecot's raw log");
+    let (dovecot_in, dovecot_out) = (
+        strip_rawlog_timestamps(&logs[0].0),
+        strip_rawlog_timestamps(&logs[0].1),
+    );
+    assert!(dovecot_out.len() > 200 * 1024);
+    assert!(
+        c.received.ends_with(&dovecot_out),
+        "the client did not receive what Dovecot sent"
+    );
+    assert!(
+        c.sent.ends_with(&dovecot_in),
+        "Dovecot did not read what the client sent"
+    );
+
+    let ms = messages(t);
+    let kinds = |k: Kind| ms.iter().filter(|m| m.kind == k).count();
+    assert_eq!(kinds(Kind::Greeting), 1);
+    assert_eq!(kinds(Kind::Command), 12);
+    assert_eq!(kinds(Kind::IdleDone), 1);
+    assert_eq!(kinds(Kind::ContinuationRequest), 4);
+    let status = |tag: &str| {
+        ms.iter()
+            .find(|m| m.kind == Kind::Completion && m.tag.as_deref() == Some(tag))
+            .and_then(|m| m.status)
+            .map(|s| s.as_str())
+    };
+    assert_eq!(status("a1"), Some("NO"));
+    assert_eq!(status("a2"), Some("BAD"));
+    assert_eq!(status("a3"), Some("OK"));
+    let select = ms.iter().find(|m| m.command.as_deref() == Some("SELECT"));
+    assert_eq!(select.and_then(|m| m.mailbox.as_deref()), Some("INBOX"));
+    let idle = ms
+        .iter()
+        .find(|m| m.name.as_deref() == Some("IDLE"))
+        .unwrap();
+    assert!(
+        ms.iter()
+            .any(|m| m.name.as_deref() == Some("EXISTS") && m.in_flight == vec![idle.seq]),
+        "the EXISTS pushed during IDLE is attributed to IDLE"
+    );
+    let Some(Record::End(end)) = t.records.last() else {
+        panic!("no end line")
+    };
+    assert_eq!(end.bytes_from_client, c.sent.len() as u64);
+    assert_eq!(end.bytes_from_server, c.received.len() as u64);
+    assert_eq!(end.user.as_deref(), Some("nell"));
+    assert!(end.unanswered.is_empty());
+
+    // One human line per completed command.
+    let log = scope.log();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("#1 a4 SELECT INBOX -> OK") && l.ends_with(" ms")),
+        "log:\n{}",
+        log.join("\n")
+    );
+}
+
+#[test]
+fn imaplib_and_curl_sessions_keep_passwords_off_disk() {
+    let dovecot = Dovecot::start();
+    dovecot.deliver("nell", "INBOX", &message("hello", 800));
+    dovecot.deliver("nell", "INBOX", &message("big", 200 * 1024));
+    dovecot.deliver("quote", "INBOX", &message("quoted", 500));
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&dovecot.addr(), out.path(), &[]);
+    let port = scope.port().to_string();
+
+    let seen = python("imaplib_session.py", &[&port, "nell", PASSWORD]);
+    assert!(seen.contains("\"exists\": 2"), "{seen}");
+    assert!(seen.contains(&format!("{}", message("big", 200 * 1024).len())));
+    // imaplib quotes a password with a space and a double quote.
+    python("imaplib_session.py", &[&port, "quote", QUOTE_PASSWORD]);
+
+    let curl = std::process::Command::new("curl")
+        .args(["-s", "--user", &format!("nell:{PASSWORD}")])
+        .arg(format!("imap://127.0.0.1:{port}/INBOX;UID=1"))
+        .output()
+        .expect("curl is needed for these tests (apt-get install -y curl)");
+    assert!(curl.status.success(), "curl failed: {curl:?}");
+    assert_eq!(curl.stdout, message("hello", 800));
+
+    // AUTHENTICATE PLAIN without SASL-IR, the way Thunderbird does it.
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("the greeting", |l| l.starts_with(b"* OK"));
+    c.send(b"t1 AUTHENTICATE PLAIN\r\n");
+    c.until_continuation();
+    use base64::Engine;
+    let plain = base64::engine::general_purpose::STANDARD.encode(format!("\0nell\0{PASSWORD}"));
+    c.send(format!("{plain}\r\n").as_bytes());
+    assert!(c.until_tagged("t1").contains("t1 OK"));
+    // LOGIN with the password as a LITERAL+ literal.
+    c.command("t2", "LOGOUT");
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("the greeting", |l| l.starts_with(b"* OK"));
+    c.send(format!("t1 LOGIN nell {{{}+}}\r\n{PASSWORD}\r\n", PASSWORD.len()).as_bytes());
+    assert!(c.until_tagged("t1").contains("t1 OK"));
+    c.command("t2", "LOGOUT");
+
+    let all = wait_for_ended(out.path(), 5);
+    for (path, t) in &all {
+        assert_paired(path, t);
+        let ms = messages(t);
+        let auth = ms
+            .iter()
+            .find(|m| matches!(m.name.as_deref(), Some("LOGIN" | "AUTHENTICATE")))
+            .expect("a login");
+        let user = auth.user.as_deref().or_else(|| {
+            ms.iter()
+                .find(|m| m.kind == Kind::SaslData)
+                .and_then(|m| m.user.as_deref())
+        });
+        assert!(
+            matches!(user, Some("nell" | "quote")),
+            "{}: user {user:?}",
+            path.display()
+        );
+        assert!(
+            ms.iter().any(|m| !m.redacted.is_empty()),
+            "{}: nothing marked redacted",
+            path.display()
+        );
+    }
+    assert_no_secrets(out.path(), &[PASSWORD, QUOTE_PASSWORD, "pa ss", &plain]);
+    // The live log does not leak them either.
+    let log = scope.log().join("\n");
+    assert!(!log.contains(PASSWORD) && !log.contains("pa ss"), "{log}");
+    // Transcripts are private.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&all[0].0).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "transcript mode {mode:o}");
+    }
+}
+
+#[test]
+fn desktop_style_parallel_connections_get_one_transcript_each() {
+    let dovecot = Dovecot::start();
+    dovecot.deliver("nell", "INBOX", &message("one", 1000));
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&dovecot.addr(), out.path(), &[]);
+    let seen = python(
+        "imaplib_session.py",
+        &[&scope.port().to_string(), "nell", PASSWORD, "6"],
+    );
+    assert_eq!(seen.lines().count(), 6);
+    let all = wait_for_ended(out.path(), 6);
+    assert_eq!(all.len(), 6);
+    let mut ids: Vec<u64> = Vec::new();
+    for (path, t) in &all {
+        assert_paired(path, t);
+        let Some(Record::Session(s)) = t.records.first() else {
+            panic!("no header")
+        };
+        ids.push(s.id);
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.ends_with(&format!("-{:06}.jsonl", s.id)), "{name}");
+    }
+    ids.sort();
+    assert_eq!(ids, vec![1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn unreachable_upstream_gets_bye_and_a_transcript() {
+    let closed = free_port();
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&format!("127.0.0.1:{closed}"), out.path(), &[]);
+    let mut c = RawClient::connect(scope.port());
+    c.until_eof();
+    let text = String::from_utf8_lossy(&c.received).into_owned();
+    assert!(
+        text.starts_with("* BYE [UNAVAILABLE] imapscope: cannot reach upstream"),
+        "{text}"
+    );
+    let all = wait_for_ended(out.path(), 1);
+    let t = &all[0].1;
+    assert!(t.records.iter().any(|r| matches!(r,
+        Record::Error(e) if e.during == "upstream-connect" && e.message.contains("refused"))));
+    let Some(Record::End(end)) = t.records.last() else {
+        panic!()
+    };
+    assert_eq!(end.reason, "upstream unreachable");
+    assert!(
+        scope
+            .log()
+            .iter()
+            .any(|l| l.contains("cannot reach upstream"))
+    );
+}
+
+#[test]
+fn sigterm_closes_every_transcript_and_exits_zero() {
+    let dovecot = Dovecot::start();
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&dovecot.addr(), out.path(), &[]);
+    let mut idler = RawClient::connect(scope.port());
+    idler.read_until("the greeting", |l| l.starts_with(b"* OK"));
+    idler.command("i1", &format!("LOGIN nell {PASSWORD}"));
+    idler.command("i2", "SELECT INBOX");
+    idler.send(b"i3 IDLE\r\n");
+    idler.until_continuation();
+    let mut mid_literal = RawClient::connect(scope.port());
+    mid_literal.read_until("the greeting", |l| l.starts_with(b"* OK"));
+    mid_literal.send(b"m1 LOGIN nell {100+}\r\nonly part of it");
+    std::thread::sleep(Duration::from_millis(300));
+
+    let status = scope.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let all = transcripts(out.path());
+    assert_eq!(all.len(), 2);
+    for (path, t) in &all {
+        let Some(Record::End(end)) = t.records.last() else {
+            panic!("{}: no end line", path.display())
+        };
+        assert_eq!(end.reason, "imapscope shut down");
+        assert_eq!(end.unanswered.len(), 1, "{}", path.display());
+    }
+    // The half-sent LOGIN was recorded as far as it went, still redacted, and noted.
+    let cut = &all[1].1;
+    assert!(cut.records.iter().any(|r| matches!(r,
+        Record::Note(n) if n.note.contains("before this message was complete"))));
+    assert_no_secrets(out.path(), &["only part of it", PASSWORD]);
+}

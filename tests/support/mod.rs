@@ -1,0 +1,499 @@
+//! Shared pieces of the integration tests: a real Dovecot started per test on loopback with
+//! its own configuration, the `imapscope` binary as a child process, a raw IMAP client that
+//! remembers every byte, and checks over recorded transcripts.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use imapscope::protocol::{Kind, Side};
+use imapscope::transcript::format::{MessageRecord, Record};
+use imapscope::transcript::{Transcript, read_transcript};
+
+pub const PASSWORD: &str = "ASecretPassword";
+pub const QUOTE_PASSWORD: &str = "pa ss\"word";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind an ephemeral loopback port")
+}
+
+/// A Dovecot of our own: config, mail, logs and sockets all inside a temp dir.
+pub struct Dovecot {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub tls_port: u16,
+    pid: u32,
+}
+
+impl Dovecot {
+    pub fn start() -> Dovecot {
+        if Command::new("dovecot").arg("--version").output().is_err() {
+            panic!(
+                "Dovecot is not installed; these tests need a real one. Install it with \
+                 `apt-get install -y dovecot-imapd` (the README's test command does this)."
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("imapscope-dovecot-")
+            .tempdir()
+            .expect("temp dir");
+        let (port, tls_port) = (free_port(), free_port());
+        let out = Command::new("bash")
+            .arg(repo().join("tests/dovecot/start.sh"))
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg(tls_port.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tests/dovecot/start.sh");
+        assert!(
+            out.status.success(),
+            "tests/dovecot/start.sh failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pid = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("start.sh prints dovecot's pid");
+        Dovecot {
+            dir,
+            port,
+            tls_port,
+            pid,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Delivers a message with `doveadm save`, as a mail server would.
+    pub fn deliver(&self, user: &str, mailbox: &str, message: &[u8]) {
+        let mut child = Command::new("doveadm")
+            .arg("-c")
+            .arg(self.dir.path().join("dovecot.conf"))
+            .args(["save", "-u", user, "-m", mailbox])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run doveadm");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(message).expect("write message to doveadm");
+        }
+        let out = child.wait_with_output().expect("doveadm");
+        assert!(
+            out.status.success(),
+            "doveadm save failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Dovecot's own raw logs of post-login traffic for `user`: (`.in`, `.out`) contents.
+    pub fn rawlogs(&self, user: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let dir = self.dir.path().join("rawlog").join(user);
+        let mut stems: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "in"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        stems.sort();
+        stems
+            .into_iter()
+            .map(|p| {
+                (
+                    std::fs::read(&p).unwrap_or_default(),
+                    std::fs::read(p.with_extension("out")).unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.pid.to_string())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A message of about `size` bytes with a recognisable subject.
+pub fn message(subject: &str, size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "From: Nell Gwyn <nell@example.com>\r\nTo: nell@example.com\r\nSubject: {subject}\r\n\
+         Date: Wed, 25 Nov 2026 21:05:01 +0000\r\nMessage-ID: <{subject}@example.com>\r\n\r\n"
+    )
+    .into_bytes();
+    let line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
+    while m.len() < size {
+        m.extend_from_slice(line);
+    }
+    m
+}
+
+/// The `imapscope record` binary running as a child process.
+pub struct Imapscope {
+    child: Child,
+    pub addr: SocketAddr,
+    pub out: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Imapscope {
+    /// Starts `imapscope record --upstream UPSTREAM --listen 127.0.0.1:0 --out OUT EXTRA...`
+    /// and waits until it listens.
+    pub fn record(upstream: &str, out: &Path, extra: &[&str]) -> Imapscope {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+            .args(["record", "--upstream", upstream, "--listen", "127.0.0.1:0"])
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start imapscope");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let keep = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1)
+                    && let Some(addr) = rest.split(',').next()
+                {
+                    let _ = tx.send(addr.trim().to_string());
+                }
+                keep.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "imapscope did not start listening; its log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Imapscope {
+            child,
+            addr,
+            out: out.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Everything imapscope wrote to stderr so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then waits for the exit (at most 20 s).
+    pub fn terminate(mut self) -> ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("imapscope did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Imapscope {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A scripted IMAP client over a plain socket that keeps every byte sent and received.
+pub struct RawClient {
+    stream: TcpStream,
+    pub sent: Vec<u8>,
+    pub received: Vec<u8>,
+    /// Received bytes not yet consumed by a wait.
+    unread: usize,
+}
+
+impl RawClient {
+    pub fn connect(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        RawClient {
+            stream,
+            sent: Vec::new(),
+            received: Vec::new(),
+            unread: 0,
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send");
+        self.sent.extend_from_slice(bytes);
+    }
+
+    /// Reads until a complete line satisfies `done`; returns everything read for this wait.
+    pub fn read_until(&mut self, what: &str, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+        let start = self.unread;
+        loop {
+            // Look for a complete line that satisfies `done`.
+            let pending = &self.received[self.unread..];
+            let mut at = 0;
+            while let Some(nl) = pending[at..].iter().position(|&b| b == b'\n') {
+                let line = &pending[at..at + nl + 1];
+                at += nl + 1;
+                if done(line) {
+                    self.unread += at;
+                    return self.received[start..self.unread].to_vec();
+                }
+            }
+            let mut buf = [0u8; 65536];
+            match self.stream.read(&mut buf) {
+                Ok(0) => panic!(
+                    "connection closed while waiting for {what}; got:\n{}",
+                    String::from_utf8_lossy(&self.received[start..])
+                ),
+                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                Err(e) => panic!(
+                    "no {what} ({e}); got:\n{}",
+                    String::from_utf8_lossy(&self.received[start..])
+                ),
+            }
+        }
+    }
+
+    /// Reads until the tagged completion of `tag`.
+    pub fn until_tagged(&mut self, tag: &str) -> String {
+        let prefix = format!("{tag} ");
+        let bytes = self.read_until(&format!("the completion of {tag}"), |l| {
+            l.starts_with(prefix.as_bytes())
+        });
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Reads until a continuation request.
+    pub fn until_continuation(&mut self) -> String {
+        let bytes = self.read_until("a continuation request", |l| l.starts_with(b"+"));
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// Reads until the server closes the connection.
+    pub fn until_eof(&mut self) {
+        let mut buf = [0u8; 65536];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("waiting for the server to close: {e}"),
+            }
+        }
+    }
+
+    pub fn command(&mut self, tag: &str, rest: &str) -> String {
+        self.send(format!("{tag} {rest}\r\n").as_bytes());
+        self.until_tagged(tag)
+    }
+}
+
+/// Every transcript in `dir`, sorted by name.
+pub fn transcripts(dir: &Path) -> Vec<(PathBuf, Transcript)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    paths.retain(|p| p.extension().is_some_and(|e| e == "jsonl"));
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| {
+            let t = read_transcript(&p).unwrap_or_else(|e| panic!("{e}"));
+            (p, t)
+        })
+        .collect()
+}
+
+/// Like [`transcripts`], but `None` while any file cannot be read yet (still being written).
+fn try_transcripts(dir: &Path) -> Option<Vec<(PathBuf, Transcript)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| read_transcript(&p).ok().map(|t| (p, t)))
+        .collect()
+}
+
+/// Waits until `n` transcripts exist in `dir` and each has its end line.
+pub fn wait_for_ended(dir: &Path, n: usize) -> Vec<(PathBuf, Transcript)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let all = try_transcripts(dir).unwrap_or_default();
+        let ended = all
+            .iter()
+            .filter(|(_, t)| matches!(t.records.last(), Some(Record::End(_))))
+            .count();
+        if all.len() >= n && ended == all.len() {
+            return all;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "expected {n} finished transcripts in {}, found {} ({} finished)",
+                dir.display(),
+                all.len(),
+                ended
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn messages(t: &Transcript) -> Vec<&MessageRecord> {
+    t.records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Message(m) => Some(m),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every command has exactly one completion that points back at it, and vice versa.
+pub fn assert_paired(path: &Path, t: &Transcript) {
+    let ms = messages(t);
+    for c in ms.iter().filter(|m| m.kind == Kind::Command) {
+        let completions: Vec<_> = ms
+            .iter()
+            .filter(|m| m.kind == Kind::Completion && m.reply_to == Some(c.seq))
+            .collect();
+        assert_eq!(
+            completions.len(),
+            1,
+            "{}: command seq {} ({:?} {:?}) has {} completions",
+            path.display(),
+            c.seq,
+            c.tag,
+            c.name,
+            completions.len()
+        );
+        let done = completions[0];
+        assert_eq!(done.tag, c.tag);
+        assert!(done.latency_us.is_some() && done.status.is_some());
+    }
+    for done in ms.iter().filter(|m| m.kind == Kind::Completion) {
+        assert!(
+            done.reply_to.is_some(),
+            "{}: completion seq {} answers no recorded command",
+            path.display(),
+            done.seq
+        );
+    }
+}
+
+/// The bytes one side sent, rebuilt from the transcript (messages and their parts).
+pub fn bytes_from(t: &Transcript, side: Side) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in &t.records {
+        match r {
+            Record::Message(m) if m.from == side => {
+                out.extend(m.payload.to_bytes().expect("payload"))
+            }
+            Record::Part(p) if p.from == side => out.extend(p.payload.to_bytes().expect("payload")),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// No file under `dir` contains any of `secrets`.
+pub fn assert_no_secrets(dir: &Path, secrets: &[&str]) {
+    let mut checked = 0;
+    for entry in walk(dir) {
+        let data = std::fs::read(&entry).unwrap_or_default();
+        checked += 1;
+        for s in secrets {
+            assert!(
+                !data.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{} contains the secret {s:?}",
+                entry.display()
+            );
+        }
+    }
+    assert!(checked > 0, "no files to check in {}", dir.display());
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Runs a Python client script from `tests/clients/` and returns its stdout.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg(repo().join("tests/clients").join(script))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 is needed for these tests (apt-get install -y python3)");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
