@@ -94,7 +94,7 @@ impl<'a> Tokenizer<'a> {
             self.pos += 1;
         }
         // A CR not followed by LF is part of the text, not the line ending.
-        (self.pos > start).then(|| Token {
+        (self.pos > start).then_some(Token {
             kind: TokenKind::Text,
             span: start..self.pos,
         })

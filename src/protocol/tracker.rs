@@ -23,6 +23,8 @@ pub const MESSAGE_HOLD_LIMIT: usize = 256 * 1024;
 const SUMMARY_LEN: usize = 80;
 
 /// Something the tracker learned.
+// Most events are messages, so boxing them would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A message, or the head of one handed out in parts (`partial`).

@@ -9,6 +9,8 @@ use crate::protocol::{Kind, Side, Status};
 pub const FORMAT_VERSION: u32 = 1;
 
 /// One line of a transcript.
+// Most records are messages, so boxing them would save nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum Record {

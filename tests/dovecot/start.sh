@@ -21,13 +21,17 @@ DIR=$(cd "$DIR" && pwd)
 # mktemp -d creates 0700 dirs; the unprivileged user must be able to traverse it.
 chmod 0755 "$DIR"
 
-# Self-signed certificate for localhost / 127.0.0.1.
+# Self-signed leaf certificate for localhost / 127.0.0.1. CA:FALSE on purpose:
+# rustls/webpki rejects a CA:TRUE cert used as the server (end-entity) cert
+# (CaUsedAsEndEntity); OpenSSL/Python/curl accept it as its own trust anchor.
 if [ ! -s "$DIR/server.pem" ]; then
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
     -keyout "$DIR/server-key.pem" -out "$DIR/server.pem" \
     -subj "/CN=localhost" \
     -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
-    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "basicConstraints=critical,CA:FALSE" \
+    -addext "keyUsage=critical,digitalSignature,keyEncipherment" \
+    -addext "extendedKeyUsage=serverAuth" \
     >/dev/null 2>&1
   chmod 0600 "$DIR/server-key.pem"
   chmod 0644 "$DIR/server.pem"
@@ -41,6 +45,13 @@ quote:{PLAIN}pa ss"word::::::
 USERS
 chmod 0644 "$DIR/users"
 
+# Refuse to clobber a live instance; otherwise clear stale sockets from a previous run
+# (a stale run/anvil-auth-penalty socket makes auth log a harmless "Connection refused" Error).
+if [ -s "$DIR/run/master.pid" ] && kill -0 "$(cat "$DIR/run/master.pid")" 2>/dev/null; then
+  echo "dovecot already running in $DIR (pid $(cat "$DIR/run/master.pid"))" >&2
+  exit 1
+fi
+rm -rf "$DIR/run"
 mkdir -p "$DIR/mail" "$DIR/run" "$DIR/state"
 for u in $(cut -d: -f1 "$DIR/users"); do
   mkdir -p "$DIR/rawlog/$u"
@@ -55,7 +66,12 @@ sed -e "s|@DIR@|$DIR|g" \
     "$HERE/dovecot.conf.in" > "$DIR/dovecot.conf"
 
 # Daemon forks into the background; its stderr/stdout go to a file.
-dovecot -c "$DIR/dovecot.conf" >>"$DIR/dovecot.stdout" 2>&1
+if ! dovecot -c "$DIR/dovecot.conf" >>"$DIR/dovecot.stdout" 2>&1; then
+  echo "dovecot failed to start:" >&2
+  cat "$DIR/dovecot.stdout" >&2
+  tail -n 20 "$DIR/dovecot.log" >&2 2>/dev/null || true
+  exit 1
+fi
 
 # Wait (up to ~10 s) for the plain port to accept connections.
 ok=

@@ -1,0 +1,63 @@
+//! Throughput of the protocol core (framer + tokenizer + tracker) on two kinds of stream:
+//! literal-heavy (large FETCH BODY[] responses) and many small messages (a FETCH FLAGS
+//! response for 100,000 messages). Run with `cargo bench --bench core`.
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use imapscope::protocol::{SessionTracker, Side};
+
+fn literal_heavy() -> Vec<u8> {
+    let mut s = Vec::new();
+    let body = vec![b'x'; 1 << 20];
+    for i in 1..=16 {
+        s.extend_from_slice(
+            format!("* {i} FETCH (UID {i} BODY[] {{{}}}\r\n", body.len()).as_bytes(),
+        );
+        s.extend_from_slice(&body);
+        s.extend_from_slice(b")\r\n");
+    }
+    s.extend_from_slice(b"a1 OK Fetch completed.\r\n");
+    s
+}
+
+fn many_small() -> Vec<u8> {
+    let mut s = Vec::new();
+    for i in 1..=100_000 {
+        s.extend_from_slice(format!("* {i} FETCH (FLAGS (\\Seen \\Answered))\r\n").as_bytes());
+    }
+    s.extend_from_slice(b"a1 OK Fetch completed.\r\n");
+    s
+}
+
+fn run(stream: &[u8]) -> usize {
+    let mut tracker = SessionTracker::new();
+    let mut events = Vec::new();
+    tracker.on_bytes(Side::Server, 0, b"* OK ready\r\n", &mut events);
+    tracker.on_bytes(Side::Client, 1, b"a1 FETCH 1:* (FLAGS)\r\n", &mut events);
+    let mut n = 0;
+    // As the relay feeds it: 64 KiB reads.
+    for chunk in stream.chunks(64 * 1024) {
+        tracker.on_bytes(Side::Server, 2, chunk, &mut events);
+        n += events.len();
+        events.clear();
+    }
+    n
+}
+
+fn core(c: &mut Criterion) {
+    let mut group = c.benchmark_group("protocol core");
+    group.sample_size(20);
+    let big = literal_heavy();
+    group.throughput(Throughput::Bytes(big.len() as u64));
+    group.bench_function("literal-heavy FETCH BODY[] (16 x 1 MiB)", |b| {
+        b.iter(|| run(&big))
+    });
+    let small = many_small();
+    group.throughput(Throughput::Bytes(small.len() as u64));
+    group.bench_function("FETCH FLAGS for 100,000 messages", |b| {
+        b.iter(|| run(&small))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, core);
+criterion_main!(benches);

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian machine as root: installs what the tests need
+# (a real Dovecot, Python, curl, OpenSSL) when missing, then checks formatting and lints
+# and runs every test. The integration tests start their own Dovecot on loopback ports with
+# their own config; the system's /etc/dovecot is never used or started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v dovecot >/dev/null || need+=(dovecot-imapd)
+command -v doveadm >/dev/null || need+=(dovecot-core)
+command -v python3 >/dev/null || need+=(python3)
+command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "the tests need ${need[*]}: run this script as root, or: sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Installing must not start the system's Dovecot; the tests run their own.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d.imapscope
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    cp /usr/sbin/policy-rc.d.imapscope /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  rm -f /usr/sbin/policy-rc.d.imapscope
+  apt-get install -y -qq "${need[@]}"
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test
