@@ -6,7 +6,7 @@
 //! Run with `cargo bench --bench relay`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use imapscope::relay::{RelayConfig, RelayServer};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -117,15 +117,8 @@ async fn relay(
     upstream: SocketAddr,
     out: Option<std::path::PathBuf>,
 ) -> (SocketAddr, CancellationToken) {
-    let server = RelayServer::bind(RelayConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        upstream: upstream.to_string(),
-        out,
-        redact: true,
-        connect_timeout: Duration::from_secs(5),
-    })
-    .await
-    .unwrap();
+    let config = RelayConfig::plain("127.0.0.1:0".parse().unwrap(), &upstream.to_string(), out);
+    let server = RelayServer::bind(config).await.unwrap();
     let addr = server.local_addr();
     let stop = CancellationToken::new();
     tokio::spawn(server.run(stop.clone()));

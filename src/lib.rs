@@ -6,6 +6,8 @@
 //!   redaction. Bytes and timestamps in, events out; no sockets, no clocks.
 //! - [`transcript`]: the JSON Lines format, the one writer every record goes through (it
 //!   applies redaction, so nothing can bypass it) and a reader that tolerates a torn last line.
+//! - [`tls`]: imapscope's certificate authority, both legs' TLS configurations and the facts
+//!   of each handshake. No sockets.
 //! - [`relay`]: the thin async shell. Accepts clients, connects upstream, copies bytes both
 //!   ways as they arrive and hands a copy to a per-connection recorder; graceful shutdown.
 //!
@@ -13,4 +15,5 @@
 
 pub mod protocol;
 pub mod relay;
+pub mod tls;
 pub mod transcript;

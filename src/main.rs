@@ -5,8 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use clap::{Args, Parser, Subcommand};
-use imapscope::relay::{RelayConfig, RelayServer, shutdown_on_signals};
+use imapscope::relay::{ClientLeg, RelayConfig, RelayServer, TlsSetup, shutdown_on_signals};
+use imapscope::tls::{self, Authority, Created, TlsMode};
 
 #[derive(Parser)]
 #[command(
@@ -36,11 +39,36 @@ enum Command {
     #[command(after_help = "Examples:\n  \
         imapscope record --upstream 127.0.0.1:143\n  \
         imapscope record --upstream mail.example.com:143 --listen 127.0.0.1:2143 --out /tmp/rec\n  \
-        imapscope record --upstream 127.0.0.1:143 --out none     # relay and log, keep no transcript\n\n\
+        imapscope record --upstream 127.0.0.1:143 --out none     # relay and log, keep no transcript\n  \
+        imapscope record --upstream imap.example.com:993          # TLS both legs (993 implies it)\n  \
+        imapscope record --upstream 127.0.0.1:143 --client-tls starttls --upstream-ca server.pem\n  \
+        imapscope record --upstream imap.example.com:993 --client-tls none   # plain client, TLS server\n\n\
         Each completed command is logged on stderr as\n  #3 A2 SELECT INBOX -> OK 0.41 ms\n\
         (connection, tag, command, status, latency). Ctrl-C or SIGTERM stops accepting, closes\n\
         every transcript with an end line, and exits 0.")]
     Record(RecordArgs),
+    /// Manage imapscope's certificate authority (for intercepting TLS).
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the CA if there is none (an existing one is kept), then show it.
+    #[command(
+        after_help = "Example:\n  imapscope ca init            # creates certs/ca.pem, certs/ca.crt, certs/ca-key.pem"
+    )]
+    Init(CaArgs),
+    /// Show the CA: path, subject, fingerprint, validity, and how to trust it.
+    #[command(after_help = "Example:\n  imapscope ca show --certs /etc/imapscope/certs")]
+    Show(CaArgs),
+}
+
+#[derive(Args)]
+struct CaArgs {
+    /// Directory of the CA files.
+    #[arg(long, default_value = "certs", value_name = "DIR")]
+    certs: PathBuf,
 }
 
 #[derive(Args)]
@@ -60,9 +88,27 @@ struct RecordArgs {
     /// Allow listening on a non-loopback address (anyone who can reach it can use the relay).
     #[arg(long)]
     allow_remote: bool,
-    /// Seconds to wait for the upstream to accept a connection.
+    /// Seconds to wait for the upstream to accept a connection, and for each TLS handshake.
     #[arg(long, default_value_t = 10, value_name = "SECONDS")]
     connect_timeout: u64,
+    /// TLS towards the client: none, starttls or tls (implicit, as on port 993).
+    /// Default: none, or tls when the upstream port is 993.
+    #[arg(long, value_enum, value_name = "MODE")]
+    client_tls: Option<TlsMode>,
+    /// TLS towards the server. Default: what --client-tls says, or tls when the upstream port
+    /// is 993.
+    #[arg(long, value_enum, value_name = "MODE")]
+    upstream_tls: Option<TlsMode>,
+    /// Also trust this CA (PEM) for the upstream's certificate, besides the Mozilla roots.
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+    /// Do not verify the upstream's certificate at all (anyone in the path can then read
+    /// the session).
+    #[arg(long)]
+    insecure_upstream: bool,
+    /// Directory of imapscope's CA (created on first need).
+    #[arg(long, default_value = "certs", value_name = "DIR")]
+    certs: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +123,8 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Record(args) => runtime.block_on(record(args)),
+        Command::Ca(CaCommand::Init(args)) => ca_init(&args.certs),
+        Command::Ca(CaCommand::Show(args)) => ca_show(&args.certs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -85,6 +133,126 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds what the chosen TLS modes need: the CA and its server config for the client leg,
+/// the verifying client config for the upstream leg.
+fn tls_setup(args: &RecordArgs, client: TlsMode, upstream: TlsMode) -> Result<TlsSetup, String> {
+    let upstream_host = tls::host_of(&args.upstream).to_string();
+    let client_leg = if client == TlsMode::None {
+        None
+    } else {
+        let (authority, created) = Authority::ensure(&args.certs).map_err(|e| e.to_string())?;
+        if created == Created::New {
+            tracing::warn!(
+                "created imapscope's CA in {}: clients must trust {} (see `imapscope ca show`)",
+                args.certs.display(),
+                args.certs.join(tls::authority::CA_CERT).display()
+            );
+        } else {
+            tracing::info!(
+                "intercepting client TLS with the CA in {} (SHA-256 {})",
+                args.certs.display(),
+                authority.fingerprint()
+            );
+        }
+        let authority = Arc::new(authority);
+        let config = tls::client_leg_config(authority.clone(), &upstream_host)
+            .map_err(|e| format!("client TLS configuration: {e}"))?;
+        Some(ClientLeg { authority, config })
+    };
+    let upstream_leg = if upstream == TlsMode::None {
+        None
+    } else {
+        if args.insecure_upstream {
+            tracing::warn!(
+                "--insecure-upstream: the upstream's certificate is NOT verified; anyone in the \
+                 path to {} can read and change this session",
+                args.upstream
+            );
+        }
+        Some(
+            tls::upstream_config(args.upstream_ca.as_deref(), args.insecure_upstream)
+                .map_err(|e| format!("upstream TLS configuration: {e}"))?,
+        )
+    };
+    Ok(TlsSetup {
+        upstream_host,
+        client_leg,
+        upstream_leg,
+    })
+}
+
+fn mode_name(mode: TlsMode) -> &'static str {
+    match mode {
+        TlsMode::None => "none",
+        TlsMode::Starttls => "starttls",
+        TlsMode::Tls => "tls",
+    }
+}
+
+fn ca_init(dir: &std::path::Path) -> Result<(), String> {
+    let (_, created) = Authority::ensure(dir).map_err(|e| e.to_string())?;
+    match created {
+        Created::New => println!("Created a new CA in {}.\n", dir.display()),
+        Created::Existing => println!("A CA exists in {} already; keeping it.\n", dir.display()),
+    }
+    ca_show(dir)
+}
+
+fn ca_show(dir: &std::path::Path) -> Result<(), String> {
+    let authority = Authority::load(dir).map_err(|e| {
+        format!(
+            "{e}\n(no CA yet? create one with `imapscope ca init --certs {}`)",
+            dir.display()
+        )
+    })?;
+    let pem = dir.join(tls::authority::CA_CERT);
+    let der = dir.join(tls::authority::CA_DER);
+    let (subject, not_before, not_after) =
+        match x509_parser::parse_x509_certificate(authority.cert_der()) {
+            Ok((_, cert)) => (
+                cert.subject().to_string(),
+                cert.validity().not_before.to_string(),
+                cert.validity().not_after.to_string(),
+            ),
+            Err(e) => {
+                return Err(format!(
+                    "{}: cannot read the certificate: {e}",
+                    pem.display()
+                ));
+            }
+        };
+    println!("Certificate:  {}", pem.display());
+    println!("  (DER form:  {})", der.display());
+    println!(
+        "Key:          {} (owner-only)",
+        dir.join(tls::authority::CA_KEY).display()
+    );
+    println!("Subject:      {subject}");
+    println!("SHA-256:      {}", authority.fingerprint());
+    println!("Valid:        {not_before} to {not_after}");
+    println!();
+    println!("Trust it in Thunderbird:");
+    println!(
+        "  Settings > Privacy & Security > Certificates > Manage Certificates > Authorities >"
+    );
+    println!(
+        "  Import..., choose {}, tick \"Trust this CA to identify websites\" (also",
+        der.display()
+    );
+    println!("  used for mail servers).");
+    println!("Trust it system-wide on Debian (curl, Python, most clients):");
+    println!(
+        "  cp {} /usr/local/share/ca-certificates/imapscope.crt",
+        pem.display()
+    );
+    println!("  update-ca-certificates");
+    println!(
+        "Or per tool: curl --cacert {0}, openssl s_client -CAfile {0}.",
+        pem.display()
+    );
+    Ok(())
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -121,13 +289,29 @@ async fn record(args: RecordArgs) -> Result<(), String> {
         );
     }
     let out = (args.out != "none").then(|| PathBuf::from(&args.out));
-    let config = RelayConfig {
-        listen: args.listen,
-        upstream: args.upstream.clone(),
-        out: out.clone(),
-        redact: !args.record_secrets,
-        connect_timeout: Duration::from_secs(args.connect_timeout),
+    let mut config = RelayConfig::plain(args.listen, &args.upstream, out.clone());
+    config.redact = !args.record_secrets;
+    config.connect_timeout = Duration::from_secs(args.connect_timeout);
+    let port_993 = args
+        .upstream
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p == "993");
+    let implied = if port_993 {
+        TlsMode::Tls
+    } else {
+        TlsMode::None
     };
+    config.client_tls = args.client_tls.unwrap_or(implied);
+    config.upstream_tls = args.upstream_tls.or(args.client_tls).unwrap_or(implied);
+    if (config.client_tls == TlsMode::Starttls) != (config.upstream_tls == TlsMode::Starttls) {
+        return Err(format!(
+            "--client-tls {} with --upstream-tls {} is not supported: STARTTLS is intercepted \
+             only when both legs use it; otherwise combine none and tls freely",
+            mode_name(config.client_tls),
+            mode_name(config.upstream_tls)
+        ));
+    }
+    config.tls = tls_setup(&args, config.client_tls, config.upstream_tls)?;
     let server = RelayServer::bind(config)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;

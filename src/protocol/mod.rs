@@ -3,13 +3,15 @@
 //! Nothing here touches a socket, a file or a clock, so every piece is tested by feeding it
 //! bytes. The flow is [`framer`] (lines and literals) -> [`token`] (the generic token tree) ->
 //! [`message`] (tag, name, status of one message) -> [`tracker`] (the session: pairing,
-//! state, exchanges). [`redact`] finds the credentials that must not reach disk.
+//! state, exchanges). [`redact`] finds the credentials that must not reach disk; [`starttls`]
+//! finds the exact STARTTLS boundary for a relay that terminates TLS itself.
 //!
 //! What must not live here: I/O, async code, transcript encoding.
 
 pub mod framer;
 pub mod message;
 pub mod redact;
+pub mod starttls;
 pub mod token;
 pub mod tracker;
 

@@ -525,6 +525,15 @@ impl SessionTracker {
 }
 
 impl SessionTracker {
+    /// The relay terminated TLS on its legs: what follows is IMAP text again, at a message
+    /// boundary (after STARTTLS's OK, or from the first byte with implicit TLS).
+    pub fn tls_established(&mut self) {
+        if self.client.framer.is_opaque() {
+            self.client.framer.reset();
+            self.server.framer.reset();
+        }
+    }
+
     /// True once a successful STARTTLS made the stream opaque.
     pub fn is_opaque(&self) -> bool {
         self.client.framer.is_opaque()

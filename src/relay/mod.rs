@@ -7,10 +7,14 @@
 pub mod connection;
 pub mod recorder;
 pub mod server;
+pub mod stream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::tls::{Authority, TlsMode};
 
 pub use server::{RelayServer, shutdown_on_signals};
 
@@ -25,6 +29,57 @@ pub struct RelayConfig {
     pub out: Option<PathBuf>,
     /// Hide credentials in transcripts (the default).
     pub redact: bool,
-    /// How long to wait for the upstream to accept.
+    /// How long to wait for the upstream to accept, and for each TLS handshake.
     pub connect_timeout: Duration,
+    pub client_tls: TlsMode,
+    pub upstream_tls: TlsMode,
+    pub tls: TlsSetup,
+}
+
+impl RelayConfig {
+    /// A plain-TCP relay with default timeouts.
+    pub fn plain(listen: SocketAddr, upstream: &str, out: Option<PathBuf>) -> RelayConfig {
+        RelayConfig {
+            listen,
+            upstream: upstream.to_string(),
+            out,
+            redact: true,
+            connect_timeout: Duration::from_secs(10),
+            client_tls: TlsMode::None,
+            upstream_tls: TlsMode::None,
+            tls: TlsSetup {
+                upstream_host: crate::tls::host_of(upstream).to_string(),
+                client_leg: None,
+                upstream_leg: None,
+            },
+        }
+    }
+}
+
+/// What TLS interception needs, built once at start.
+#[derive(Clone)]
+pub struct TlsSetup {
+    /// SNI towards the server, and the certificate name for clients that send no SNI.
+    pub upstream_host: String,
+    /// Present when the client leg uses TLS (implicit or STARTTLS).
+    pub client_leg: Option<ClientLeg>,
+    /// Present when the upstream leg uses TLS.
+    pub upstream_leg: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl std::fmt::Debug for TlsSetup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSetup")
+            .field("upstream_host", &self.upstream_host)
+            .field("client_leg", &self.client_leg.is_some())
+            .field("upstream_leg", &self.upstream_leg.is_some())
+            .finish()
+    }
+}
+
+/// imapscope as the TLS server facing clients.
+#[derive(Clone)]
+pub struct ClientLeg {
+    pub authority: Arc<Authority>,
+    pub config: Arc<rustls::ServerConfig>,
 }

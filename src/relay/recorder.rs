@@ -11,13 +11,32 @@ use tokio::sync::mpsc;
 
 use crate::protocol::{Event, Kind, SessionTracker, Side};
 use crate::transcript::TranscriptWriter;
-use crate::transcript::format::EndRecord;
+use crate::transcript::format::{EndRecord, TlsRecord};
 
 /// What the pumps tell the recorder.
 #[derive(Debug)]
 pub enum RelayEvent {
     /// `side` sent these bytes; they were relayed.
     Bytes { side: Side, t_us: u64, data: Bytes },
+    /// A TLS handshake finished on one leg; what follows is decrypted IMAP.
+    Tls(TlsRecord),
+    /// Bytes deliberately not relayed.
+    Dropped {
+        side: Side,
+        t_us: u64,
+        data: Bytes,
+        reason: String,
+    },
+    Error {
+        t_us: u64,
+        during: String,
+        message: String,
+    },
+    Note {
+        t_us: u64,
+        side: Option<Side>,
+        text: String,
+    },
     /// The connection is over.
     End { t_us: u64, reason: String },
 }
@@ -83,6 +102,22 @@ impl Recorder {
                 self.tracker.on_bytes(side, t_us, &data, &mut self.scratch);
                 self.drain();
             }
+            RelayEvent::Tls(record) => {
+                self.tracker.tls_established();
+                self.writer.tls(record);
+            }
+            RelayEvent::Dropped {
+                side,
+                t_us,
+                data,
+                reason,
+            } => self.writer.dropped(t_us, side, &data, &reason),
+            RelayEvent::Error {
+                t_us,
+                during,
+                message,
+            } => self.writer.error(t_us, &during, &message),
+            RelayEvent::Note { t_us, side, text } => self.writer.note(t_us, side, &text),
             RelayEvent::End { t_us, reason } => {
                 self.tracker.finish(t_us, &mut self.scratch);
                 self.drain();

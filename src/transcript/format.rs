@@ -18,6 +18,8 @@ pub enum Record {
     Message(MessageRecord),
     Part(PartRecord),
     Opaque(OpaqueRecord),
+    Tls(TlsRecord),
+    Dropped(DroppedRecord),
     Note(NoteRecord),
     Error(ErrorRecord),
     End(EndRecord),
@@ -138,6 +140,46 @@ pub struct OpaqueRecord {
     pub from: Side,
     pub len: u64,
     pub what: String,
+}
+
+/// A finished TLS handshake on one leg.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TlsRecord {
+    pub t_us: u64,
+    /// `client` (imapscope's TLS server facing the client) or `upstream`.
+    pub leg: String,
+    /// `TLSv1_3`, `TLSv1_2`.
+    pub version: String,
+    /// `TLS13_AES_256_GCM_SHA384`...
+    pub cipher: String,
+    /// The name the client asked for (client leg) or that imapscope sent (upstream leg).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpn: Option<String>,
+    /// The certificate presented on this leg: the server's (upstream) or the minted one (client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sans: Vec<String>,
+    /// SHA-256 fingerprint of that certificate, `AB:CD:...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// Bytes a peer sent that imapscope deliberately did not relay: plaintext after STARTTLS and
+/// before the handshake (the CVE-2011-0411 command-injection class).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedRecord {
+    pub t_us: u64,
+    pub from: Side,
+    #[serde(flatten)]
+    pub payload: Payload,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

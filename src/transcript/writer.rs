@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
 use super::format::{
-    EndRecord, ErrorRecord, MessageRecord, NoteRecord, OpaqueRecord, PartRecord, Payload, Record,
-    SessionRecord,
+    DroppedRecord, EndRecord, ErrorRecord, MessageRecord, NoteRecord, OpaqueRecord, PartRecord,
+    Payload, Record, SessionRecord, TlsRecord,
 };
 use crate::protocol::message::parse_command;
 use crate::protocol::{Event, Kind, Side, redact};
@@ -122,6 +122,53 @@ impl TranscriptWriter {
             seq: None,
             from,
             note: note.into(),
+        }));
+    }
+
+    pub fn tls(&mut self, record: TlsRecord) {
+        self.push(&Record::Tls(record));
+    }
+
+    /// Records bytes that were not relayed; a client's are redacted line by line like commands
+    /// (a LOGIN pipelined after STARTTLS is exactly what an injection would carry).
+    pub fn dropped(&mut self, t_us: u64, from: Side, bytes: &[u8], reason: &str) {
+        let mut redacted = Vec::new();
+        let bytes = if self.redact && from == Side::Client {
+            let mut out = Vec::with_capacity(bytes.len());
+            let mut hide_rest = false;
+            for line in bytes.split_inclusive(|&b| b == b'\n') {
+                if hide_rest {
+                    continue;
+                }
+                let head = parse_command(line);
+                let complete = line.ends_with(b"\n")
+                    && crate::protocol::framer::literal_suffix(line.trim_ascii_end()).is_none();
+                let secrets = redact::secrets(Kind::Command, &head, line, complete);
+                if secrets.is_empty() {
+                    out.extend_from_slice(line);
+                    if !complete && line.ends_with(b"\n") {
+                        // A literal follows whose role cannot be told here.
+                        hide_rest = true;
+                        out.extend_from_slice(redact::PLACEHOLDER);
+                        redacted.push("literal".to_string());
+                    }
+                } else {
+                    out.extend(redact::apply(line, &secrets));
+                    redacted.extend(secrets.iter().map(|s| s.what.to_string()));
+                    hide_rest = !complete;
+                }
+            }
+            redacted.dedup();
+            out
+        } else {
+            bytes.to_vec()
+        };
+        self.push(&Record::Dropped(DroppedRecord {
+            t_us,
+            from,
+            payload: Payload::from_bytes(bytes),
+            reason: reason.to_string(),
+            redacted,
         }));
     }
 
