@@ -167,11 +167,22 @@ impl Imapscope {
     /// Starts `imapscope record --upstream UPSTREAM --listen 127.0.0.1:0 --out OUT EXTRA...`
     /// and waits until it listens.
     pub fn record(upstream: &str, out: &Path, extra: &[&str]) -> Imapscope {
+        Imapscope::record_env(upstream, out, extra, &[])
+    }
+
+    /// [`Imapscope::record`] with extra environment variables.
+    pub fn record_env(
+        upstream: &str,
+        out: &Path,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Imapscope {
         let mut child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
             .args(["record", "--upstream", upstream, "--listen", "127.0.0.1:0"])
             .arg("--out")
             .arg(out)
             .args(extra)
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

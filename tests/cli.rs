@@ -1,0 +1,94 @@
+//! The command line itself: help texts, `ca init` / `ca show`, refused options.
+
+use std::process::Command;
+
+fn imapscope(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(args)
+        .output()
+        .expect("run imapscope");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[test]
+fn every_help_has_an_example() {
+    for args in [
+        &["--help"][..],
+        &["record", "--help"],
+        &["ca", "init", "--help"],
+        &["ca", "show", "--help"],
+    ] {
+        let (ok, text) = imapscope(args);
+        assert!(ok, "{args:?}: {text}");
+        assert!(text.contains("Example"), "{args:?} has no example:\n{text}");
+    }
+}
+
+#[test]
+fn ca_init_is_idempotent_and_show_explains_trust() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs = certs.to_str().unwrap();
+    let (ok, first) = imapscope(&["ca", "init", "--certs", certs]);
+    assert!(ok, "{first}");
+    assert!(first.contains("Created a new CA"), "{first}");
+    let fingerprint = first
+        .lines()
+        .find(|l| l.starts_with("SHA-256:"))
+        .expect("fingerprint line")
+        .to_string();
+    let (ok, second) = imapscope(&["ca", "init", "--certs", certs]);
+    assert!(ok && second.contains("keeping it"), "{second}");
+    assert!(second.contains(&fingerprint), "the same CA is kept");
+    let (ok, show) = imapscope(&["ca", "show", "--certs", certs]);
+    assert!(ok, "{show}");
+    for needle in [
+        "Subject:      CN=imapscope interception CA",
+        "Manage Certificates > Authorities",
+        "update-ca-certificates",
+        "ca.crt",
+    ] {
+        assert!(show.contains(needle), "missing {needle:?} in:\n{show}");
+    }
+    assert!(!show.contains("PRIVATE KEY"), "the key is never printed");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = std::path::Path::new(certs).join("ca-key.pem");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (ok, refused) = imapscope(&["ca", "show", "--certs", certs]);
+        assert!(!ok);
+        assert!(refused.contains("readable by others"), "{refused}");
+    }
+}
+
+#[test]
+fn non_loopback_listen_needs_a_flag_and_half_starttls_is_refused() {
+    let (ok, text) = imapscope(&[
+        "record",
+        "--upstream",
+        "127.0.0.1:1",
+        "--listen",
+        "0.0.0.0:0",
+        "--out",
+        "none",
+    ]);
+    assert!(!ok && text.contains("--allow-remote"), "{text}");
+    let (ok, text) = imapscope(&[
+        "record",
+        "--upstream",
+        "127.0.0.1:1",
+        "--client-tls",
+        "starttls",
+        "--upstream-tls",
+        "tls",
+        "--out",
+        "none",
+    ]);
+    assert!(!ok && text.contains("not supported"), "{text}");
+}
