@@ -92,7 +92,21 @@ impl Authority {
         let cert = params
             .self_signed(&key)
             .map_err(|e| AuthorityError::Mint(e.to_string()))?;
-        write_file(&dir.join(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
+        match write_file(&dir.join(CA_KEY), key.serialize_pem().as_bytes(), 0o600) {
+            Err(AuthorityError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                // Another imapscope is creating the CA right now: use its CA once written.
+                for _ in 0..50 {
+                    if dir.join(CA_DER).exists() {
+                        return Ok((Authority::load(dir)?, Created::Existing));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                return Ok((Authority::load(dir)?, Created::Existing));
+            }
+            other => other?,
+        }
         write_file(&dir.join(CA_CERT), cert.pem().as_bytes(), 0o644)?;
         write_file(&dir.join(CA_DER), cert.der(), 0o644)?;
         Ok((Authority::load(dir)?, Created::New))
