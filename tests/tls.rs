@@ -111,9 +111,49 @@ fn curl_and_imaplib_through_implicit_tls_on_both_legs() {
         &["ssl", &port.to_string(), &ca.to_string_lossy()],
     );
     assert!(seen.contains("Subject: tls-hello"), "{seen}");
+    // openssl s_client on the implicit-TLS port: issued by our CA, names localhost.
+    let s_client = Command::new("openssl")
+        .args(["s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args([
+            "-servername",
+            "localhost",
+            "-verify_hostname",
+            "localhost",
+            "-CAfile",
+        ])
+        .arg(&ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let text = String::from_utf8_lossy(&s_client.stdout);
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    assert!(
+        text.contains("issuer=CN = imapscope interception CA"),
+        "{text}"
+    );
 
-    let all = wait_for_ended(s.out.path(), 2);
+    let all = wait_for_ended(s.out.path(), 3);
+    let python_tls = all
+        .iter()
+        .find(|(_, t)| {
+            messages(t)
+                .iter()
+                .any(|m| m.name.as_deref() == Some("LOGIN"))
+        })
+        .map(|(p, t)| command_names(p, t))
+        .expect("the imaplib session");
+    // The same client in plain text through a plain relay issues the same commands.
+    let plain_out = tempfile::tempdir().unwrap();
+    let plain = Imapscope::record(&s.dovecot.addr(), plain_out.path(), &[]);
+    python("tls_session.py", &["plain", &plain.port().to_string()]);
+    let plain_all = wait_for_ended(plain_out.path(), 1);
+    assert_eq!(python_tls, command_names(&plain_all[0].0, &plain_all[0].1));
+
     for (path, t) in &all {
+        if !messages(t).iter().any(|m| m.kind == Kind::Command) {
+            continue; // s_client's session: a handshake and no command
+        }
         let legs = tls_records(t);
         assert_eq!(legs.len(), 2, "{}: a tls line per leg", path.display());
         let client = legs.iter().find(|l| l.leg == "client").unwrap();
