@@ -11,9 +11,13 @@
 //! - [`relay`]: the thin async shell. Accepts clients, connects upstream, copies bytes both
 //!   ways as they arrive and hands a copy to a per-connection recorder; graceful shutdown.
 //!
+//! - [`replay`]: recordings as regression tests: replay the client side against a live
+//!   server and diff the answers, or serve the server side to a client under test.
+//!
 //! The `imapscope` binary (`src/main.rs`) turns command-line options into these pieces.
 
 pub mod protocol;
 pub mod relay;
+pub mod replay;
 pub mod tls;
 pub mod transcript;

@@ -47,9 +47,87 @@ enum Command {
         (connection, tag, command, status, latency). Ctrl-C or SIGTERM stops accepting, closes\n\
         every transcript with an end line, and exits 0.")]
     Record(RecordArgs),
+    /// Replay recorded sessions against a live server and diff its answers.
+    #[command(after_help = "Examples:\n  \
+        imapscope replay recordings/golden/*.jsonl --upstream 127.0.0.1:143 --login nell:secret\n  \
+        IMAPSCOPE_LOGIN=nell:secret imapscope replay session.jsonl --upstream imap.example.com:993 --json\n\n\
+        Matching follows Dovecot's imaptest: tags map, untagged responses of a command may come\n\
+        in any order, completions match on status and response code (not text), UIDVALIDITY,\n\
+        UIDNEXT, HIGHESTMODSEQ, MODSEQ, INTERNALDATE and greeting/ID texts are variables bound\n\
+        on first sight, FETCH items may come in any order, FLAGS are sets without \\Recent.\n\
+        Exit status: 0 all matched, 1 a difference, 2 unusable input.")]
+    Replay(ReplayArgs),
+    /// Play recorded sessions' server side to a client under test: a fake IMAP server.
+    #[command(after_help = "Examples:\n  \
+        imapscope serve recordings/golden/login-select.jsonl --listen 127.0.0.1:1143\n  \
+        imapscope serve session.jsonl --client-tls tls --match name --speed 10\n\n\
+        Each client connection plays the next recording. A command that matches no recorded\n\
+        command gets `tag BAD` and a diagnostic on stderr; at the end, recorded commands never\n\
+        asked for are reported. It never connects anywhere. Exit status: 0 every recording was\n\
+        used fully and exactly, 1 otherwise, 2 unusable input.")]
+    Serve(ServeArgs),
     /// Manage imapscope's certificate authority (for intercepting TLS).
     #[command(subcommand)]
     Ca(CaCommand),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Transcripts to replay, each on its own connection, one after the other.
+    #[arg(required = true, value_name = "TRANSCRIPT")]
+    transcripts: Vec<PathBuf>,
+    /// The server to replay against, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: String,
+    /// TLS towards the server: none, starttls (as the recording does) or tls.
+    /// Default: tls when the port is 993, else none.
+    #[arg(long, value_enum, value_name = "MODE")]
+    upstream_tls: Option<TlsMode>,
+    /// Also trust this CA (PEM) for the server's certificate.
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+    /// Do not verify the server's certificate.
+    #[arg(long)]
+    insecure_upstream: bool,
+    /// Credentials for recordings whose LOGIN/AUTHENTICATE were redacted (else IMAPSCOPE_LOGIN).
+    #[arg(long, value_name = "USER:PASS")]
+    login: Option<String>,
+    /// Tolerate untagged responses the recording does not have.
+    #[arg(long)]
+    allow_extra: bool,
+    /// Seconds to wait for any one expected answer.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    timeout: u64,
+    /// One JSON object per transcript on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Recordings to play, one per client connection, in order.
+    #[arg(required = true, value_name = "TRANSCRIPT")]
+    transcripts: Vec<PathBuf>,
+    /// Where clients connect.
+    #[arg(long, default_value = "127.0.0.1:1143", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// TLS towards the client: none, starttls or tls, with certificates from imapscope's CA.
+    #[arg(long, value_enum, default_value = "none", value_name = "MODE")]
+    client_tls: TlsMode,
+    /// How closely a command must resemble the recorded one.
+    #[arg(
+        long = "match",
+        value_enum,
+        default_value = "strict",
+        value_name = "MODE"
+    )]
+    match_mode: imapscope::replay::MatchMode,
+    /// Play IDLE pushes this many times faster than recorded.
+    #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
+    speed: f64,
+    /// Directory of imapscope's CA (for --client-tls).
+    #[arg(long, default_value = "certs", value_name = "DIR")]
+    certs: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +200,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Replay(args) => return runtime.block_on(replay(args, cli.verbose > 0)),
+        Command::Serve(args) => return runtime.block_on(serve(args)),
         Command::Record(args) => runtime.block_on(record(args)),
         Command::Ca(CaCommand::Init(args)) => ca_init(&args.certs),
         Command::Ca(CaCommand::Show(args)) => ca_show(&args.certs),
@@ -181,6 +261,136 @@ fn tls_setup(args: &RecordArgs, client: TlsMode, upstream: TlsMode) -> Result<Tl
         client_leg,
         upstream_leg,
     })
+}
+
+/// Exit status: 0 every recording used fully and exactly, 1 otherwise, 2 unusable input.
+async fn serve(args: ServeArgs) -> ExitCode {
+    use imapscope::replay::{FakeServer, ServeOptions};
+    let tls = if args.client_tls == TlsMode::None {
+        None
+    } else {
+        let authority = match Authority::ensure(&args.certs) {
+            Ok((a, _)) => Arc::new(a),
+            Err(e) => {
+                eprintln!("imapscope: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match tls::client_leg_config(authority, "localhost") {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("imapscope: client TLS configuration: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let options = ServeOptions {
+        listen: args.listen,
+        mode: args.match_mode,
+        speed: args.speed,
+        client_tls: args.client_tls,
+        tls,
+    };
+    let server = match FakeServer::start(&args.transcripts, options).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("imapscope: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(
+        "serving {} recording(s) on {}",
+        args.transcripts.len(),
+        server.addr()
+    );
+    let stop = shutdown_on_signals();
+    let report = tokio::select! {
+        r = server.wait() => r,
+        _ = stop.cancelled() => {
+            eprintln!("imapscope: interrupted");
+            return ExitCode::from(1);
+        }
+    };
+    print!("{}", report.render());
+    if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Exit status: 0 all matched, 1 a difference, 2 unusable input.
+async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
+    use imapscope::replay::{Extras, Login, ReplayOptions, Script};
+    let unusable = |message: String| {
+        eprintln!("imapscope: {message}");
+        ExitCode::from(2)
+    };
+    let login = match &args.login {
+        Some(text) => match Login::parse(text) {
+            Some(l) => Some(l),
+            None => return unusable("--login takes USER:PASS".into()),
+        },
+        None => Login::from_env(),
+    };
+    let port_993 = args
+        .upstream
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p == "993");
+    let tls = args.upstream_tls.unwrap_or(if port_993 {
+        TlsMode::Tls
+    } else {
+        TlsMode::None
+    });
+    let tls_config = if tls == TlsMode::None {
+        None
+    } else {
+        match tls::upstream_config(args.upstream_ca.as_deref(), args.insecure_upstream) {
+            Ok(c) => Some(c),
+            Err(e) => return unusable(format!("upstream TLS configuration: {e}")),
+        }
+    };
+    let options = ReplayOptions {
+        upstream: args.upstream.clone(),
+        tls,
+        tls_config,
+        extras: if args.allow_extra {
+            Extras::Allow
+        } else {
+            Extras::Forbid
+        },
+        timeout: Duration::from_secs(args.timeout),
+    };
+    // Read everything first: unusable input stops the run before any traffic.
+    let mut scripts = Vec::new();
+    for path in &args.transcripts {
+        let name = path.display().to_string();
+        let transcript = match imapscope::transcript::read_transcript(path) {
+            Ok(t) => t,
+            Err(e) => return unusable(e.to_string()),
+        };
+        let script =
+            Script::from_transcript(&name, &transcript).and_then(|s| s.with_login(login.as_ref()));
+        match script {
+            Ok(s) => scripts.push(s),
+            Err(e) => return unusable(e.to_string()),
+        }
+    }
+    let mut all_ok = true;
+    for script in &scripts {
+        let report = imapscope::replay::replay(script, &options).await;
+        all_ok &= report.ok();
+        if args.json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.render(verbose));
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn mode_name(mode: TlsMode) -> &'static str {

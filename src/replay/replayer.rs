@@ -1,0 +1,511 @@
+//! Plays the client side of a recording against a live server and compares the answers.
+//!
+//! Each client unit is sent when the server has said what the recorded client had seen before
+//! sending it: the tagged completions and continuation requests that preceded it (so pipelining
+//! is kept, and literals wait for their `+`). IDLE's DONE goes out after the recorded delay,
+//! and not before the recorded pushes arrived (up to the timeout). The server's bytes go
+//! through the same [`SessionTracker`] as a recording, which groups them by command; then
+//! [`compare`] says whether the run matches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rustls_pki_types::ServerName;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::matcher::{Comparison, Extras, Group, compare, show};
+use super::script::Script;
+use crate::protocol::{Event, Kind, SessionTracker, Side, Status};
+use crate::relay::stream::Stream;
+use crate::tls::TlsMode;
+
+/// How to reach the server and how strict to be.
+#[derive(Clone)]
+pub struct ReplayOptions {
+    pub upstream: String,
+    pub tls: TlsMode,
+    /// Needed when `tls` is not `None`.
+    pub tls_config: Option<Arc<rustls::ClientConfig>>,
+    pub extras: Extras,
+    /// How long to wait for any one expected answer.
+    pub timeout: Duration,
+}
+
+impl ReplayOptions {
+    pub fn plain(upstream: &str) -> ReplayOptions {
+        ReplayOptions {
+            upstream: upstream.to_string(),
+            tls: TlsMode::None,
+            tls_config: None,
+            extras: Extras::Forbid,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The outcome of replaying one transcript.
+#[derive(Debug, Clone)]
+pub struct ReplayReport {
+    pub name: String,
+    pub commands: usize,
+    pub comparison: Comparison,
+    /// The run could not go on: no connection, a timeout, the server hung up early.
+    pub error: Option<String>,
+    pub elapsed: Duration,
+}
+
+impl ReplayReport {
+    pub fn ok(&self) -> bool {
+        self.error.is_none() && self.comparison.ok()
+    }
+
+    /// One line: `PASS name: 12 commands, 57 responses matched in 0.21 s`.
+    pub fn summary(&self) -> String {
+        let c = &self.comparison;
+        format!(
+            "{} {}: {} commands, {} responses matched, {} missing, {} unexpected, in {:.2} s{}",
+            if self.ok() { "PASS" } else { "FAIL" },
+            self.name,
+            self.commands,
+            c.matched,
+            c.missing,
+            c.extra,
+            self.elapsed.as_secs_f64(),
+            self.error
+                .as_ref()
+                .map(|e| format!(" ({e})"))
+                .unwrap_or_default()
+        )
+    }
+
+    /// The summary, then on failure the diff.
+    pub fn render(&self, verbose: bool) -> String {
+        let mut s = self.summary();
+        s.push('\n');
+        if !self.ok() || verbose {
+            s.push_str(&self.comparison.render(verbose));
+        }
+        s
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        let c = &self.comparison;
+        json!({
+            "transcript": self.name,
+            "ok": self.ok(),
+            "commands": self.commands,
+            "matched": c.matched,
+            "missing": c.missing,
+            "unexpected": c.extra,
+            "error": self.error,
+            "seconds": self.elapsed.as_secs_f64(),
+            "differences": c.groups.iter().filter(|g| g.differs()).collect::<Vec<_>>(),
+            "bindings": c.bindings.pairs().into_iter()
+                .map(|(var, recorded, received)| json!({"var": var, "recorded": recorded, "received": received}))
+                .collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// A server message received in this run.
+struct Received {
+    bytes: Vec<u8>,
+    kind: Kind,
+    tag: Option<String>,
+    status: Option<Status>,
+    command: Option<String>,
+    reply_to: Option<u64>,
+    in_flight: Vec<u64>,
+    at: Instant,
+}
+
+/// The live side of a replay: the connection and what the tracker made of it.
+struct Live {
+    /// `None` only while being upgraded to TLS.
+    stream: Option<Stream>,
+    tracker: SessionTracker,
+    events: Vec<Event>,
+    received: Vec<Received>,
+    /// The replay tracker's seq of each command sent, in order.
+    command_seqs: Vec<u64>,
+    closed: bool,
+    start: Instant,
+    buf: BytesMut,
+}
+
+impl Live {
+    fn micros(&self) -> u64 {
+        self.start.elapsed().as_micros() as u64
+    }
+
+    fn absorb(&mut self) {
+        for e in self.events.drain(..) {
+            match e {
+                Event::Message(m) if m.from == Side::Server => self.received.push(Received {
+                    bytes: m.bytes,
+                    kind: m.kind,
+                    tag: m.tag,
+                    status: m.status,
+                    command: m.command,
+                    reply_to: m.reply_to,
+                    in_flight: m.in_flight,
+                    at: Instant::now(),
+                }),
+                Event::Message(m) if m.kind == Kind::Command => self.command_seqs.push(m.seq),
+                Event::Part {
+                    from: Side::Server,
+                    bytes,
+                    ..
+                } => {
+                    if let Some(last) = self.received.last_mut() {
+                        last.bytes.extend_from_slice(&bytes);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.stream
+            .as_mut()
+            .ok_or("no connection")?
+            .write_all(bytes)
+            .await
+            .map_err(|e| format!("sending to the server failed: {e}"))?;
+        let t = self.micros();
+        self.tracker
+            .on_bytes(Side::Client, t, bytes, &mut self.events);
+        self.absorb();
+        Ok(())
+    }
+
+    /// Reads until `done` holds, the deadline passes or the server closes.
+    async fn wait(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&Live) -> bool,
+    ) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if done(self) {
+                return Ok(());
+            }
+            if self.closed {
+                return Err(format!(
+                    "the server closed the connection while {what} was awaited"
+                ));
+            }
+            self.buf.reserve(64 * 1024);
+            let stream = self.stream.as_mut().ok_or("no connection")?;
+            let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut self.buf)).await;
+            match read {
+                Err(_) => return Err(format!("no {what} within {timeout:?}")),
+                Ok(Err(e)) => return Err(format!("reading from the server failed: {e}")),
+                Ok(Ok(0)) => self.closed = true,
+                Ok(Ok(_)) => {
+                    let chunk = self.buf.split();
+                    let t = self.micros();
+                    self.tracker
+                        .on_bytes(Side::Server, t, &chunk, &mut self.events);
+                    self.absorb();
+                }
+            }
+        }
+    }
+
+    fn completions(&self, tag: &str) -> usize {
+        self.received
+            .iter()
+            .filter(|r| r.kind == Kind::Completion && r.tag.as_deref() == Some(tag))
+            .count()
+    }
+
+    fn continuations(&self) -> usize {
+        self.received
+            .iter()
+            .filter(|r| r.kind == Kind::ContinuationRequest)
+            .count()
+    }
+}
+
+/// What must have been received before the client unit at `index` is sent.
+struct Need {
+    completions: HashMap<String, usize>,
+    continuations: usize,
+}
+
+fn need_before(script: &Script, index: usize) -> Need {
+    let mut need = Need {
+        completions: HashMap::new(),
+        continuations: 0,
+    };
+    for unit in &script.timeline[..index] {
+        if unit.from != Side::Server {
+            continue;
+        }
+        match unit.kind {
+            Kind::Completion => {
+                *need
+                    .completions
+                    .entry(unit.tag.clone().unwrap_or_default())
+                    .or_default() += 1;
+            }
+            Kind::ContinuationRequest => need.continuations += 1,
+            _ => {}
+        }
+    }
+    need
+}
+
+async fn connect(options: &ReplayOptions) -> Result<Stream, String> {
+    let tcp = tokio::time::timeout(options.timeout, TcpStream::connect(&options.upstream))
+        .await
+        .map_err(|_| {
+            format!(
+                "{} did not accept within {:?}",
+                options.upstream, options.timeout
+            )
+        })?
+        .map_err(|e| format!("cannot connect to {}: {e}", options.upstream))?;
+    let _ = tcp.set_nodelay(true);
+    if options.tls != TlsMode::Tls {
+        return Ok(Stream::Plain(tcp));
+    }
+    upgrade(tcp, options).await
+}
+
+async fn upgrade(tcp: TcpStream, options: &ReplayOptions) -> Result<Stream, String> {
+    let config = options
+        .tls_config
+        .clone()
+        .ok_or("TLS requested without a TLS configuration")?;
+    let host = crate::tls::host_of(&options.upstream).to_string();
+    let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {} failed: {e}", options.upstream))?;
+    Ok(Stream::TlsToServer(Box::new(tls)))
+}
+
+/// Replays `script` against the server in `options` and compares.
+pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
+    let start = Instant::now();
+    let commands: BTreeMap<Group, String> = script
+        .commands()
+        .enumerate()
+        .map(|(i, u)| (Group::Command(i), show(&u.shown)))
+        .collect();
+    let mut report = ReplayReport {
+        name: script.name.clone(),
+        commands: commands.len(),
+        comparison: Comparison::default(),
+        error: None,
+        elapsed: Duration::ZERO,
+    };
+    let stream = match connect(options).await {
+        Ok(s) => s,
+        Err(e) => {
+            report.error = Some(e);
+            report.elapsed = start.elapsed();
+            return report;
+        }
+    };
+    let mut live = Live {
+        stream: Some(stream),
+        tracker: SessionTracker::new(),
+        events: Vec::new(),
+        received: Vec::new(),
+        command_seqs: Vec::new(),
+        closed: false,
+        start,
+        buf: BytesMut::new(),
+    };
+    report.error = play(script, options, &mut live).await.err();
+    // Whatever came, compared with what was recorded.
+    let recorded_index: HashMap<u64, usize> = script
+        .commands()
+        .enumerate()
+        .map(|(i, u)| (u.seq, i))
+        .collect();
+    let live_index: HashMap<u64, usize> = live
+        .command_seqs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, i))
+        .collect();
+    let mut expected = Vec::new();
+    if let Some(g) = &script.greeting {
+        expected.push((Group::Greeting, g.bytes.clone()));
+    }
+    for unit in script.timeline.iter().filter(|u| u.from == Side::Server) {
+        expected.push((
+            group_of(unit.kind, unit.reply_to, &unit.in_flight, &recorded_index),
+            unit.bytes.clone(),
+        ));
+    }
+    let received: Vec<(Group, Vec<u8>)> = live
+        .received
+        .iter()
+        .map(|r| {
+            (
+                group_of(r.kind, r.reply_to, &r.in_flight, &live_index),
+                r.bytes.clone(),
+            )
+        })
+        .collect();
+    report.comparison = compare(&commands, &expected, &received, options.extras);
+    report.elapsed = start.elapsed();
+    report
+}
+
+fn group_of(
+    kind: Kind,
+    reply_to: Option<u64>,
+    in_flight: &[u64],
+    index: &HashMap<u64, usize>,
+) -> Group {
+    let by_seq = |seq: u64| index.get(&seq).map(|&i| Group::Command(i));
+    match kind {
+        Kind::Greeting => Group::Greeting,
+        Kind::Completion | Kind::ContinuationRequest => {
+            reply_to.and_then(by_seq).unwrap_or(Group::Unsolicited)
+        }
+        _ => in_flight
+            .iter()
+            .rev()
+            .find_map(|&s| by_seq(s))
+            .unwrap_or(Group::Unsolicited),
+    }
+}
+
+async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Result<(), String> {
+    live.wait("greeting", options.timeout, |l| !l.received.is_empty())
+        .await?;
+    for (index, unit) in script.timeline.iter().enumerate() {
+        if unit.from != Side::Client {
+            continue;
+        }
+        let need = need_before(script, index);
+        let what = match unit.kind {
+            Kind::SaslData => "continuation request before the SASL response",
+            _ if unit.is_part => "continuation request before the literal",
+            _ => "answer the recorded client had before sending this",
+        };
+        let shown = show(&unit.shown);
+        live.wait(&format!("{what} ({shown})"), options.timeout, |l| {
+            l.continuations() >= need.continuations
+                && need
+                    .completions
+                    .iter()
+                    .all(|(tag, n)| l.completions(tag) >= *n)
+        })
+        .await?;
+        if unit.kind == Kind::IdleDone {
+            idle_wait(script, index, options, live).await?;
+        }
+        live.send(&unit.bytes).await?;
+        if unit.kind == Kind::Command && unit.name.as_deref() == Some("STARTTLS") {
+            starttls(unit, options, live).await?;
+        }
+    }
+    // Every recorded completion, and the close if the server closed.
+    let need = need_before(script, script.timeline.len());
+    live.wait("remaining completions", options.timeout, |l| {
+        need.completions
+            .iter()
+            .all(|(tag, n)| l.completions(tag) >= *n)
+    })
+    .await?;
+    if script.end_reason.as_deref() == Some("server closed") {
+        let _ = live.wait("close", options.timeout, |l| l.closed).await;
+    }
+    Ok(())
+}
+
+/// DONE goes out after the recorded delay since the IDLE continuation, and once the pushes
+/// recorded before it arrived (they may depend on something outside the session, such as a
+/// delivery, so they are waited for up to the timeout).
+async fn idle_wait(
+    script: &Script,
+    index: usize,
+    options: &ReplayOptions,
+    live: &mut Live,
+) -> Result<(), String> {
+    let Some(cont_index) = script.timeline[..index]
+        .iter()
+        .rposition(|u| u.kind == Kind::ContinuationRequest)
+    else {
+        return Ok(());
+    };
+    let recorded_delay = Duration::from_micros(
+        script.timeline[index]
+            .t_us
+            .saturating_sub(script.timeline[cont_index].t_us),
+    );
+    let pushes = script.timeline[cont_index + 1..index]
+        .iter()
+        .filter(|u| u.from == Side::Server && u.kind == Kind::Untagged)
+        .count();
+    let since = live
+        .received
+        .iter()
+        .rposition(|r| r.kind == Kind::ContinuationRequest)
+        .unwrap_or(0);
+    live.wait(
+        &format!("{pushes} untagged response(s) pushed during IDLE"),
+        options.timeout.max(recorded_delay),
+        |l| {
+            l.received[since + 1..]
+                .iter()
+                .filter(|r| r.kind == Kind::Untagged)
+                .count()
+                >= pushes
+        },
+    )
+    .await?;
+    let continued_at = live.received[since].at;
+    let remaining = recorded_delay.saturating_sub(continued_at.elapsed());
+    if !remaining.is_zero() {
+        // Keep reading while waiting, so pushes are recorded with their time.
+        let _ = live
+            .wait("the recorded IDLE delay", remaining, |_| false)
+            .await;
+    }
+    Ok(())
+}
+
+/// After a STARTTLS command: on the server's OK, continue over TLS.
+async fn starttls(
+    unit: &super::script::Unit,
+    options: &ReplayOptions,
+    live: &mut Live,
+) -> Result<(), String> {
+    let tag = unit.tag.clone().unwrap_or_default();
+    let before = live.completions(&tag);
+    live.wait("the answer to STARTTLS", options.timeout, |l| {
+        l.completions(&tag) > before
+    })
+    .await?;
+    let ok = live
+        .received
+        .iter()
+        .rev()
+        .find(|r| r.kind == Kind::Completion && r.tag.as_deref() == Some(tag.as_str()))
+        .is_some_and(|r| r.status == Some(Status::Ok) && r.command.as_deref() == Some("STARTTLS"));
+    if !ok {
+        return Ok(());
+    }
+    let Some(Stream::Plain(tcp)) = live.stream.take() else {
+        return Err("STARTTLS on a connection that is not plain TCP".into());
+    };
+    live.stream = Some(upgrade(tcp, options).await?);
+    live.tracker.tls_established();
+    Ok(())
+}

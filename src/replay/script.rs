@@ -1,0 +1,326 @@
+//! A transcript turned into something to play: the client's units in the order they were
+//! sent, the server's messages whole, and the credentials put back where they were redacted.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+
+use crate::protocol::message::parse_command;
+use crate::protocol::{Kind, Side};
+use crate::transcript::Transcript;
+use crate::transcript::format::Record;
+
+/// One thing a peer sent: a whole message, or a part of a client message (literal data sent
+/// after a continuation request).
+#[derive(Debug, Clone)]
+pub struct Unit {
+    pub from: Side,
+    /// The message's seq (a part carries its message's).
+    pub seq: u64,
+    pub t_us: u64,
+    pub kind: Kind,
+    pub tag: Option<String>,
+    pub name: Option<String>,
+    pub bytes: Vec<u8>,
+    /// This unit continues the message `seq` (it is not its head).
+    pub is_part: bool,
+    pub reply_to: Option<u64>,
+    pub in_flight: Vec<u64>,
+    pub redacted: Vec<String>,
+    /// The bytes as recorded (secrets hidden), for showing; `bytes` may hold credentials.
+    pub shown: Vec<u8>,
+}
+
+/// A transcript ready to be played.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub name: String,
+    pub greeting: Option<Unit>,
+    /// Everything after the greeting, in the order it crossed the wire.
+    pub timeline: Vec<Unit>,
+    /// How the recorded session ended (`server closed`, `client closed`...).
+    pub end_reason: Option<String>,
+    /// The recording hid credentials.
+    pub redacted: bool,
+}
+
+/// Why a transcript cannot be played.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    #[error("{0}: the transcript has no greeting: the recorded session never reached the server")]
+    NoGreeting(String),
+    #[error(
+        "{name}: the recording hides credentials ({what}); give them with --login USER:PASS \
+         or IMAPSCOPE_LOGIN=USER:PASS"
+    )]
+    NeedLogin { name: String, what: String },
+    #[error("{name}: cannot rebuild the redacted {what}: {why}")]
+    CannotRebuild {
+        name: String,
+        what: String,
+        why: String,
+    },
+    #[error("{name}: damaged record: {why}")]
+    Damaged { name: String, why: String },
+}
+
+/// A user name and password for redacted logins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+impl Login {
+    /// `USER:PASS` (the password may contain `:`).
+    pub fn parse(text: &str) -> Option<Login> {
+        let (user, password) = text.split_once(':')?;
+        Some(Login {
+            user: user.to_string(),
+            password: password.to_string(),
+        })
+    }
+
+    /// From `IMAPSCOPE_LOGIN`.
+    pub fn from_env() -> Option<Login> {
+        std::env::var("IMAPSCOPE_LOGIN")
+            .ok()
+            .and_then(|v| Login::parse(&v))
+    }
+}
+
+impl Script {
+    /// Builds the script of a transcript. `name` is used in messages (the file name).
+    pub fn from_transcript(name: &str, transcript: &Transcript) -> Result<Script, ScriptError> {
+        let mut script = Script {
+            name: name.to_string(),
+            greeting: None,
+            timeline: Vec::new(),
+            end_reason: None,
+            redacted: true,
+        };
+        let damaged = |why: String| ScriptError::Damaged {
+            name: name.to_string(),
+            why,
+        };
+        // Where each server message's parts go (server messages are compared whole).
+        let mut server_index: HashMap<u64, usize> = HashMap::new();
+        let mut client_heads: HashMap<u64, usize> = HashMap::new();
+        for record in &transcript.records {
+            match record {
+                Record::Session(s) => script.redacted = s.redaction,
+                Record::Message(m) => {
+                    let bytes = m
+                        .payload
+                        .to_bytes()
+                        .ok_or_else(|| damaged(format!("message {} has bad base64", m.seq)))?;
+                    let unit = Unit {
+                        from: m.from,
+                        seq: m.seq,
+                        t_us: m.t_us,
+                        kind: m.kind,
+                        tag: m.tag.clone(),
+                        name: m.name.clone(),
+                        shown: bytes.clone(),
+                        bytes,
+                        is_part: false,
+                        reply_to: m.reply_to,
+                        in_flight: m.in_flight.clone(),
+                        redacted: m.redacted.clone(),
+                    };
+                    if m.kind == Kind::Greeting {
+                        script.greeting = Some(unit);
+                        continue;
+                    }
+                    match m.from {
+                        Side::Server => {
+                            server_index.insert(m.seq, script.timeline.len());
+                        }
+                        Side::Client => {
+                            client_heads.insert(m.seq, script.timeline.len());
+                        }
+                    }
+                    script.timeline.push(unit);
+                }
+                Record::Part(p) => {
+                    let bytes = p
+                        .payload
+                        .to_bytes()
+                        .ok_or_else(|| damaged(format!("part of {} has bad base64", p.seq)))?;
+                    match p.from {
+                        Side::Server => {
+                            if let Some(&i) = server_index.get(&p.seq) {
+                                script.timeline[i].bytes.extend_from_slice(&bytes);
+                            }
+                        }
+                        Side::Client => {
+                            let head = client_heads
+                                .get(&p.seq)
+                                .map(|&i| script.timeline[i].clone());
+                            let Some(head) = head else { continue };
+                            script.timeline.push(Unit {
+                                t_us: p.t_us,
+                                shown: bytes.clone(),
+                                bytes,
+                                is_part: true,
+                                redacted: if p.redacted {
+                                    vec!["arguments".into()]
+                                } else {
+                                    Vec::new()
+                                },
+                                ..head
+                            });
+                        }
+                    }
+                }
+                Record::End(e) => script.end_reason = Some(e.reason.clone()),
+                _ => {}
+            }
+        }
+        if script.greeting.is_none() {
+            return Err(ScriptError::NoGreeting(name.to_string()));
+        }
+        Ok(script)
+    }
+
+    /// Whether playing the client side needs credentials that were redacted.
+    pub fn needs_login(&self) -> Option<String> {
+        self.timeline
+            .iter()
+            .filter(|u| u.from == Side::Client)
+            .flat_map(|u| u.redacted.iter())
+            .next()
+            .cloned()
+    }
+
+    /// Puts credentials back into the client's units. Units whose bytes were hidden whole
+    /// (a LOGIN split over literals) are rebuilt as one line, and their later parts, and the
+    /// continuation requests that answered them, are dropped.
+    pub fn with_login(mut self, login: Option<&Login>) -> Result<Script, ScriptError> {
+        if self.needs_login().is_none() {
+            return Ok(self);
+        }
+        let Some(login) = login else {
+            return Err(ScriptError::NeedLogin {
+                name: self.name.clone(),
+                what: self.needs_login().unwrap_or_default(),
+            });
+        };
+        let mut mechanisms: HashMap<u64, (String, usize)> = HashMap::new();
+        let mut rebuilt_whole: Vec<u64> = Vec::new();
+        let mut out = Vec::with_capacity(self.timeline.len());
+        for mut unit in std::mem::take(&mut self.timeline) {
+            if unit.from == Side::Server {
+                // The rebuilt LOGIN is one line: no continuation will answer its literals.
+                if unit.kind == Kind::ContinuationRequest
+                    && unit.reply_to.is_some_and(|r| rebuilt_whole.contains(&r))
+                {
+                    continue;
+                }
+                out.push(unit);
+                continue;
+            }
+            if unit.is_part && rebuilt_whole.contains(&unit.seq) {
+                continue;
+            }
+            if unit.kind == Kind::Command && unit.name.as_deref() == Some("AUTHENTICATE") {
+                let head = parse_command(&unit.bytes);
+                let mech = head
+                    .args()
+                    .first()
+                    .map(|t| {
+                        String::from_utf8_lossy(&unit.bytes[t.span.clone()]).to_ascii_uppercase()
+                    })
+                    .unwrap_or_default();
+                mechanisms.insert(unit.seq, (mech.clone(), 0));
+                if unit.redacted.iter().any(|r| r == "sasl-ir") {
+                    let ir = sasl_response(&mech, 0, login).ok_or_else(|| {
+                        ScriptError::CannotRebuild {
+                            name: self.name.clone(),
+                            what: format!("AUTHENTICATE {mech} initial response"),
+                            why: "imapscope can rebuild PLAIN and LOGIN responses only".into(),
+                        }
+                    })?;
+                    unit.bytes = format!(
+                        "{} AUTHENTICATE {mech} {ir}\r\n",
+                        unit.tag.clone().unwrap_or_default()
+                    )
+                    .into_bytes();
+                    if let Some(m) = mechanisms.get_mut(&unit.seq) {
+                        m.1 = 1;
+                    }
+                }
+            } else if unit.kind == Kind::Command && unit.name.as_deref() == Some("LOGIN") {
+                if !unit.redacted.is_empty() {
+                    let verb = command_word(&unit.bytes).unwrap_or_else(|| "LOGIN".into());
+                    unit.bytes = format!(
+                        "{} {verb} {} {}\r\n",
+                        unit.tag.clone().unwrap_or_default(),
+                        quote(&login.user),
+                        quote(&login.password)
+                    )
+                    .into_bytes();
+                    rebuilt_whole.push(unit.seq);
+                }
+            } else if unit.kind == Kind::SaslData && !unit.redacted.is_empty() {
+                let auth = unit.reply_to.unwrap_or(0);
+                let (mech, step) = mechanisms.get(&auth).cloned().unwrap_or_default();
+                let response = sasl_response(&mech, step, login).ok_or_else(|| {
+                    ScriptError::CannotRebuild {
+                        name: self.name.clone(),
+                        what: format!("AUTHENTICATE {mech} response"),
+                        why: "imapscope can rebuild PLAIN and LOGIN responses only".into(),
+                    }
+                })?;
+                if let Some(m) = mechanisms.get_mut(&auth) {
+                    m.1 += 1;
+                }
+                unit.bytes = format!("{response}\r\n").into_bytes();
+            }
+            out.push(unit);
+        }
+        self.timeline = out;
+        Ok(self)
+    }
+
+    /// The client's command units (heads only), in order.
+    pub fn commands(&self) -> impl Iterator<Item = &Unit> {
+        self.timeline
+            .iter()
+            .filter(|u| u.from == Side::Client && u.kind == Kind::Command && !u.is_part)
+    }
+}
+
+/// The base64 response of step `step` of a SASL exchange.
+fn sasl_response(mechanism: &str, step: usize, login: &Login) -> Option<String> {
+    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
+    match (mechanism, step) {
+        ("PLAIN", 0) => Some(b64(
+            format!("\0{}\0{}", login.user, login.password).as_bytes()
+        )),
+        ("LOGIN", 0) => Some(b64(login.user.as_bytes())),
+        ("LOGIN", 1) => Some(b64(login.password.as_bytes())),
+        _ => None,
+    }
+}
+
+/// The command word as the client spelled it (`login`, `LOGIN`).
+fn command_word(bytes: &[u8]) -> Option<String> {
+    let head = parse_command(bytes);
+    let t = head.tokens.get(1)?;
+    Some(String::from_utf8_lossy(&bytes[t.span.clone()]).into_owned())
+}
+
+/// An IMAP quoted string.
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,700 @@
+//! A fake IMAP server that plays the server side of recordings to a client under test.
+//!
+//! [`ServeSession`] is the pure part: it reads the client's bytes with a [`SessionTracker`],
+//! matches each command with the recording (`--match strict|name|lenient`), and says what to
+//! send: the recorded responses, with the recorded tag replaced by the client's. Responses
+//! are sent as soon as the client has sent what the recorded client had sent before them; a
+//! command's own completion (or continuation request) is never held back. Pushes during IDLE
+//! keep their recorded delays, scaled by a speed factor. [`FakeServer`] is the async shell;
+//! it never connects anywhere.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use super::matcher::show;
+use super::script::{Script, ScriptError, Unit};
+use crate::protocol::message::parse_command;
+use crate::protocol::token::{Token, TokenKind, string_value};
+use crate::protocol::{Event, Kind, SessionTracker, Side, Status};
+use crate::relay::stream::Stream;
+use crate::tls::TlsMode;
+use crate::transcript::read_transcript;
+
+/// How closely a client's command must resemble the recorded one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MatchMode {
+    /// The next recorded command, same name and same arguments (normalized: case of atoms,
+    /// quoting; a redacted password matches any).
+    #[default]
+    Strict,
+    /// The next recorded command, same name.
+    Name,
+    /// Any recorded command not yet used with the same name: the client may reorder.
+    Lenient,
+}
+
+/// Something to send to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Bytes {
+        bytes: Vec<u8>,
+        delay: Duration,
+    },
+    /// Start TLS now (the OK to STARTTLS was just sent).
+    StartTls,
+}
+
+/// How one served session went.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOutcome {
+    pub transcript: String,
+    /// Client commands that matched no recorded command, with the diagnostic.
+    pub mismatches: Vec<String>,
+    /// Recorded commands the client never sent.
+    pub unused: Vec<String>,
+    pub commands: usize,
+    pub error: Option<String>,
+}
+
+impl SessionOutcome {
+    /// The recording was used fully and exactly.
+    pub fn ok(&self) -> bool {
+        self.mismatches.is_empty() && self.unused.is_empty() && self.error.is_none()
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "{} {}: {} commands served",
+            if self.ok() { "PASS" } else { "FAIL" },
+            self.transcript,
+            self.commands
+        );
+        if let Some(e) = &self.error {
+            s.push_str(&format!(" ({e})"));
+        }
+        s.push('\n');
+        for m in &self.mismatches {
+            s.push_str(&format!("  unexpected: {m}\n"));
+        }
+        for u in &self.unused {
+            s.push_str(&format!("  never asked for: C: {u}\n"));
+        }
+        s
+    }
+}
+
+/// The pure side of one served session. See the module documentation.
+pub struct ServeSession {
+    script: Script,
+    mode: MatchMode,
+    speed: f64,
+    tracker: SessionTracker,
+    events: Vec<Event>,
+    used: Vec<bool>,
+    /// Recorded tag -> the client's tag.
+    tags: HashMap<String, String>,
+    /// The client's current multi-unit message (sync literals): recorded seq, parts used.
+    current: Option<(u64, usize)>,
+    /// The recorded AUTHENTICATE being played, by recorded seq.
+    sasl_for: Option<u64>,
+    outcome: SessionOutcome,
+    t_us: u64,
+}
+
+impl ServeSession {
+    pub fn new(script: Script, mode: MatchMode, speed: f64) -> ServeSession {
+        let used = vec![false; script.timeline.len()];
+        ServeSession {
+            outcome: SessionOutcome {
+                transcript: script.name.clone(),
+                ..SessionOutcome::default()
+            },
+            script,
+            mode,
+            speed: if speed > 0.0 { speed } else { 1.0 },
+            tracker: SessionTracker::new(),
+            events: Vec::new(),
+            used,
+            tags: HashMap::new(),
+            current: None,
+            sasl_for: None,
+            t_us: 0,
+        }
+    }
+
+    /// The recorded greeting, to send first.
+    pub fn greeting(&mut self) -> Vec<u8> {
+        let bytes = self
+            .script
+            .greeting
+            .as_ref()
+            .map(|g| g.bytes.clone())
+            .unwrap_or_else(|| b"* OK imapscope serve ready\r\n".to_vec());
+        self.tracker
+            .on_bytes(Side::Server, 0, &bytes, &mut Vec::new());
+        bytes
+    }
+
+    /// The client sent `bytes`: what to answer.
+    pub fn on_client(&mut self, bytes: &[u8]) -> Vec<Output> {
+        self.t_us += 1;
+        let mut events = std::mem::take(&mut self.events);
+        self.tracker
+            .on_bytes(Side::Client, self.t_us, bytes, &mut events);
+        let mut out = Vec::new();
+        for event in events.drain(..) {
+            let matched = match event {
+                Event::Message(m) if m.from == Side::Client => self.match_message(&m, &mut out),
+                Event::Part {
+                    from: Side::Client, ..
+                } => self.match_part(),
+                _ => None,
+            };
+            if let Some(index) = matched {
+                self.respond(index, &mut out);
+            }
+        }
+        self.events = events;
+        out
+    }
+
+    /// All recorded client units used and the recording's server closed: time to hang up.
+    pub fn finished(&self) -> bool {
+        let all_used = self
+            .script
+            .timeline
+            .iter()
+            .zip(&self.used)
+            .all(|(u, used)| *used || u.from == Side::Server);
+        all_used
+            && self.next_unsent_server().is_none()
+            && self.script.end_reason.as_deref() == Some("server closed")
+    }
+
+    /// The session is over: the report.
+    pub fn finish(mut self) -> SessionOutcome {
+        for (unit, used) in self.script.timeline.iter().zip(&self.used) {
+            if !used && unit.from == Side::Client && unit.kind == Kind::Command && !unit.is_part {
+                self.outcome.unused.push(show(&unit.shown));
+            }
+        }
+        self.outcome
+    }
+
+    fn next_unsent_server(&self) -> Option<usize> {
+        self.script
+            .timeline
+            .iter()
+            .zip(&self.used)
+            .position(|(u, used)| u.from == Side::Server && !used)
+    }
+
+    fn match_message(
+        &mut self,
+        m: &crate::protocol::Message,
+        out: &mut Vec<Output>,
+    ) -> Option<usize> {
+        match m.kind {
+            Kind::Command => {
+                self.outcome.commands += 1;
+                let found = self.find_command(&m.bytes);
+                match found {
+                    Ok(index) => {
+                        let unit = &self.script.timeline[index];
+                        if let (Some(rec), Some(cli)) = (&unit.tag, &m.tag) {
+                            self.tags.insert(rec.clone(), cli.clone());
+                        }
+                        self.current = m.partial.then_some((unit.seq, 0));
+                        if unit.name.as_deref() == Some("AUTHENTICATE") {
+                            self.sasl_for = Some(unit.seq);
+                        }
+                        self.used[index] = true;
+                        Some(index)
+                    }
+                    Err(diagnostic) => {
+                        let tag = m.tag.clone().unwrap_or_else(|| "*".into());
+                        out.push(self.say(
+                            format!(
+                                "{tag} BAD [CLIENTBUG] imapscope serve: no recorded command matches\r\n"
+                            )
+                            .into_bytes(),
+                            Duration::ZERO,
+                        ));
+                        self.outcome.mismatches.push(diagnostic);
+                        None
+                    }
+                }
+            }
+            Kind::SaslData | Kind::IdleDone => {
+                let want = m.kind;
+                let auth = self.sasl_for;
+                let index = self.script.timeline.iter().enumerate().position(|(i, u)| {
+                    !self.used[i]
+                        && u.from == Side::Client
+                        && u.kind == want
+                        && (want != Kind::SaslData || auth.is_none() || u.reply_to == auth)
+                });
+                match index {
+                    Some(i) => {
+                        self.used[i] = true;
+                        Some(i)
+                    }
+                    None => {
+                        self.outcome.mismatches.push(format!(
+                            "{} `{}` that the recording does not have",
+                            if want == Kind::IdleDone {
+                                "DONE"
+                            } else {
+                                "SASL data"
+                            },
+                            show(&m.bytes)
+                        ));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn match_part(&mut self) -> Option<usize> {
+        let (seq, n) = self.current?;
+        let index = self
+            .script
+            .timeline
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.from == Side::Client && u.is_part && u.seq == seq)
+            .nth(n)
+            .map(|(i, _)| i);
+        self.current = Some((seq, n + 1));
+        if let Some(i) = index {
+            self.used[i] = true;
+        }
+        index
+    }
+
+    /// The recorded command this client command stands for, or why there is none.
+    fn find_command(&self, bytes: &[u8]) -> Result<usize, String> {
+        let head = parse_command(bytes);
+        let name = head.name.clone().unwrap_or_default();
+        let candidates: Vec<usize> = self
+            .script
+            .timeline
+            .iter()
+            .enumerate()
+            .filter(|(i, u)| {
+                !self.used[*i] && u.from == Side::Client && u.kind == Kind::Command && !u.is_part
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let same = |i: &usize| self.script.timeline[*i].name.as_deref() == Some(name.as_str());
+        let found = match self.mode {
+            MatchMode::Strict => candidates
+                .first()
+                .copied()
+                .filter(|i| same(i) && same_arguments(&self.script.timeline[*i], bytes, &head)),
+            MatchMode::Name => candidates.first().copied().filter(same),
+            MatchMode::Lenient => candidates.iter().copied().find(same),
+        };
+        found.ok_or_else(|| {
+            let expected = candidates
+                .first()
+                .map(|i| format!("`{}`", show(&self.script.timeline[*i].shown)))
+                .unwrap_or_else(|| "nothing more (the recording is used up)".into());
+            let closest = candidates
+                .iter()
+                .find(|i| same(i))
+                .map(|i| {
+                    format!(
+                        "; closest recorded: `{}`",
+                        show(&self.script.timeline[*i].shown)
+                    )
+                })
+                .unwrap_or_default();
+            format!(
+                "`{}`; expected {expected}{closest}",
+                show(&redacted_view(bytes, &head))
+            )
+        })
+    }
+
+    /// Sends the recorded answer to the client unit at `index`. See the module documentation.
+    fn respond(&mut self, index: usize, out: &mut Vec<Output>) {
+        let timeline = &self.script.timeline;
+        let matched = timeline[index].clone();
+        let next_client = timeline[index + 1..]
+            .iter()
+            .position(|u| u.from == Side::Client)
+            .map_or(timeline.len(), |p| index + 1 + p);
+        // The answer this unit needs: its continuation request or completion.
+        let answers = |u: &Unit| {
+            matches!(u.kind, Kind::Completion | Kind::ContinuationRequest)
+                && (u.reply_to == Some(matched.seq)
+                    || (matched.kind == Kind::SaslData && u.reply_to == matched.reply_to)
+                    || (matched.kind == Kind::IdleDone && u.reply_to == matched.reply_to))
+        };
+        let reply = timeline[index + 1..]
+            .iter()
+            .position(|u| u.from == Side::Server && answers(u))
+            .map(|p| index + 1 + p);
+        // Up to the next client unit, and never short of this unit's own answer.
+        let until = match reply {
+            Some(r) if r >= next_client => r + 1,
+            _ => next_client,
+        };
+        let idle = matched.kind == Kind::Command && matched.name.as_deref() == Some("IDLE");
+        let mut previous_t = matched.t_us;
+        let mut after_continuation = false;
+        for i in index + 1..until.min(timeline.len()) {
+            let unit = &self.script.timeline[i];
+            if unit.from != Side::Server || self.used[i] {
+                continue;
+            }
+            let delay = if idle && after_continuation && unit.kind == Kind::Untagged {
+                Duration::from_micros(unit.t_us.saturating_sub(previous_t)).div_f64(self.speed)
+            } else {
+                Duration::ZERO
+            };
+            after_continuation |= unit.kind == Kind::ContinuationRequest;
+            previous_t = unit.t_us;
+            let bytes = self.retag(unit);
+            let starttls = unit.kind == Kind::Completion
+                && unit.reply_to == Some(matched.seq)
+                && matched.name.as_deref() == Some("STARTTLS")
+                && crate::protocol::message::parse_response(&unit.bytes).status == Some(Status::Ok);
+            self.used[i] = true;
+            out.push(self.say(bytes, delay));
+            if starttls {
+                out.push(Output::StartTls);
+                self.tracker.tls_established();
+            }
+        }
+    }
+
+    /// The recorded message with the recorded tag replaced by the client's.
+    fn retag(&self, unit: &Unit) -> Vec<u8> {
+        if unit.kind != Kind::Completion {
+            return unit.bytes.clone();
+        }
+        match unit
+            .tag
+            .as_ref()
+            .and_then(|t| self.tags.get(t).map(|c| (t, c)))
+        {
+            Some((recorded, client)) if unit.bytes.starts_with(recorded.as_bytes()) => {
+                let mut b = client.as_bytes().to_vec();
+                b.extend_from_slice(&unit.bytes[recorded.len()..]);
+                b
+            }
+            _ => unit.bytes.clone(),
+        }
+    }
+
+    /// An output, also fed to the tracker so it follows AUTHENTICATE and IDLE.
+    fn say(&mut self, bytes: Vec<u8>, delay: Duration) -> Output {
+        self.tracker
+            .on_bytes(Side::Server, self.t_us, &bytes, &mut self.events);
+        Output::Bytes { bytes, delay }
+    }
+}
+
+/// The client's command with LOGIN/AUTHENTICATE secrets hidden, for diagnostics.
+fn redacted_view(bytes: &[u8], head: &crate::protocol::message::Head) -> Vec<u8> {
+    let secrets = crate::protocol::redact::secrets(Kind::Command, head, bytes, true);
+    crate::protocol::redact::apply(bytes, &secrets)
+}
+
+/// Same arguments, normalized: atoms without regard to case, a quoted string equal to the same
+/// atom, lists element by element; a redacted recorded argument matches anything.
+fn same_arguments(recorded: &Unit, bytes: &[u8], head: &crate::protocol::message::Head) -> bool {
+    let rec_head = parse_command(&recorded.bytes);
+    let rec_args = rec_head.args();
+    let args = head.args();
+    if rec_args.len() != args.len() {
+        return false;
+    }
+    rec_args.iter().zip(args).all(|(r, c)| {
+        let rec_text = &recorded.bytes[r.span.clone()];
+        rec_text == crate::protocol::redact::PLACEHOLDER || same_token(&recorded.bytes, r, bytes, c)
+    })
+}
+
+fn same_token(rb: &[u8], r: &Token, cb: &[u8], c: &Token) -> bool {
+    match (&r.kind, &c.kind) {
+        (TokenKind::List(a), TokenKind::List(b)) | (TokenKind::Code(a), TokenKind::Code(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_token(rb, x, cb, y))
+        }
+        (
+            TokenKind::Literal {
+                data: None, len: a, ..
+            },
+            TokenKind::Literal {
+                data: None, len: b, ..
+            },
+        ) => a == b,
+        _ => match (string_value(rb, r), string_value(cb, c)) {
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(&b),
+            _ => rb[r.span.clone()].eq_ignore_ascii_case(&cb[c.span.clone()]),
+        },
+    }
+}
+
+/// What the fake server needs.
+#[derive(Clone)]
+pub struct ServeOptions {
+    pub listen: SocketAddr,
+    pub mode: MatchMode,
+    pub speed: f64,
+    pub client_tls: TlsMode,
+    /// Needed when `client_tls` is not `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            mode: MatchMode::Strict,
+            speed: 1.0,
+            client_tls: TlsMode::None,
+            tls: None,
+        }
+    }
+}
+
+/// A fake IMAP server playing recordings, one per client connection, in order.
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use imapscope::replay::serve::{FakeServer, ServeOptions};
+/// let server = FakeServer::start(&["recordings/golden/login-select.jsonl"], ServeOptions::default()).await?;
+/// let addr = server.addr(); // point the client under test here
+/// // ... run the client ...
+/// let report = server.finish().await;
+/// report.assert_consumed();
+/// # Ok(()) }
+/// ```
+pub struct FakeServer {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<ServeReport>,
+}
+
+/// What a fake server saw, one outcome per recording.
+#[derive(Debug, Clone, Default)]
+pub struct ServeReport {
+    pub sessions: Vec<SessionOutcome>,
+    /// Recordings no client connected for.
+    pub unserved: Vec<String>,
+}
+
+impl ServeReport {
+    pub fn ok(&self) -> bool {
+        self.unserved.is_empty() && self.sessions.iter().all(SessionOutcome::ok)
+    }
+
+    pub fn render(&self) -> String {
+        let mut s: String = self.sessions.iter().map(SessionOutcome::render).collect();
+        for u in &self.unserved {
+            s.push_str(&format!("FAIL {u}: no client connected for it\n"));
+        }
+        s
+    }
+
+    /// Panics with the diagnostics unless every recording was used fully and exactly.
+    pub fn assert_consumed(&self) {
+        assert!(
+            self.ok(),
+            "the recordings were not played exactly:\n{}",
+            self.render()
+        );
+    }
+}
+
+impl FakeServer {
+    /// Reads the transcripts and starts listening. Fails on unusable transcripts.
+    pub async fn start<P: AsRef<Path>>(
+        transcripts: &[P],
+        options: ServeOptions,
+    ) -> Result<FakeServer, ServeError> {
+        let mut scripts = Vec::new();
+        for path in transcripts {
+            let path = path.as_ref();
+            let name = path.display().to_string();
+            let transcript = read_transcript(path).map_err(|e| ServeError::Input(e.to_string()))?;
+            scripts.push(Script::from_transcript(&name, &transcript)?);
+        }
+        FakeServer::from_scripts(scripts, options).await
+    }
+
+    pub async fn from_scripts(
+        scripts: Vec<Script>,
+        options: ServeOptions,
+    ) -> Result<FakeServer, ServeError> {
+        if options.client_tls != TlsMode::None && options.tls.is_none() {
+            return Err(ServeError::Input(
+                "client TLS needs a TLS configuration".into(),
+            ));
+        }
+        let listener = TcpListener::bind(options.listen)
+            .await
+            .map_err(ServeError::Listen)?;
+        let addr = listener.local_addr().map_err(ServeError::Listen)?;
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(listener, scripts, options, stop.clone()));
+        Ok(FakeServer { addr, stop, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Waits until every recording has been served (each client disconnected), or `finish`
+    /// is called: then stops accepting and reports.
+    pub async fn wait(self) -> ServeReport {
+        self.task.await.unwrap_or_default()
+    }
+
+    /// Stops accepting, lets open sessions end, and reports.
+    pub async fn finish(self) -> ServeReport {
+        self.stop.cancel();
+        self.task.await.unwrap_or_default()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Script(#[from] ScriptError),
+    #[error("cannot listen: {0}")]
+    Listen(std::io::Error),
+}
+
+async fn run(
+    listener: TcpListener,
+    scripts: Vec<Script>,
+    options: ServeOptions,
+    stop: CancellationToken,
+) -> ServeReport {
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let mut pending = scripts.into_iter();
+    let tasks = tokio_util::task::TaskTracker::new();
+    let mut served = 0usize;
+    let total = pending.len();
+    while served < total {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let Ok((tcp, _)) = accepted else { continue };
+        let Some(script) = pending.next() else { break };
+        served += 1;
+        let outcomes = outcomes.clone();
+        let options = options.clone();
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let outcome = serve_connection(tcp, script, &options, stop).await;
+            outcomes.lock().await.push(outcome);
+        });
+    }
+    tasks.close();
+    tasks.wait().await;
+    let mut sessions = std::mem::take(&mut *outcomes.lock().await);
+    sessions.sort_by(|a, b| a.transcript.cmp(&b.transcript));
+    ServeReport {
+        sessions,
+        unserved: pending.map(|s| s.name).collect(),
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    script: Script,
+    options: &ServeOptions,
+    stop: CancellationToken,
+) -> SessionOutcome {
+    let _ = tcp.set_nodelay(true);
+    let mut session = ServeSession::new(script, options.mode, options.speed);
+    let mut stream = Some(Stream::Plain(tcp));
+    let error = async {
+        if options.client_tls == TlsMode::Tls {
+            stream = Some(accept(stream.take(), options).await?);
+        }
+        let greeting = session.greeting();
+        write(&mut stream, &greeting).await?;
+        let mut buf = BytesMut::new();
+        loop {
+            if session.finished() {
+                if let Some(s) = stream.as_mut() {
+                    let _ = s.shutdown().await;
+                }
+                return Ok(());
+            }
+            buf.reserve(64 * 1024);
+            let s = stream.as_mut().ok_or("no connection")?;
+            let n = tokio::select! {
+                r = s.read_buf(&mut buf) => r.map_err(|e| format!("reading from the client failed: {e}"))?,
+                _ = stop.cancelled() => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            let chunk = buf.split();
+            for output in session.on_client(&chunk) {
+                match output {
+                    Output::Bytes { bytes, delay } => {
+                        if !delay.is_zero() {
+                            tokio::time::sleep(delay).await;
+                        }
+                        write(&mut stream, &bytes).await?;
+                    }
+                    Output::StartTls => stream = Some(accept(stream.take(), options).await?),
+                }
+            }
+        }
+    }
+    .await
+    .err();
+    let mut outcome = session.finish();
+    outcome.error = error;
+    for m in &outcome.mismatches {
+        eprintln!(
+            "imapscope serve: {}: unexpected command {m}",
+            outcome.transcript
+        );
+    }
+    outcome
+}
+
+async fn write(stream: &mut Option<Stream>, bytes: &[u8]) -> Result<(), String> {
+    stream
+        .as_mut()
+        .ok_or("no connection")?
+        .write_all(bytes)
+        .await
+        .map_err(|e| format!("writing to the client failed: {e}"))
+}
+
+async fn accept(stream: Option<Stream>, options: &ServeOptions) -> Result<Stream, String> {
+    let Some(Stream::Plain(tcp)) = stream else {
+        return Err("TLS requested on a connection that is not plain TCP".into());
+    };
+    let config = options.tls.clone().ok_or("no TLS configuration")?;
+    tokio_rustls::TlsAcceptor::from(config)
+        .accept(tcp)
+        .await
+        .map(|s| Stream::TlsToClient(Box::new(s)))
+        .map_err(|e| format!("TLS handshake with the client failed: {e}"))
+}
