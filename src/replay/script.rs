@@ -206,6 +206,22 @@ impl Script {
                 what: self.needs_login().unwrap_or_default(),
             });
         };
+        // A login that failed in the recording must fail again: it gets a wrong password.
+        let failed: Vec<u64> = self
+            .timeline
+            .iter()
+            .filter(|u| {
+                u.kind == Kind::Completion
+                    && crate::protocol::message::parse_response(&u.bytes).status
+                        == Some(crate::protocol::Status::No)
+            })
+            .filter_map(|u| u.reply_to)
+            .collect();
+        let wrong = Login {
+            user: login.user.clone(),
+            password: format!("{}-imapscope-replay-wrong", login.password),
+        };
+        let login_for = |seq: u64| if failed.contains(&seq) { &wrong } else { login };
         let mut mechanisms: HashMap<u64, (String, usize)> = HashMap::new();
         let mut rebuilt_whole: Vec<u64> = Vec::new();
         let mut out = Vec::with_capacity(self.timeline.len());
@@ -234,7 +250,7 @@ impl Script {
                     .unwrap_or_default();
                 mechanisms.insert(unit.seq, (mech.clone(), 0));
                 if unit.redacted.iter().any(|r| r == "sasl-ir") {
-                    let ir = sasl_response(&mech, 0, login).ok_or_else(|| {
+                    let ir = sasl_response(&mech, 0, login_for(unit.seq)).ok_or_else(|| {
                         ScriptError::CannotRebuild {
                             name: self.name.clone(),
                             what: format!("AUTHENTICATE {mech} initial response"),
@@ -252,6 +268,7 @@ impl Script {
                 }
             } else if unit.kind == Kind::Command && unit.name.as_deref() == Some("LOGIN") {
                 if !unit.redacted.is_empty() {
+                    let login = login_for(unit.seq);
                     let verb = command_word(&unit.bytes).unwrap_or_else(|| "LOGIN".into());
                     unit.bytes = format!(
                         "{} {verb} {} {}\r\n",
@@ -265,7 +282,7 @@ impl Script {
             } else if unit.kind == Kind::SaslData && !unit.redacted.is_empty() {
                 let auth = unit.reply_to.unwrap_or(0);
                 let (mech, step) = mechanisms.get(&auth).cloned().unwrap_or_default();
-                let response = sasl_response(&mech, step, login).ok_or_else(|| {
+                let response = sasl_response(&mech, step, login_for(auth)).ok_or_else(|| {
                     ScriptError::CannotRebuild {
                         name: self.name.clone(),
                         what: format!("AUTHENTICATE {mech} response"),

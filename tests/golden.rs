@@ -1,0 +1,273 @@
+//! The golden recordings in `recordings/golden/` (made by `scripts/record-golden.sh` through
+//! `imapscope record` from a real Dovecot with real clients) as regression tests:
+//! each replays green against a fresh, identically seeded Dovecot; each is served by
+//! `imapscope serve` to the same client, which passes again; and both matchers can say no.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const SCENARIOS: &[&str] = &[
+    "login-select",
+    "search-fetch",
+    "store-copy-move-expunge",
+    "append",
+    "idle",
+    "auth-plain",
+    "errors",
+    "curl-fetch",
+];
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn golden(name: &str) -> PathBuf {
+    repo()
+        .join("recordings/golden")
+        .join(format!("{name}.jsonl"))
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(repo().join("tests/fixtures/mail").join(name)).expect("mail fixture")
+}
+
+/// A fresh Dovecot seeded as the golden recordings' was.
+fn seeded_dovecot() -> Dovecot {
+    let dovecot = Dovecot::start();
+    for m in ["01-plain.eml", "02-multipart.eml", "03-large.eml"] {
+        dovecot.deliver("nell", "INBOX", &fixture(m));
+    }
+    dovecot
+}
+
+fn imapscope(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imapscope"));
+    c.args(args).env_remove("RUST_LOG").stdin(Stdio::null());
+    c
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Replays a transcript against `dovecot`; for `idle`, delivers the pushed message once
+/// Dovecot has seen the IDLE command (its raw log says so).
+fn replay(transcript: &Path, dovecot: &Dovecot, extra: &[&str]) -> Output {
+    let upstream = dovecot.addr();
+    let path = transcript.to_string_lossy().into_owned();
+    let mut args = vec![
+        "replay",
+        &path,
+        "--upstream",
+        &upstream,
+        "--login",
+        "nell:ASecretPassword",
+    ];
+    args.extend(extra);
+    let child = imapscope(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run imapscope replay");
+    if transcript.file_stem().is_some_and(|s| s == "idle") {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !dovecot
+            .rawlogs("nell")
+            .iter()
+            .any(|(input, _)| input.windows(6).any(|w| w.eq_ignore_ascii_case(b" IDLE\r")))
+        {
+            assert!(Instant::now() < deadline, "the replay never reached IDLE");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        dovecot.deliver("nell", "INBOX", &fixture("04-pushed.eml"));
+    }
+    child.wait_with_output().expect("imapscope replay")
+}
+
+#[test]
+fn every_golden_recording_replays_green_against_a_fresh_dovecot() {
+    for name in SCENARIOS {
+        let dovecot = seeded_dovecot();
+        let out = replay(&golden(name), &dovecot, &[]);
+        assert!(out.status.success(), "{name}:\n{}", text(&out));
+        assert!(text(&out).starts_with("PASS"), "{}", text(&out));
+    }
+}
+
+/// The client of a scenario, pointed at `port`, with nothing delivered behind its back.
+fn run_client(name: &str, port: u16) -> Output {
+    let mut c = if name == "curl-fetch" {
+        let mut c = Command::new("bash");
+        c.arg(repo().join("tests/clients/golden_curl.sh"))
+            .arg(port.to_string());
+        c
+    } else {
+        let mut c = Command::new("python3");
+        c.arg(repo().join("tests/clients/golden.py"))
+            .args([name, &port.to_string(), "-"]);
+        c
+    };
+    c.stdin(Stdio::null())
+        .output()
+        .expect("run the scenario's client")
+}
+
+#[test]
+fn every_golden_recording_serves_its_own_client() {
+    for name in SCENARIOS {
+        let (child, port) = serve_unprobed(&golden(name));
+        let client = run_client(name, port);
+        let served = child.wait_with_output().expect("imapscope serve");
+        assert!(
+            client.status.success(),
+            "{name}: the client failed against the fake server:\n{}\nserve said:\n{}",
+            text(&client),
+            text(&served)
+        );
+        assert!(served.status.success(), "{name}: serve:\n{}", text(&served));
+        assert!(text(&served).contains("PASS"), "{}", text(&served));
+    }
+}
+
+/// Starts `imapscope serve` on a free port and waits until it listens, without connecting
+/// (each connection would take a recording).
+fn serve_unprobed(transcript: &Path) -> (std::process::Child, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let path = transcript.to_string_lossy().into_owned();
+    let mut child = imapscope(&["serve", &path, "--listen", &listen, "--speed", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run imapscope serve");
+    // Wait until the port is bound without connecting: it shows in /proc/net/tcp.
+    let hex = format!(":{port:04X} ");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        if table
+            .lines()
+            .any(|l| l.contains(&hex) && l.contains(" 0A "))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("imapscope serve did not listen on {listen}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
+
+#[test]
+fn a_changed_server_response_makes_replay_fail_with_a_diff() {
+    let original = std::fs::read_to_string(golden("search-fetch")).unwrap();
+    // The recorded SELECT said 3 messages exist; pretend it had said 4.
+    assert!(original.contains("* 3 EXISTS"));
+    let mutated = original.replacen("* 3 EXISTS", "* 4 EXISTS", 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mutated.jsonl");
+    std::fs::write(&path, mutated).unwrap();
+    let dovecot = seeded_dovecot();
+    let out = replay(&path, &dovecot, &[]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.starts_with("FAIL"), "{shown}");
+    assert!(shown.contains("- S: * 4 EXISTS"), "{shown}");
+    assert!(shown.contains("+ S: * 3 EXISTS"), "{shown}");
+    assert!(shown.contains("first difference"), "{shown}");
+    assert!(shown.contains("SELECT INBOX"), "{shown}");
+    assert!(shown.contains("bindings: UIDVALIDITY"), "{shown}");
+
+    // The same failure as JSON, for CI.
+    let dovecot = seeded_dovecot();
+    let out = replay(&path, &dovecot, &["--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(json["ok"], false);
+    assert_eq!(json["missing"], 1);
+}
+
+#[test]
+fn a_different_client_command_makes_serve_fail() {
+    let (child, port) = serve_unprobed(&golden("login-select"));
+    // The `errors` client logs in with a wrong password first: not what was recorded.
+    let client = run_client("errors", port);
+    assert!(!client.status.success());
+    let served = child.wait_with_output().expect("imapscope serve");
+    let shown = text(&served);
+    assert_eq!(served.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("unexpected"), "{shown}");
+    assert!(shown.contains("never asked for"), "{shown}");
+}
+
+#[test]
+fn unusable_input_exits_2_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.jsonl");
+    std::fs::write(&junk, "hello\n").unwrap();
+    let out = imapscope(&[
+        "replay",
+        &junk.to_string_lossy(),
+        "--upstream",
+        "127.0.0.1:1",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("not an imapscope transcript"),
+        "{}",
+        text(&out)
+    );
+    let v9 = dir.path().join("v9.jsonl");
+    let header = std::fs::read_to_string(golden("errors"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .replace("\"version\":1", "\"version\":9");
+    std::fs::write(&v9, header).unwrap();
+    let out = imapscope(&["replay", &v9.to_string_lossy(), "--upstream", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("version 9"), "{}", text(&out));
+    // Redacted credentials and no --login: said before any traffic.
+    let out = imapscope(&[
+        "replay",
+        &golden("errors").to_string_lossy(),
+        "--upstream",
+        "127.0.0.1:1",
+    ])
+    .env_remove("IMAPSCOPE_LOGIN")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--login"), "{}", text(&out));
+}
+
+/// The library API as a client developer uses it inside `cargo test`.
+#[tokio::test]
+async fn library_fake_server_for_a_client_under_test() {
+    use imapscope::replay::{FakeServer, ServeOptions};
+    let server = FakeServer::start(&[golden("auth-plain")], ServeOptions::default())
+        .await
+        .expect("a fake server");
+    let port = server.addr().port();
+    let client = tokio::task::spawn_blocking(move || run_client("auth-plain", port))
+        .await
+        .unwrap();
+    assert!(client.status.success(), "{}", text(&client));
+    let report = server.finish().await;
+    report.assert_consumed();
+}
