@@ -14,8 +14,11 @@
 //! - [`replay`]: recordings as regression tests: replay the client side against a live
 //!   server and diff the answers, or serve the server side to a client under test.
 //!
+//! - [`import`]: other tools' logs (Dovecot's rawlog) as transcripts.
+//!
 //! The `imapscope` binary (`src/main.rs`) turns command-line options into these pieces.
 
+pub mod import;
 pub mod protocol;
 pub mod relay;
 pub mod replay;

@@ -66,6 +66,9 @@ enum Command {
         asked for are reported. It never connects anywhere. Exit status: 0 every recording was\n\
         used fully and exactly, 1 otherwise, 2 unusable input.")]
     Serve(ServeArgs),
+    /// Turn other tools' logs into transcripts.
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Manage imapscope's certificate authority (for intercepting TLS).
     #[command(subcommand)]
     Ca(CaCommand),
@@ -128,6 +131,26 @@ struct ServeArgs {
     /// Directory of imapscope's CA (for --client-tls).
     #[arg(long, default_value = "certs", value_name = "DIR")]
     certs: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// A Dovecot rawlog pair (NAME.in + NAME.out, with or without timestamps).
+    #[command(after_help = "Example:\n  \
+        imapscope import rawlog /var/log/dovecot/rawlog/nell/20261126-005904.9721.1.in\n  \
+        imapscope replay recordings/20261126-005904.9721.1.jsonl --upstream 127.0.0.1:143 --login nell:secret\n\n\
+        A rawlog starts after login; the import adds the greeting and a LOGIN with its password\n\
+        redacted (marked as synthesized), so the transcript replays with --login.")]
+    Rawlog {
+        /// The .in file, the .out file or their common stem.
+        path: PathBuf,
+        /// Where to write the transcript. Default: recordings/NAME.jsonl.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The user of the session. Default: the rawlog's directory name (rawlog_dir=.../%u).
+        #[arg(long)]
+        user: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -203,6 +226,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => return runtime.block_on(replay(args, cli.verbose > 0)),
         Command::Serve(args) => return runtime.block_on(serve(args)),
         Command::Record(args) => runtime.block_on(record(args)),
+        Command::Import(ImportCommand::Rawlog { path, out, user }) => {
+            runtime.block_on(import_rawlog(&path, out, user.as_deref()))
+        }
         Command::Ca(CaCommand::Init(args)) => ca_init(&args.certs),
         Command::Ca(CaCommand::Show(args)) => ca_show(&args.certs),
     };
@@ -391,6 +417,30 @@ async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+async fn import_rawlog(
+    path: &std::path::Path,
+    out: Option<PathBuf>,
+    user: Option<&str>,
+) -> Result<(), String> {
+    let dest = match out {
+        Some(d) => d,
+        None => {
+            let stem = path.with_extension("");
+            let name = stem
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "rawlog".into());
+            std::fs::create_dir_all("recordings").map_err(|e| format!("recordings: {e}"))?;
+            PathBuf::from("recordings").join(format!("{name}.jsonl"))
+        }
+    };
+    let messages = imapscope::import::import_rawlog(path, &dest, user)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!("{}: {messages} messages", dest.display());
+    Ok(())
 }
 
 fn mode_name(mode: TlsMode) -> &'static str {

@@ -271,3 +271,96 @@ async fn library_fake_server_for_a_client_under_test() {
     let report = server.finish().await;
     report.assert_consumed();
 }
+
+#[test]
+fn dovecot_rawlog_imports_into_a_transcript_that_replays() {
+    let dovecot = seeded_dovecot();
+    let client = run_client("search-fetch", dovecot.port);
+    assert!(client.status.success(), "{}", text(&client));
+    let rawlog_dir = dovecot.dir.path().join("rawlog/nell");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let input = loop {
+        let found = std::fs::read_dir(&rawlog_dir)
+            .ok()
+            .and_then(|d| {
+                d.filter_map(|e| e.ok().map(|e| e.path()))
+                    .find(|p| p.extension().is_some_and(|e| e == "in"))
+            })
+            .filter(|p| std::fs::read(p).is_ok_and(|b| b.windows(6).any(|w| w == b"LOGOUT")));
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "Dovecot wrote no rawlog");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = tempfile::tempdir().unwrap();
+    let transcript = out.path().join("imported.jsonl");
+    let run = imapscope(&[
+        "import",
+        "rawlog",
+        &input.to_string_lossy(),
+        "--out",
+        &transcript.to_string_lossy(),
+    ])
+    .output()
+    .unwrap();
+    assert!(run.status.success(), "{}", text(&run));
+    let t = imapscope::transcript::read_transcript(&transcript).unwrap();
+    assert_paired(&transcript, &t);
+    let names: Vec<String> = messages(&t)
+        .iter()
+        .filter(|m| m.kind == imapscope::protocol::Kind::Command)
+        .filter_map(|m| m.name.clone())
+        .collect();
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("LOGIN"),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("LOGOUT"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"UID SEARCH".to_string()), "{names:?}");
+
+    // The imported session replays green against a fresh server.
+    let fresh = seeded_dovecot();
+    let replayed = replay(&transcript, &fresh, &[]);
+    assert!(replayed.status.success(), "{}", text(&replayed));
+
+    // Without timestamps (the rawlog binary's default), the same exchange comes out.
+    let bare = out.path().join("bare");
+    for ext in ["in", "out"] {
+        let raw = std::fs::read(input.with_extension(ext)).unwrap();
+        let stripped: Vec<u8> = raw
+            .split_inclusive(|&b| b == b'\n')
+            .flat_map(|l| {
+                let skip = l.iter().position(|&b| b == b' ').map_or(0, |p| p + 1);
+                l[skip..].to_vec()
+            })
+            .collect();
+        std::fs::write(bare.with_extension(ext), stripped).unwrap();
+    }
+    let transcript2 = out.path().join("bare.jsonl");
+    let run = imapscope(&[
+        "import",
+        "rawlog",
+        &bare.to_string_lossy(),
+        "--out",
+        &transcript2.to_string_lossy(),
+        "--user",
+        "nell",
+    ])
+    .output()
+    .unwrap();
+    assert!(run.status.success(), "{}", text(&run));
+    let t2 = imapscope::transcript::read_transcript(&transcript2).unwrap();
+    assert_paired(&transcript2, &t2);
+    let names2: Vec<String> = messages(&t2)
+        .iter()
+        .filter(|m| m.kind == imapscope::protocol::Kind::Command)
+        .filter_map(|m| m.name.clone())
+        .collect();
+    assert_eq!(names, names2);
+}

@@ -341,7 +341,11 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         .map(|(i, s)| (*s, i))
         .collect();
     let mut expected = Vec::new();
-    if let Some(g) = &script.greeting {
+    if let Some(g) = script
+        .greeting
+        .as_ref()
+        .filter(|_| !script.synthesized_greeting)
+    {
         expected.push((Group::Greeting, g.bytes.clone()));
     }
     for unit in script.timeline.iter().filter(|u| u.from == Side::Server) {
@@ -353,6 +357,7 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
     let received: Vec<(Group, Vec<u8>)> = live
         .received
         .iter()
+        .filter(|r| !(script.synthesized_greeting && r.kind == Kind::Greeting))
         .map(|r| {
             (
                 group_of(r.kind, r.reply_to, &r.in_flight, &live_index),

@@ -42,6 +42,8 @@ pub struct Script {
     pub end_reason: Option<String>,
     /// The recording hid credentials.
     pub redacted: bool,
+    /// The greeting was made up by `imapscope import` (a rawlog has none): not compared.
+    pub synthesized_greeting: bool,
 }
 
 /// Why a transcript cannot be played.
@@ -98,6 +100,7 @@ impl Script {
             timeline: Vec::new(),
             end_reason: None,
             redacted: true,
+            synthesized_greeting: false,
         };
         let damaged = |why: String| ScriptError::Damaged {
             name: name.to_string(),
@@ -129,6 +132,8 @@ impl Script {
                         redacted: m.redacted.clone(),
                     };
                     if m.kind == Kind::Greeting {
+                        script.synthesized_greeting =
+                            m.notes.iter().any(|n| n == crate::import::SYNTHESIZED);
                         script.greeting = Some(unit);
                         continue;
                     }

@@ -1,0 +1,295 @@
+//! Other tools' logs turned into transcripts, so existing server logs become regression tests.
+//!
+//! Dovecot's rawlog (`rawlog_dir`, or the `rawlog` binary) writes what an IMAP process read
+//! (`.in`) and wrote (`.out`), each line prefixed with `SECONDS.MICROS ` unless timestamps are
+//! off. The two files are merged into one stream (by timestamp, or without timestamps by
+//! following the exchange: a command, then the server until that command's completion) and fed
+//! through the same tracker and writer as a live recording, so redaction applies alike.
+//!
+//! A rawlog starts after login: there is no greeting and no LOGIN command, only the server's
+//! OK to it. The import adds both, marked as synthesized, with the password redacted, so the
+//! transcript replays with `--login`.
+
+use std::path::{Path, PathBuf};
+
+use crate::protocol::{SessionTracker, Side};
+use crate::transcript::format::{EndRecord, SessionRecord};
+use crate::transcript::{FORMAT_VERSION, TranscriptWriter};
+
+/// A note on messages the import made up.
+pub const SYNTHESIZED: &str = "synthesized by imapscope import: not in the rawlog";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}: not a Dovecot rawlog pair (expected NAME.in and NAME.out)")]
+    NotRawlog(String),
+}
+
+/// One line of a rawlog, with its time if it had one.
+struct Line {
+    t_us: Option<u64>,
+    bytes: Vec<u8>,
+}
+
+/// `PATH` may name the `.in` file, the `.out` file or their common stem.
+pub fn rawlog_pair(path: &Path) -> Result<(PathBuf, PathBuf), ImportError> {
+    let stem = match path.extension().and_then(|e| e.to_str()) {
+        Some("in") | Some("out") => path.with_extension(""),
+        _ => path.to_path_buf(),
+    };
+    let with = |ext: &str| PathBuf::from(format!("{}.{ext}", stem.display()));
+    let (input, output) = (with("in"), with("out"));
+    if !input.exists() || !output.exists() {
+        return Err(ImportError::NotRawlog(path.display().to_string()));
+    }
+    Ok((input, output))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, ImportError> {
+    std::fs::read(path).map_err(|source| ImportError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Splits a rawlog into lines, taking off `SECONDS.MICROS ` prefixes where every line has one.
+fn lines(raw: &[u8]) -> Vec<Line> {
+    let split: Vec<&[u8]> = raw.split_inclusive(|&b| b == b'\n').collect();
+    let stamp = |l: &[u8]| -> Option<(u64, usize)> {
+        let space = l.iter().position(|&b| b == b' ')?;
+        let (secs, micros) = std::str::from_utf8(&l[..space]).ok()?.split_once('.')?;
+        if micros.len() != 6 {
+            return None;
+        }
+        let t = secs.parse::<u64>().ok()? * 1_000_000 + micros.parse::<u64>().ok()?;
+        Some((t, space + 1))
+    };
+    let stamped = !split.is_empty() && split.iter().all(|l| stamp(l).is_some());
+    split
+        .into_iter()
+        .map(|l| match stamp(l).filter(|_| stamped) {
+            Some((t, skip)) => Line {
+                t_us: Some(t),
+                bytes: l[skip..].to_vec(),
+            },
+            None => Line {
+                t_us: None,
+                bytes: l.to_vec(),
+            },
+        })
+        .collect()
+}
+
+/// Merges the two directions into (side, time, bytes) in the order they happened.
+fn merge(input: Vec<Line>, output: Vec<Line>) -> Vec<(Side, Option<u64>, Vec<u8>)> {
+    let timed = input.iter().chain(&output).all(|l| l.t_us.is_some());
+    if timed {
+        let mut all: Vec<(Side, Option<u64>, Vec<u8>)> = input
+            .into_iter()
+            .map(|l| (Side::Client, l.t_us, l.bytes))
+            .chain(output.into_iter().map(|l| (Side::Server, l.t_us, l.bytes)))
+            .collect();
+        // Stable: lines with the same time keep their file order; at equal times the server's
+        // reply cannot precede the client's request, so the client goes first.
+        all.sort_by_key(|(side, t, _)| (t.unwrap_or(0), *side == Side::Server));
+        return all;
+    }
+    // No times: a client line, then the server's lines up to the completion of that command.
+    let mut out = Vec::new();
+    let mut server = output.into_iter().peekable();
+    // The server's first lines answer the login that happened before the log started.
+    while let Some(l) = server.next_if(|l| !l.bytes.starts_with(b"* ") || out.is_empty()) {
+        let done = !l.bytes.starts_with(b"* ");
+        out.push((Side::Server, None, l.bytes));
+        if done {
+            break;
+        }
+    }
+    for l in input {
+        let tag = l.bytes.split(|&b| b == b' ').next().unwrap_or(b"").to_vec();
+        out.push((Side::Client, None, l.bytes));
+        while let Some(s) = server.next() {
+            let done = (!tag.is_empty()
+                && s.bytes.starts_with(&tag)
+                && s.bytes.get(tag.len()) == Some(&b' '))
+                || s.bytes.starts_with(b"+");
+            out.push((Side::Server, None, s.bytes));
+            if done {
+                break;
+            }
+        }
+    }
+    out.extend(server.map(|s| (Side::Server, None, s.bytes)));
+    out
+}
+
+/// Imports the rawlog at `path` into a transcript written to `dest`. `user` names the user
+/// for the synthesized LOGIN (default: the rawlog's directory name, as `rawlog_dir=.../%u`).
+pub async fn import_rawlog(
+    path: &Path,
+    dest: &Path,
+    user: Option<&str>,
+) -> Result<u64, ImportError> {
+    let (input_path, output_path) = rawlog_pair(path)?;
+    let input = lines(&read(&input_path)?);
+    let output = lines(&read(&output_path)?);
+    let user = user
+        .map(String::from)
+        .or_else(|| {
+            input_path
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "user".into());
+    let first_t = input.iter().chain(&output).filter_map(|l| l.t_us).min();
+    let chunks = merge(input, output);
+
+    let mut writer = TranscriptWriter::in_memory(true);
+    let start = first_t
+        .map(|t| std::time::UNIX_EPOCH + std::time::Duration::from_micros(t))
+        .unwrap_or_else(std::time::SystemTime::now);
+    writer.session(SessionRecord {
+        version: FORMAT_VERSION,
+        imapscope: env!("CARGO_PKG_VERSION").into(),
+        id: 0,
+        client: format!("rawlog {}", input_path.display()),
+        listen: "-".into(),
+        upstream: format!("rawlog {}", output_path.display()),
+        start: humantime::format_rfc3339_micros(start).to_string(),
+        redaction: true,
+    });
+    let mut tracker = SessionTracker::new();
+    let mut events = Vec::new();
+    // The greeting and LOGIN that happened before the log started.
+    tracker.on_bytes(
+        Side::Server,
+        0,
+        b"* OK [CAPABILITY IMAP4rev1] imapscope import: the greeting is not in the rawlog\r\n",
+        &mut events,
+    );
+    let login_tag = chunks
+        .iter()
+        .find(|(side, _, _)| *side == Side::Server)
+        .map(|(_, _, b)| b.split(|&c| c == b' ').next().unwrap_or(b"").to_vec())
+        .filter(|t| t != b"*" && t != b"+" && !t.is_empty());
+    if let Some(tag) = &login_tag {
+        let mut line = tag.clone();
+        line.extend_from_slice(
+            format!(
+                " LOGIN {} <redacted>\r\n",
+                super::replay::script::quote(&user)
+            )
+            .as_bytes(),
+        );
+        tracker.on_bytes(Side::Client, 0, &line, &mut events);
+    }
+    for e in events.iter_mut() {
+        if let crate::protocol::Event::Message(m) = e {
+            m.notes.push(SYNTHESIZED.into());
+            if m.from == Side::Client {
+                m.user = Some(user.clone());
+            }
+        }
+    }
+    for e in events.drain(..) {
+        writer.event(e);
+    }
+    let mut bytes = [0u64; 2];
+    let mut messages = 2;
+    let mut last_t = 0;
+    for (side, t, data) in &chunks {
+        let t_us = t.zip(first_t).map_or(last_t, |(t, f)| t - f);
+        last_t = t_us;
+        bytes[*side as usize] += data.len() as u64;
+        tracker.on_bytes(*side, t_us, data, &mut events);
+        for e in events.drain(..) {
+            if matches!(e, crate::protocol::Event::Message(_)) {
+                messages += 1;
+            }
+            writer.event(e);
+        }
+    }
+    tracker.finish(last_t, &mut events);
+    for e in events.drain(..) {
+        writer.event(e);
+    }
+    writer.end(EndRecord {
+        t_us: last_t,
+        reason: "rawlog ended".into(),
+        bytes_from_client: bytes[0],
+        bytes_from_server: bytes[1],
+        messages,
+        unanswered: tracker.unanswered().into_iter().map(|(s, ..)| s).collect(),
+        user: Some(user),
+        lost_bytes: 0,
+    });
+    let _ = writer.flush().await;
+    let data = writer.take_memory();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    options
+        .open(dest)
+        .and_then(|mut f| f.write_all(&data))
+        .map_err(|source| ImportError::Io {
+            path: dest.display().to_string(),
+            source,
+        })?;
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_taken_off_and_merge_orders_by_time() {
+        let input = lines(b"1795654744.193327 a2 SELECT INBOX\r\n1795654744.195643 a3 NOOP\r\n");
+        let output = lines(
+            b"1795654744.192083 a1 OK Logged in\r\n1795654744.194781 * 1 EXISTS\r\n1795654744.194781 a2 OK done\r\n1795654744.196000 a3 OK\r\n",
+        );
+        let merged = merge(input, output);
+        let order: Vec<String> = merged
+            .iter()
+            .map(|(s, _, b)| format!("{}:{}", s.as_str(), String::from_utf8_lossy(b).trim_end()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                "server:a1 OK Logged in",
+                "client:a2 SELECT INBOX",
+                "server:* 1 EXISTS",
+                "server:a2 OK done",
+                "client:a3 NOOP",
+                "server:a3 OK"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_timestamps_the_exchange_decides_the_order() {
+        let input = lines(b"a2 SELECT INBOX\r\na3 NOOP\r\n");
+        let output = lines(b"a1 OK Logged in\r\n* 1 EXISTS\r\na2 OK done\r\na3 OK\r\n");
+        let merged = merge(input, output);
+        let sides: Vec<Side> = merged.iter().map(|(s, _, _)| *s).collect();
+        assert_eq!(
+            sides,
+            vec![
+                Side::Server,
+                Side::Client,
+                Side::Server,
+                Side::Server,
+                Side::Client,
+                Side::Server
+            ]
+        );
+    }
+}
