@@ -113,7 +113,7 @@ fn merge(input: Vec<Line>, output: Vec<Line>) -> Vec<(Side, Option<u64>, Vec<u8>
     for l in input {
         let tag = l.bytes.split(|&b| b == b' ').next().unwrap_or(b"").to_vec();
         out.push((Side::Client, None, l.bytes));
-        while let Some(s) = server.next() {
+        for s in server.by_ref() {
             let done = (!tag.is_empty()
                 && s.bytes.starts_with(&tag)
                 && s.bytes.get(tag.len()) == Some(&b' '))
