@@ -227,6 +227,7 @@ pub async fn import_rawlog(
         messages,
         unanswered: tracker.unanswered().into_iter().map(|(s, ..)| s).collect(),
         user: Some(user),
+        compressed: None,
         lost_bytes: 0,
     });
     let _ = writer.flush().await;

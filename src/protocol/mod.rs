@@ -8,6 +8,7 @@
 //!
 //! What must not live here: I/O, async code, transcript encoding.
 
+pub mod compress;
 pub mod framer;
 pub mod message;
 pub mod redact;

@@ -11,6 +11,7 @@
 //! memory stays bounded. A client line that announces a synchronizing literal also hands its
 //! head out at once, so the server's `+` that follows reads after the command it answers.
 
+use super::compress::Inflater;
 use super::framer::{Fragment, Framer};
 use super::message::{Head, Status, parse_command, parse_response};
 use super::redact;
@@ -39,6 +40,8 @@ pub enum Event {
     },
     /// Bytes that are no longer IMAP text (after STARTTLS), counted, not decoded.
     Opaque { from: Side, t_us: u64, len: usize },
+    /// COMPRESS=DEFLATE took effect: from here on both directions are inflated before framing.
+    Compress { t_us: u64 },
     /// Something worth saying that belongs to no single message's bytes.
     Note {
         seq: Option<u64>,
@@ -125,7 +128,12 @@ struct Assembly {
 struct Direction {
     framer: Framer,
     assembly: Option<Assembly>,
+    /// After COMPRESS: what was sent is inflated before framing.
+    inflater: Option<Inflater>,
 }
+
+/// How much of the inflated stream is framed at once: bounds memory whatever the ratio.
+const INFLATE_STEP: usize = 64 * 1024;
 
 /// Tracks one session. See the module documentation.
 #[derive(Debug)]
@@ -138,6 +146,8 @@ pub struct SessionTracker {
     state: SessionState,
     capabilities: Vec<String>,
     user: Option<String>,
+    /// Set when COMPRESS took effect, until the event saying so is handed out.
+    compressed_at: Option<u64>,
 }
 
 impl Default for SessionTracker {
@@ -152,10 +162,12 @@ impl SessionTracker {
             client: Direction {
                 framer: Framer::new(Side::Client),
                 assembly: None,
+                inflater: None,
             },
             server: Direction {
                 framer: Framer::new(Side::Server),
                 assembly: None,
+                inflater: None,
             },
             next_seq: 1,
             in_flight: Vec::new(),
@@ -163,6 +175,7 @@ impl SessionTracker {
             state: SessionState::NotAuthenticated,
             capabilities: Vec::new(),
             user: None,
+            compressed_at: None,
         }
     }
 
@@ -187,8 +200,72 @@ impl SessionTracker {
     }
 
     /// Feeds bytes that `from` sent at `t_us`; appends what was learned to `out`.
-    pub fn on_bytes(&mut self, from: Side, t_us: u64, mut input: &[u8], out: &mut Vec<Event>) {
+    pub fn on_bytes(&mut self, from: Side, t_us: u64, input: &[u8], out: &mut Vec<Event>) {
+        if self.direction(from).inflater.is_some() {
+            self.on_compressed(from, t_us, input, out);
+        } else {
+            self.frame(from, t_us, input, false, out);
+        }
+    }
+
+    /// Inflates `input` step by step and frames what comes out.
+    fn on_compressed(&mut self, from: Side, t_us: u64, mut input: &[u8], out: &mut Vec<Event>) {
+        let mut plain = Vec::with_capacity(INFLATE_STEP);
         loop {
+            plain.clear();
+            let Some(inflater) = self.direction(from).inflater.as_mut() else {
+                return;
+            };
+            match inflater.inflate_step(&mut input, &mut plain) {
+                Ok(full) => {
+                    self.frame(from, t_us, &plain, true, out);
+                    if input.is_empty() && !full {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // Relayed on untouched; only the decoding stops.
+                    let dir = self.direction(from);
+                    dir.inflater = None;
+                    dir.framer.set_opaque();
+                    out.push(Event::Note {
+                        seq: None,
+                        from,
+                        t_us,
+                        text: format!(
+                            "the {} stream stopped inflating ({e}); what follows is counted, not decoded",
+                            from.as_str()
+                        ),
+                    });
+                    if !input.is_empty() {
+                        out.push(Event::Opaque {
+                            from,
+                            t_us,
+                            len: input.len(),
+                        });
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn frame(
+        &mut self,
+        from: Side,
+        t_us: u64,
+        mut input: &[u8],
+        inflated: bool,
+        out: &mut Vec<Event>,
+    ) {
+        loop {
+            if !inflated && self.direction(from).inflater.is_some() {
+                // COMPRESS took effect inside this chunk: the rest of it is compressed.
+                if !input.is_empty() {
+                    self.on_compressed(from, t_us, input, out);
+                }
+                return;
+            }
             let dir = self.direction(from);
             let Some(fragment) = dir.framer.next(&mut input) else {
                 return;
@@ -293,6 +370,9 @@ impl SessionTracker {
         let (seq, t_us, bare_lf) = (a.seq, a.t_us, a.bare_lf);
         let message = self.understand(from, seq, t_us, bytes, !last, bare_lf);
         out.push(Event::Message(message));
+        if let Some(t_us) = self.compressed_at.take() {
+            out.push(Event::Compress { t_us });
+        }
     }
 
     fn finish_message(&mut self, from: Side, out: &mut Vec<Event>) {
@@ -497,6 +577,11 @@ impl SessionTracker {
                 self.client.framer.set_opaque();
                 self.server.framer.set_opaque();
             }
+            "COMPRESS" if ok => {
+                self.client.inflater = Some(Inflater::new());
+                self.server.inflater = Some(Inflater::new());
+                self.compressed_at = Some(m.t_us);
+            }
             _ => {}
         }
         m.command = Some(command.name);
@@ -532,6 +617,14 @@ impl SessionTracker {
             self.client.framer.reset();
             self.server.framer.reset();
         }
+    }
+
+    /// For each side (client, server): compressed bytes read and inflated bytes produced since
+    /// COMPRESS took effect, or `None` without COMPRESS.
+    pub fn compression(&self) -> Option<[(u64, u64); 2]> {
+        let c = self.client.inflater.as_ref().map(Inflater::totals);
+        let s = self.server.inflater.as_ref().map(Inflater::totals);
+        (c.is_some() || s.is_some()).then(|| [c.unwrap_or_default(), s.unwrap_or_default()])
     }
 
     /// True once a successful STARTTLS made the stream opaque.
@@ -863,5 +956,38 @@ mod tests {
             matches!(&events[1], Event::Note { text, .. } if text.contains("before this message was complete"))
         );
         assert_eq!(t.unanswered().len(), 1);
+    }
+
+    #[test]
+    fn compress_inflates_both_directions_and_counts() {
+        use crate::protocol::compress::Deflater;
+        let mut t = SessionTracker::new();
+        let (mut to_server, mut to_client) = (Deflater::new(), Deflater::new());
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"z COMPRESS DEFLATE\r\n");
+        // The OK and the first compressed bytes in one read.
+        let mut chunk = b"z OK DEFLATE active\r\n".to_vec();
+        chunk.extend(to_client.deflate(b"* 1 EXISTS\r\n"));
+        let events = feed(&mut t, Side::Server, 2, &chunk);
+        assert!(
+            matches!(events[1], Event::Compress { t_us: 2 }),
+            "{events:?}"
+        );
+        assert_eq!(messages(&events)[1].name.as_deref(), Some("EXISTS"));
+        let wire = to_server.deflate(b"n NOOP\r\n");
+        let events = feed(&mut t, Side::Client, 3, &wire[..3]);
+        assert!(events.is_empty());
+        let events = feed(&mut t, Side::Client, 4, &wire[3..]);
+        assert_eq!(messages(&events)[0].bytes, b"n NOOP\r\n");
+        let [c, s] = t.compression().unwrap();
+        assert_eq!(c, (wire.len() as u64, 8));
+        assert_eq!(s.1, 12);
+        // A stream that does not inflate is noted and then only counted.
+        let events = feed(&mut t, Side::Client, 5, b"\xff\xff\xff\xff garbage");
+        assert!(
+            matches!(&events[0], Event::Note { text, .. } if text.contains("stopped inflating"))
+        );
+        let events = feed(&mut t, Side::Client, 6, b"more");
+        assert!(matches!(events[0], Event::Opaque { len: 4, .. }));
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::protocol::{Event, Kind, SessionTracker, Side};
 use crate::transcript::TranscriptWriter;
-use crate::transcript::format::{EndRecord, TlsRecord};
+use crate::transcript::format::{CompressedCounts, EndRecord, TlsRecord};
 
 /// What the pumps tell the recorder.
 #[derive(Debug)]
@@ -134,6 +134,12 @@ impl Recorder {
                         .map(|(seq, ..)| seq)
                         .collect(),
                     user: self.tracker.user().map(String::from),
+                    compressed: self.tracker.compression().map(|[c, s]| CompressedCounts {
+                        client_compressed: c.0,
+                        client_inflated: c.1,
+                        server_compressed: s.0,
+                        server_inflated: s.1,
+                    }),
                     lost_bytes: 0,
                 });
                 self.ended = true;

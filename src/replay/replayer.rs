@@ -135,6 +135,8 @@ struct Live {
     closed: bool,
     start: Instant,
     buf: BytesMut,
+    /// After COMPRESS: what is sent is deflated (the tracker inflates both ways itself).
+    deflater: Option<crate::protocol::compress::Deflater>,
 }
 
 impl Live {
@@ -171,6 +173,14 @@ impl Live {
     }
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let deflated;
+        let bytes = match self.deflater.as_mut() {
+            Some(d) => {
+                deflated = d.deflate(bytes);
+                &deflated[..]
+            }
+            None => bytes,
+        };
         self.stream
             .as_mut()
             .ok_or("no connection")?
@@ -326,6 +336,7 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         closed: false,
         start,
         buf: BytesMut::new(),
+        deflater: None,
     };
     report.error = play(script, options, &mut live).await.err();
     // Whatever came, compared with what was recorded.
@@ -419,6 +430,12 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
         if unit.kind == Kind::Command && unit.name.as_deref() == Some("STARTTLS") {
             starttls(unit, options, live).await?;
         }
+        if unit.kind == Kind::Command && unit.name.as_deref() == Some("COMPRESS") {
+            // Negotiated as the recording did: on OK, both ways are DEFLATE from here on.
+            if accepted(unit, "COMPRESS", options, live).await? {
+                live.deflater = Some(crate::protocol::compress::Deflater::new());
+            }
+        }
     }
     // Every recorded completion, and the close if the server closed.
     let need = need_before(script, script.timeline.len());
@@ -486,25 +503,34 @@ async fn idle_wait(
     Ok(())
 }
 
+/// Waits for the completion of the command just sent; whether it was OK.
+async fn accepted(
+    unit: &super::script::Unit,
+    name: &str,
+    options: &ReplayOptions,
+    live: &mut Live,
+) -> Result<bool, String> {
+    let tag = unit.tag.clone().unwrap_or_default();
+    let before = live.completions(&tag);
+    live.wait(&format!("the answer to {name}"), options.timeout, |l| {
+        l.completions(&tag) > before
+    })
+    .await?;
+    Ok(live
+        .received
+        .iter()
+        .rev()
+        .find(|r| r.kind == Kind::Completion && r.tag.as_deref() == Some(tag.as_str()))
+        .is_some_and(|r| r.status == Some(Status::Ok) && r.command.as_deref() == Some(name)))
+}
+
 /// After a STARTTLS command: on the server's OK, continue over TLS.
 async fn starttls(
     unit: &super::script::Unit,
     options: &ReplayOptions,
     live: &mut Live,
 ) -> Result<(), String> {
-    let tag = unit.tag.clone().unwrap_or_default();
-    let before = live.completions(&tag);
-    live.wait("the answer to STARTTLS", options.timeout, |l| {
-        l.completions(&tag) > before
-    })
-    .await?;
-    let ok = live
-        .received
-        .iter()
-        .rev()
-        .find(|r| r.kind == Kind::Completion && r.tag.as_deref() == Some(tag.as_str()))
-        .is_some_and(|r| r.status == Some(Status::Ok) && r.command.as_deref() == Some("STARTTLS"));
-    if !ok {
+    if !accepted(unit, "STARTTLS", options, live).await? {
         return Ok(());
     }
     let Some(Stream::Plain(tcp)) = live.stream.take() else {

@@ -108,6 +108,8 @@ pub struct ServeSession {
     sasl_for: Option<u64>,
     outcome: SessionOutcome,
     t_us: u64,
+    /// After COMPRESS: what is sent is deflated first.
+    deflater: Option<crate::protocol::compress::Deflater>,
 }
 
 impl ServeSession {
@@ -128,6 +130,7 @@ impl ServeSession {
             current: None,
             sasl_for: None,
             t_us: 0,
+            deflater: None,
         }
     }
 
@@ -368,15 +371,20 @@ impl ServeSession {
             after_continuation |= unit.kind == Kind::ContinuationRequest;
             previous_t = unit.t_us;
             let bytes = self.retag(unit);
-            let starttls = unit.kind == Kind::Completion
+            let accepted = unit.kind == Kind::Completion
                 && unit.reply_to == Some(matched.seq)
-                && matched.name.as_deref() == Some("STARTTLS")
                 && crate::protocol::message::parse_response(&unit.bytes).status == Some(Status::Ok);
             self.used[i] = true;
             out.push(self.say(bytes, delay));
-            if starttls {
-                out.push(Output::StartTls);
-                self.tracker.tls_established();
+            match matched.name.as_deref() {
+                Some("STARTTLS") if accepted => {
+                    out.push(Output::StartTls);
+                    self.tracker.tls_established();
+                }
+                Some("COMPRESS") if accepted => {
+                    self.deflater = Some(crate::protocol::compress::Deflater::new());
+                }
+                _ => {}
             }
         }
     }
@@ -400,8 +408,13 @@ impl ServeSession {
         }
     }
 
-    /// An output, also fed to the tracker so it follows AUTHENTICATE and IDLE.
+    /// An output (deflated after COMPRESS), also fed to the tracker so it follows
+    /// AUTHENTICATE, IDLE and COMPRESS.
     fn say(&mut self, bytes: Vec<u8>, delay: Duration) -> Output {
+        let bytes = match self.deflater.as_mut() {
+            Some(d) => d.deflate(&bytes),
+            None => bytes,
+        };
         self.tracker
             .on_bytes(Side::Server, self.t_us, &bytes, &mut self.events);
         Output::Bytes { bytes, delay }

@@ -19,6 +19,7 @@ pub enum Record {
     Part(PartRecord),
     Opaque(OpaqueRecord),
     Tls(TlsRecord),
+    Compress(CompressRecord),
     Dropped(DroppedRecord),
     Note(NoteRecord),
     Error(ErrorRecord),
@@ -169,6 +170,24 @@ pub struct TlsRecord {
     pub sha256: Option<String>,
 }
 
+/// COMPRESS took effect: the relayed bytes are DEFLATE from here on; the messages that follow
+/// are the inflated IMAP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompressRecord {
+    pub t_us: u64,
+    pub algorithm: String,
+}
+
+/// Byte counts of the compressed part of a session, each way.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct CompressedCounts {
+    /// DEFLATE bytes the client sent, and what they inflated to.
+    pub client_compressed: u64,
+    pub client_inflated: u64,
+    pub server_compressed: u64,
+    pub server_inflated: u64,
+}
+
 /// Bytes a peer sent that imapscope deliberately did not relay: plaintext after STARTTLS and
 /// before the handshake (the CVE-2011-0411 command-injection class).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -215,6 +234,9 @@ pub struct EndRecord {
     pub unanswered: Vec<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// After COMPRESS: compressed and inflated byte counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compressed: Option<CompressedCounts>,
     /// Bytes the writer could not write (a full disk); the transcript has a gap.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lost_bytes: u64,

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
 use super::format::{
-    DroppedRecord, EndRecord, ErrorRecord, MessageRecord, NoteRecord, OpaqueRecord, PartRecord,
-    Payload, Record, SessionRecord, TlsRecord,
+    CompressRecord, DroppedRecord, EndRecord, ErrorRecord, MessageRecord, NoteRecord, OpaqueRecord,
+    PartRecord, Payload, Record, SessionRecord, TlsRecord,
 };
 use crate::protocol::message::parse_command;
 use crate::protocol::{Event, Kind, Side, redact};
@@ -244,6 +244,10 @@ impl TranscriptWriter {
                     redacted: hide,
                 })
             }
+            Event::Compress { t_us } => Record::Compress(CompressRecord {
+                t_us,
+                algorithm: "DEFLATE".into(),
+            }),
             Event::Opaque { from, t_us, len } => Record::Opaque(OpaqueRecord {
                 t_us,
                 from,
