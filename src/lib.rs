@@ -14,6 +14,7 @@
 //! - [`replay`]: recordings as regression tests: replay the client side against a live
 //!   server and diff the answers, or serve the server side to a client under test.
 //!
+//! - [`show`]: transcripts for people (`show`, `show --stats`, `ls`).
 //! - [`import`]: other tools' logs (Dovecot's rawlog) as transcripts.
 //!
 //! The `imapscope` binary (`src/main.rs`) turns command-line options into these pieces.
@@ -22,5 +23,6 @@ pub mod import;
 pub mod protocol;
 pub mod relay;
 pub mod replay;
+pub mod show;
 pub mod tls;
 pub mod transcript;

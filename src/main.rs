@@ -66,6 +66,18 @@ enum Command {
         asked for are reported. It never connects anywhere. Exit status: 0 every recording was\n\
         used fully and exactly, 1 otherwise, 2 unusable input.")]
     Serve(ServeArgs),
+    /// Render transcripts for reading, like a telnet session with timings.
+    #[command(after_help = "Examples:\n  \
+        imapscope show recordings/20261125T210501Z-000003.jsonl\n  \
+        imapscope show recordings/*.jsonl            # several sessions, interleaved by time\n  \
+        imapscope show --follow recordings/20261125T210501Z-000003.jsonl   # like tail -f\n  \
+        imapscope show --stats --json recordings/*.jsonl")]
+    Show(ShowArgs),
+    /// List recorded sessions: start, duration, client, user, upstream, commands, errors, size.
+    #[command(
+        after_help = "Example:\n  imapscope ls            # recordings/\n  imapscope ls /tmp/rec --json"
+    )]
+    Ls(LsArgs),
     /// Turn other tools' logs into transcripts.
     #[command(subcommand)]
     Import(ImportCommand),
@@ -131,6 +143,44 @@ struct ServeArgs {
     /// Directory of imapscope's CA (for --client-tls).
     #[arg(long, default_value = "certs", value_name = "DIR")]
     certs: PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Args)]
+struct ShowArgs {
+    #[arg(required = true, value_name = "TRANSCRIPT")]
+    transcripts: Vec<PathBuf>,
+    /// Keep reading as the transcript grows, until its end line.
+    #[arg(long)]
+    follow: bool,
+    /// Show literals whole instead of their size and first line.
+    #[arg(long)]
+    full: bool,
+    /// Colors: auto (only on a terminal), always, never.
+    #[arg(long, value_enum, default_value = "auto", value_name = "WHEN")]
+    color: ColorChoice,
+    /// Per command: count, NO/BAD, latency p50/p95/max; bytes each way; duration.
+    #[arg(long)]
+    stats: bool,
+    /// With --stats: JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct LsArgs {
+    /// Directory of transcripts.
+    #[arg(default_value = "recordings")]
+    dir: PathBuf,
+    /// One JSON object per session.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -226,6 +276,8 @@ fn main() -> ExitCode {
         Command::Replay(args) => return runtime.block_on(replay(args, cli.verbose > 0)),
         Command::Serve(args) => return runtime.block_on(serve(args)),
         Command::Record(args) => runtime.block_on(record(args)),
+        Command::Show(args) => show(args),
+        Command::Ls(args) => ls(args),
         Command::Import(ImportCommand::Rawlog { path, out, user }) => {
             runtime.block_on(import_rawlog(&path, out, user.as_deref()))
         }
@@ -417,6 +469,148 @@ async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+fn show(args: ShowArgs) -> Result<(), String> {
+    use imapscope::show::{Style, render, stats};
+    use std::io::IsTerminal;
+    let style = Style {
+        color: match args.color {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => std::io::stdout().is_terminal(),
+        },
+    };
+    if args.follow {
+        return follow(&args.transcripts, style, args.full);
+    }
+    let mut all = Vec::new();
+    for path in &args.transcripts {
+        let t = imapscope::transcript::read_transcript(path).map_err(|e| e.to_string())?;
+        if t.torn_last_line {
+            eprintln!(
+                "imapscope: {}: the last line is torn (imapscope stopped while writing it); showing the rest",
+                path.display()
+            );
+        }
+        all.push((path.display().to_string(), t.records));
+    }
+    if args.stats {
+        let st = stats(&all);
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&st).map_err(|e| e.to_string())?
+            );
+        } else {
+            print!("{}", st.render());
+        }
+        return Ok(());
+    }
+    print!("{}", render(&all, style, args.full));
+    Ok(())
+}
+
+/// `show --follow`: renders records as they are appended, until every transcript has ended.
+fn follow(paths: &[PathBuf], style: imapscope::show::Style, full: bool) -> Result<(), String> {
+    use imapscope::show::Renderer;
+    use imapscope::transcript::Record;
+    use std::io::{Read, Seek, SeekFrom, Write};
+    struct Followed {
+        path: PathBuf,
+        offset: u64,
+        pending: Vec<u8>,
+        renderer: Renderer,
+        ended: bool,
+    }
+    let many = paths.len() > 1;
+    let mut followed: Vec<Followed> = paths
+        .iter()
+        .map(|p| Followed {
+            path: p.clone(),
+            offset: 0,
+            pending: Vec::new(),
+            renderer: Renderer::new(
+                style,
+                full,
+                if many {
+                    format!(
+                        "{} ",
+                        p.file_stem()
+                            .map(|s| s.to_string_lossy().into_owned())
+                            .unwrap_or_default()
+                    )
+                } else {
+                    String::new()
+                },
+            ),
+            ended: false,
+        })
+        .collect();
+    let mut stdout = std::io::stdout();
+    while followed.iter().any(|f| !f.ended) {
+        let mut progressed = false;
+        for f in followed.iter_mut().filter(|f| !f.ended) {
+            let mut file =
+                std::fs::File::open(&f.path).map_err(|e| format!("{}: {e}", f.path.display()))?;
+            file.seek(SeekFrom::Start(f.offset))
+                .map_err(|e| e.to_string())?;
+            let mut fresh = Vec::new();
+            let n = file.read_to_end(&mut fresh).map_err(|e| e.to_string())?;
+            f.offset += n as u64;
+            f.pending.extend_from_slice(&fresh);
+            while let Some(nl) = f.pending.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = f.pending.drain(..=nl).collect();
+                progressed = true;
+                match serde_json::from_slice::<Record>(&line) {
+                    Ok(record) => {
+                        f.ended |= matches!(record, Record::End(_));
+                        let _ = stdout.write_all(f.renderer.record(&record).as_bytes());
+                    }
+                    Err(e) if !line.trim_ascii().is_empty() => {
+                        eprintln!("imapscope: {}: unreadable line: {e}", f.path.display());
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let _ = stdout.flush();
+        if !progressed {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    Ok(())
+}
+
+fn ls(args: LsArgs) -> Result<(), String> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.dir)
+        .map_err(|e| format!("{}: {e}", args.dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    paths.sort();
+    if !args.json {
+        println!("{}", imapscope::show::Listing::header());
+    }
+    for path in paths {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match imapscope::transcript::read_transcript(&path) {
+            Ok(t) => {
+                let l = imapscope::show::listing(name, size, &t.records);
+                if args.json {
+                    println!("{}", serde_json::to_string(&l).map_err(|e| e.to_string())?);
+                } else {
+                    println!("{}", l.render());
+                }
+            }
+            Err(e) => eprintln!("imapscope: skipping {e}"),
+        }
+    }
+    Ok(())
 }
 
 async fn import_rawlog(

@@ -1,0 +1,562 @@
+//! Transcripts for people: the `show`, `show --stats` and `ls` views.
+//!
+//! `show` reads like the telnet sessions IMAP people know: `C:` and `S:` lines with the time
+//! since the session started, each completion with its latency, literals summarized (size and
+//! first line) unless `full`, redacted secrets marked, and TLS, COMPRESS and the close as
+//! separators. Pure functions from records to text; the CLI does the file reading.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::protocol::framer::{Fragment, Framer};
+use crate::protocol::{Kind, Side, Status};
+use crate::transcript::Record;
+use crate::transcript::format::{MessageRecord, SessionRecord};
+
+/// ANSI colors, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    fn dim(&self, t: &str) -> String {
+        self.paint("2", t)
+    }
+    fn client(&self, t: &str) -> String {
+        self.paint("36", t)
+    }
+    fn server(&self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    fn bad(&self, t: &str) -> String {
+        self.paint("31", t)
+    }
+    fn secret(&self, t: &str) -> String {
+        self.paint("7;31", t)
+    }
+    fn strong(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+}
+
+/// Renders records one at a time (so `--follow` can render as they come).
+pub struct Renderer {
+    style: Style,
+    full: bool,
+    /// `#3 ` before each line when several sessions are interleaved.
+    prefix: String,
+    /// A framer per message seq, so a message's parts continue where its head stopped.
+    framers: BTreeMap<u64, Framer>,
+}
+
+impl Renderer {
+    pub fn new(style: Style, full: bool, prefix: String) -> Renderer {
+        Renderer {
+            style,
+            full,
+            prefix,
+            framers: BTreeMap::new(),
+        }
+    }
+
+    fn time(&self, t_us: u64) -> String {
+        self.style.dim(&format!("{:>9.3}", t_us as f64 / 1e6))
+    }
+
+    fn separator(&self, text: &str) -> String {
+        format!(
+            "{}{}\n",
+            self.prefix,
+            self.style.dim(&format!("── {text} ──"))
+        )
+    }
+
+    /// The text for one record (possibly several lines, possibly none).
+    pub fn record(&mut self, record: &Record) -> String {
+        let s = self.style;
+        match record {
+            Record::Session(h) => self.separator(&session_title(h)),
+            Record::Message(m) => self.message(m),
+            Record::Part(p) => {
+                let bytes = p.payload.to_bytes().unwrap_or_default();
+                let side = p.from;
+                let mut framer = self
+                    .framers
+                    .remove(&p.seq)
+                    .unwrap_or_else(|| Framer::new(side));
+                let body = self.fragments(&mut framer, side, &bytes, p.redacted);
+                if !p.last {
+                    self.framers.insert(p.seq, framer);
+                }
+                let label = self.label(side);
+                body.iter()
+                    .map(|l| format!("{}{} {label} {l}\n", self.prefix, " ".repeat(9)))
+                    .collect()
+            }
+            Record::Tls(t) => self.separator(&format!(
+                "TLS {} leg: {} {}{}{}",
+                t.leg,
+                t.version,
+                t.cipher,
+                t.sni
+                    .as_ref()
+                    .map(|n| format!(", SNI {n}"))
+                    .unwrap_or_default(),
+                t.subject
+                    .as_ref()
+                    .map(|n| format!(", certificate {n}"))
+                    .unwrap_or_default()
+            )),
+            Record::Compress(c) => {
+                self.separator(&format!("COMPRESS {} from here on", c.algorithm))
+            }
+            Record::Opaque(o) => format!(
+                "{}{} {} {}\n",
+                self.prefix,
+                self.time(o.t_us),
+                self.label(o.from),
+                s.dim(&format!("[{} bytes of {}, not decoded]", o.len, o.what))
+            ),
+            Record::Dropped(d) => {
+                let text = String::from_utf8_lossy(&d.payload.to_bytes().unwrap_or_default())
+                    .trim_end()
+                    .to_string();
+                format!(
+                    "{}{} {} {} {}\n",
+                    self.prefix,
+                    self.time(d.t_us),
+                    self.label(d.from),
+                    s.bad("[NOT RELAYED]"),
+                    s.bad(&format!("{text}  ({})", d.reason))
+                )
+            }
+            Record::Note(n) => format!(
+                "{}{} {}\n",
+                self.prefix,
+                self.time(n.t_us),
+                s.dim(&format!("note: {}", n.note))
+            ),
+            Record::Error(e) => format!(
+                "{}{} {}\n",
+                self.prefix,
+                self.time(e.t_us),
+                s.bad(&format!("error during {}: {}", e.during, e.message))
+            ),
+            Record::End(e) => {
+                let mut text = format!(
+                    "closed at {:.3} s: {} · {} bytes from client, {} from server",
+                    e.t_us as f64 / 1e6,
+                    e.reason,
+                    e.bytes_from_client,
+                    e.bytes_from_server
+                );
+                if let Some(c) = e.compressed {
+                    let _ = write!(
+                        text,
+                        " · compressed {}→{} from client, {}→{} from server",
+                        c.client_compressed,
+                        c.client_inflated,
+                        c.server_compressed,
+                        c.server_inflated
+                    );
+                }
+                if !e.unanswered.is_empty() {
+                    let _ = write!(text, " · {} unanswered", e.unanswered.len());
+                }
+                if e.lost_bytes > 0 {
+                    let _ = write!(text, " · {} transcript bytes lost", e.lost_bytes);
+                }
+                self.separator(&text)
+            }
+        }
+    }
+
+    fn label(&self, side: Side) -> String {
+        match side {
+            Side::Client => self.style.client("C:"),
+            Side::Server => self.style.server("S:"),
+        }
+    }
+
+    fn message(&mut self, m: &MessageRecord) -> String {
+        let s = self.style;
+        let bytes = m.payload.to_bytes().unwrap_or_default();
+        let mut framer = Framer::new(m.from);
+        let lines = self.fragments(&mut framer, m.from, &bytes, false);
+        if m.partial {
+            self.framers.insert(m.seq, framer);
+        }
+        let mut out = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            let mut line = line.clone();
+            if i == 0 {
+                if m.kind == Kind::Completion {
+                    let status = m.status.map(|s| s.as_str()).unwrap_or("?");
+                    if matches!(m.status, Some(Status::No | Status::Bad)) {
+                        line = line.replacen(status, &s.bad(status), 1);
+                    }
+                    if let Some(l) = m.latency_us {
+                        let _ = write!(line, "  {}", s.dim(&format!("({})", latency(l))));
+                    }
+                }
+                if m.kind == Kind::Untagged && m.status == Some(Status::Bye) {
+                    line = s.strong(&line);
+                }
+            }
+            let time = if i == 0 {
+                self.time(m.t_us)
+            } else {
+                " ".repeat(9)
+            };
+            let _ = writeln!(out, "{}{time} {} {line}", self.prefix, self.label(m.from));
+        }
+        for note in &m.notes {
+            let _ = writeln!(
+                out,
+                "{}{} {}",
+                self.prefix,
+                " ".repeat(9),
+                s.dim(&format!("   ^ {note}"))
+            );
+        }
+        out
+    }
+
+    /// The lines of some bytes of a message, literals summarized unless `full`.
+    fn fragments(
+        &self,
+        framer: &mut Framer,
+        _side: Side,
+        bytes: &[u8],
+        hidden: bool,
+    ) -> Vec<String> {
+        let s = self.style;
+        let mut lines: Vec<String> = Vec::new();
+        let mut current = String::new();
+        let mut literal: Vec<u8> = Vec::new();
+        let mut literal_len = 0usize;
+        let mut input = bytes;
+        let mark_secrets = |text: &str| text.replace("<redacted>", &s.secret("<redacted>"));
+        while let Some(f) = framer.next(&mut input) {
+            match f {
+                Fragment::Line { bytes, end } => {
+                    let text = String::from_utf8_lossy(bytes);
+                    current.push_str(text.trim_end_matches(['\r', '\n']));
+                    if end.is_some() {
+                        lines.push(mark_secrets(&std::mem::take(&mut current)));
+                    }
+                }
+                Fragment::Literal { bytes, last } => {
+                    literal_len += bytes.len();
+                    if self.full {
+                        literal.extend_from_slice(bytes);
+                    } else if literal.len() < 200 {
+                        literal.extend_from_slice(&bytes[..bytes.len().min(200)]);
+                    }
+                    if last {
+                        if self.full {
+                            for l in String::from_utf8_lossy(&literal).split_inclusive('\n') {
+                                lines.push(format!(
+                                    "{} {}",
+                                    s.dim("│"),
+                                    l.trim_end_matches(['\r', '\n'])
+                                ));
+                            }
+                        } else {
+                            let first = String::from_utf8_lossy(&literal)
+                                .lines()
+                                .next()
+                                .unwrap_or("")
+                                .chars()
+                                .take(60)
+                                .collect::<String>();
+                            lines.push(s.dim(&format!("│ {literal_len} bytes: {first}…")));
+                        }
+                        literal.clear();
+                        literal_len = 0;
+                    }
+                }
+                Fragment::Opaque(b) => lines.push(s.dim(&format!("[{} opaque bytes]", b.len()))),
+            }
+        }
+        if !current.is_empty() {
+            lines.push(mark_secrets(&current));
+        }
+        if literal_len > 0 && !self.full {
+            lines.push(s.dim(&format!("│ {literal_len} bytes so far…")));
+        }
+        if hidden {
+            lines = vec![s.secret("<redacted>")];
+        }
+        lines
+    }
+}
+
+fn session_title(h: &SessionRecord) -> String {
+    format!(
+        "session #{} · {} → {} · {}{}",
+        h.id,
+        h.client,
+        h.upstream,
+        h.start,
+        if h.redaction {
+            ""
+        } else {
+            " · SECRETS RECORDED"
+        }
+    )
+}
+
+fn latency(us: u64) -> String {
+    if us >= 1_000_000 {
+        format!("{:.2} s", us as f64 / 1e6)
+    } else {
+        format!("{:.2} ms", us as f64 / 1e3)
+    }
+}
+
+/// Renders whole transcripts; several are interleaved by absolute time, each line prefixed
+/// with its connection id.
+pub fn render(transcripts: &[(String, Vec<Record>)], style: Style, full: bool) -> String {
+    if transcripts.len() == 1 {
+        let mut r = Renderer::new(style, full, String::new());
+        return transcripts[0].1.iter().map(|rec| r.record(rec)).collect();
+    }
+    // (absolute µs, transcript index, record index)
+    let mut order = Vec::new();
+    for (i, (_, records)) in transcripts.iter().enumerate() {
+        let start = records
+            .first()
+            .and_then(|r| match r {
+                Record::Session(s) => humantime::parse_rfc3339(&s.start).ok(),
+                _ => None,
+            })
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as u64);
+        for (j, r) in records.iter().enumerate() {
+            order.push((start + record_time(r), i, j));
+        }
+    }
+    order.sort();
+    let mut renderers: Vec<Renderer> = transcripts
+        .iter()
+        .map(|(_, records)| {
+            let id = match records.first() {
+                Some(Record::Session(s)) => s.id,
+                _ => 0,
+            };
+            Renderer::new(style, full, format!("{} ", style.strong(&format!("#{id}"))))
+        })
+        .collect();
+    order
+        .into_iter()
+        .map(|(_, i, j)| renderers[i].record(&transcripts[i].1[j]))
+        .collect()
+}
+
+fn record_time(r: &Record) -> u64 {
+    match r {
+        Record::Session(_) => 0,
+        Record::Message(m) => m.t_us,
+        Record::Part(p) => p.t_us,
+        Record::Opaque(o) => o.t_us,
+        Record::Tls(t) => t.t_us,
+        Record::Compress(c) => c.t_us,
+        Record::Dropped(d) => d.t_us,
+        Record::Note(n) => n.t_us,
+        Record::Error(e) => e.t_us,
+        Record::End(e) => e.t_us,
+    }
+}
+
+/// Per command name: how often, how often refused, how fast.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CommandStats {
+    pub command: String,
+    pub count: usize,
+    pub no: usize,
+    pub bad: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub max_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Stats {
+    pub sessions: usize,
+    pub commands: Vec<CommandStats>,
+    pub bytes_from_client: u64,
+    pub bytes_from_server: u64,
+    /// Sum of session durations, in seconds.
+    pub duration_s: f64,
+}
+
+pub fn stats(transcripts: &[(String, Vec<Record>)]) -> Stats {
+    let mut by_name: BTreeMap<String, (Vec<u64>, usize, usize)> = BTreeMap::new();
+    let mut st = Stats {
+        sessions: transcripts.len(),
+        commands: Vec::new(),
+        bytes_from_client: 0,
+        bytes_from_server: 0,
+        duration_s: 0.0,
+    };
+    for (_, records) in transcripts {
+        let mut last_t = 0;
+        for r in records {
+            last_t = last_t.max(record_time(r));
+            match r {
+                Record::Message(m) if m.kind == Kind::Completion => {
+                    let entry = by_name
+                        .entry(m.command.clone().unwrap_or_else(|| "?".into()))
+                        .or_default();
+                    entry.0.push(m.latency_us.unwrap_or(0));
+                    match m.status {
+                        Some(Status::No) => entry.1 += 1,
+                        Some(Status::Bad) => entry.2 += 1,
+                        _ => {}
+                    }
+                }
+                Record::End(e) => {
+                    st.bytes_from_client += e.bytes_from_client;
+                    st.bytes_from_server += e.bytes_from_server;
+                }
+                _ => {}
+            }
+        }
+        st.duration_s += last_t as f64 / 1e6;
+    }
+    for (command, (mut lat, no, bad)) in by_name {
+        lat.sort_unstable();
+        let pick = |p: f64| lat[((lat.len() - 1) as f64 * p).round() as usize] as f64 / 1e3;
+        st.commands.push(CommandStats {
+            command,
+            count: lat.len(),
+            no,
+            bad,
+            p50_ms: pick(0.5),
+            p95_ms: pick(0.95),
+            max_ms: pick(1.0),
+        });
+    }
+    st
+}
+
+impl Stats {
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "{:<16} {:>6} {:>4} {:>4} {:>10} {:>10} {:>10}\n",
+            "command", "count", "NO", "BAD", "p50 ms", "p95 ms", "max ms"
+        );
+        for c in &self.commands {
+            let _ = writeln!(
+                s,
+                "{:<16} {:>6} {:>4} {:>4} {:>10.2} {:>10.2} {:>10.2}",
+                c.command, c.count, c.no, c.bad, c.p50_ms, c.p95_ms, c.max_ms
+            );
+        }
+        let _ = writeln!(
+            s,
+            "{} session(s), {:.3} s, {} bytes from client, {} bytes from server",
+            self.sessions, self.duration_s, self.bytes_from_client, self.bytes_from_server
+        );
+        s
+    }
+}
+
+/// One line of `imapscope ls`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listing {
+    pub file: String,
+    pub start: String,
+    pub duration_s: f64,
+    pub client: String,
+    pub user: Option<String>,
+    pub upstream: String,
+    pub commands: usize,
+    pub errors: usize,
+    pub size: u64,
+    /// No end line: still running, or imapscope was killed.
+    pub open: bool,
+}
+
+pub fn listing(file: String, size: u64, records: &[Record]) -> Listing {
+    let mut l = Listing {
+        file,
+        start: String::new(),
+        duration_s: 0.0,
+        client: String::new(),
+        user: None,
+        upstream: String::new(),
+        commands: 0,
+        errors: 0,
+        size,
+        open: true,
+    };
+    for r in records {
+        l.duration_s = l.duration_s.max(record_time(r) as f64 / 1e6);
+        match r {
+            Record::Session(s) => {
+                l.start = s.start.clone();
+                l.client = s.client.clone();
+                l.upstream = s.upstream.clone();
+            }
+            Record::Message(m) => {
+                if m.kind == Kind::Command {
+                    l.commands += 1;
+                }
+                if matches!(m.status, Some(Status::No | Status::Bad)) && m.kind == Kind::Completion
+                {
+                    l.errors += 1;
+                }
+                if l.user.is_none() {
+                    l.user = m.user.clone();
+                }
+            }
+            Record::Error(_) => l.errors += 1,
+            Record::End(e) => {
+                l.open = false;
+                if e.user.is_some() {
+                    l.user = e.user.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+impl Listing {
+    pub fn header() -> String {
+        format!(
+            "{:<27} {:>9} {:<22} {:<10} {:<22} {:>5} {:>4} {:>9}  {}",
+            "start", "duration", "client", "user", "upstream", "cmds", "errs", "size", "file"
+        )
+    }
+
+    pub fn render(&self) -> String {
+        let start: String = self.start.chars().take(19).collect::<String>() + "Z";
+        format!(
+            "{:<27} {:>8.3}s {:<22} {:<10} {:<22} {:>5} {:>4} {:>9}  {}{}",
+            start,
+            self.duration_s,
+            self.client,
+            self.user.as_deref().unwrap_or("-"),
+            self.upstream,
+            self.commands,
+            self.errors,
+            self.size,
+            self.file,
+            if self.open { "  (open)" } else { "" }
+        )
+    }
+}
