@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
-ALL=(login-select search-fetch store-copy-move-expunge append idle auth-plain errors curl-fetch)
+ALL=(login-select search-fetch store-copy-move-expunge append idle auth-plain errors compress curl-fetch)
 
 die() {
   echo "record-golden: $*" >&2

@@ -348,14 +348,28 @@ pub fn render(transcripts: &[(String, Vec<Record>)], style: Style, full: bool) -
         }
     }
     order.sort();
+    // Connection ids, unless two transcripts share one (recorded by different runs): then
+    // their file names.
+    let ids: Vec<u64> = transcripts
+        .iter()
+        .map(|(_, records)| match records.first() {
+            Some(Record::Session(s)) => s.id,
+            _ => 0,
+        })
+        .collect();
+    let unique = ids.iter().collect::<std::collections::BTreeSet<_>>().len() == ids.len();
     let mut renderers: Vec<Renderer> = transcripts
         .iter()
-        .map(|(_, records)| {
-            let id = match records.first() {
-                Some(Record::Session(s)) => s.id,
-                _ => 0,
+        .zip(&ids)
+        .map(|((name, _), id)| {
+            let label = if unique {
+                format!("#{id}")
+            } else {
+                std::path::Path::new(name)
+                    .file_stem()
+                    .map_or_else(|| name.clone(), |s| s.to_string_lossy().into_owned())
             };
-            Renderer::new(style, full, format!("{} ", style.strong(&format!("#{id}"))))
+            Renderer::new(style, full, format!("{} ", style.strong(&label)))
         })
         .collect();
     order

@@ -19,6 +19,7 @@ const SCENARIOS: &[&str] = &[
     "idle",
     "auth-plain",
     "errors",
+    "compress",
     "curl-fetch",
 ];
 

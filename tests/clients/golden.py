@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 
 USER = "nell"
 PASSWORD = "ASecretPassword"
@@ -86,6 +87,9 @@ class Raw:
         self.sock = socket.create_connection((HOST, port), timeout=TIMEOUT)
         self.buf = b""
         self.n = 0
+        # After COMPRESS DEFLATE: raw DEFLATE both ways (RFC 4978).
+        self.inflate = None
+        self.deflate = None
         greeting = self.read_response()
         check(greeting.first.startswith(b"* OK"), "greeting is not * OK: %r" % greeting)
 
@@ -96,6 +100,8 @@ class Raw:
             raise Failure("timed out after %.0f s waiting for the server" % TIMEOUT)
         if not data:
             raise EOFError
+        if self.inflate:
+            data = self.inflate.decompress(data)
         self.buf += data
 
     def _line(self):
@@ -122,7 +128,13 @@ class Raw:
             r.literals.append((line, self._exact(int(m.group(1)))))
 
     def send(self, data):
+        if self.deflate:
+            data = self.deflate.compress(data) + self.deflate.flush(zlib.Z_SYNC_FLUSH)
         self.sock.sendall(data)
+
+    def start_compress(self):
+        self.inflate = zlib.decompressobj(wbits=-15)
+        self.deflate = zlib.compressobj(wbits=-15)
 
     def tag(self):
         self.n += 1
@@ -493,7 +505,24 @@ def errors(port, _dir):
     say("errors: NO, OK, NO, BAD as expected")
 
 
+def compress(port, _dir):
+    c = Raw(port)
+    c.command("LOGIN %s %s" % (USER, PASSWORD))
+    c.command("COMPRESS DEFLATE")
+    c.start_compress()
+    u, _ = c.command("SELECT INBOX")
+    check(exists(u) == 3, "SELECT INBOX after COMPRESS: %r" % u)
+    u, _ = c.command("FETCH 1 (BODY.PEEK[])")
+    check(literal(u[0], "BODY[]") == fixture("01-plain.eml"), "FETCH 1 BODY[] differs")
+    u, _ = c.command("FETCH 3 (BODY.PEEK[])")
+    check(literal(u[0], "BODY[]") == fixture("03-large.eml"), "FETCH 3 BODY[] differs")
+    c.command("NOOP")
+    c.logout()
+    say("compress: 200 KB fetched through DEFLATE")
+
+
 SCENARIOS = {
+    "compress": compress,
     "login-select": login_select,
     "search-fetch": search_fetch,
     "store-copy-move-expunge": store_copy_move_expunge,

@@ -1,0 +1,177 @@
+//! `imapscope show`, `show --stats` and `ls` on the golden recordings, against committed
+//! snapshots: a change to the output fails here until the snapshot is renewed on purpose
+//! (`UPDATE_SNAPSHOTS=1 cargo test --test show`) and the diff reviewed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn imapscope(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("run imapscope");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+fn snapshot(name: &str, actual: &str) {
+    let path = repo().join("tests/snapshots").join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}: run with UPDATE_SNAPSHOTS=1",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let first = expected
+            .lines()
+            .zip(actual.lines())
+            .position(|(e, a)| e != a)
+            .unwrap_or(expected.lines().count().min(actual.lines().count()));
+        panic!(
+            "{name} changed at line {}:\n- {}\n+ {}\n(UPDATE_SNAPSHOTS=1 renews it)",
+            first + 1,
+            expected.lines().nth(first).unwrap_or("(end)"),
+            actual.lines().nth(first).unwrap_or("(end)")
+        );
+    }
+}
+
+#[test]
+fn show_idle_with_a_push() {
+    let out = imapscope(&["show", "--color", "never", "recordings/golden/idle.jsonl"]);
+    assert!(out.contains("+ idling") && out.contains("* 4 EXISTS") && out.contains("C: DONE"));
+    snapshot("show-idle.txt", &out);
+}
+
+#[test]
+fn show_compress() {
+    let out = imapscope(&[
+        "show",
+        "--color",
+        "never",
+        "recordings/golden/compress.jsonl",
+    ]);
+    assert!(out.contains("── COMPRESS DEFLATE from here on ──"));
+    assert!(out.contains("compressed"));
+    snapshot("show-compress.txt", &out);
+}
+
+#[test]
+fn show_literals_summarized_or_full() {
+    let out = imapscope(&["show", "--color", "never", "recordings/golden/append.jsonl"]);
+    assert!(out.contains("│ 268 bytes: From: Ada Lovelace"));
+    assert!(out.contains("<redacted>"));
+    snapshot("show-append.txt", &out);
+    let full = imapscope(&[
+        "show",
+        "--full",
+        "--color",
+        "never",
+        "recordings/golden/append.jsonl",
+    ]);
+    assert!(full.lines().count() > out.lines().count() + 5);
+}
+
+#[test]
+fn show_colors_only_when_asked() {
+    let plain = imapscope(&["show", "recordings/golden/errors.jsonl"]);
+    assert!(!plain.contains('\x1b'), "piped output has no escape codes");
+    let colored = imapscope(&[
+        "show",
+        "--color",
+        "always",
+        "recordings/golden/errors.jsonl",
+    ]);
+    assert!(colored.contains("\x1b[31mNO\x1b[0m"), "NO is red");
+    assert!(
+        colored.contains("\x1b[7;31m<redacted>\x1b[0m"),
+        "secrets are marked"
+    );
+}
+
+#[test]
+fn show_several_sessions_interleaved() {
+    let out = imapscope(&[
+        "show",
+        "--color",
+        "never",
+        "recordings/golden/errors.jsonl",
+        "recordings/golden/idle.jsonl",
+    ]);
+    // Both were connection #1 of their own runs: the file names tell them apart.
+    assert!(
+        out.lines()
+            .all(|l| l.starts_with("errors ") || l.starts_with("idle ")),
+        "{out}"
+    );
+    snapshot("show-two.txt", &out);
+}
+
+#[test]
+fn stats_and_ls() {
+    let stats = imapscope(&[
+        "show",
+        "--stats",
+        "recordings/golden/errors.jsonl",
+        "recordings/golden/store-copy-move-expunge.jsonl",
+    ]);
+    snapshot("stats.txt", &stats);
+    let json = imapscope(&[
+        "show",
+        "--stats",
+        "--json",
+        "recordings/golden/errors.jsonl",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let login = v["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["command"] == "LOGIN")
+        .unwrap();
+    assert_eq!(login["count"], 2);
+    assert_eq!(login["no"], 1);
+    let ls = imapscope(&["ls", "recordings/golden"]);
+    assert!(ls.lines().count() >= 10, "{ls}");
+    assert!(ls.contains("nell") && ls.contains("idle.jsonl"));
+    assert!(!ls.contains("ASecretPassword"));
+}
+
+#[test]
+fn follow_renders_a_growing_transcript() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.jsonl");
+    let golden = std::fs::read_to_string(repo().join("recordings/golden/idle.jsonl")).unwrap();
+    let lines: Vec<&str> = golden.lines().collect();
+    std::fs::write(&path, format!("{}\n", lines[..5].join("\n"))).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(["show", "--follow", "--color", "never"])
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The rest arrives later, as from a recording in progress.
+    std::fs::write(&path, format!("{golden}")).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(
+        text,
+        imapscope(&["show", "--color", "never", "recordings/golden/idle.jsonl"])
+    );
+}
