@@ -158,7 +158,7 @@ fn follow_renders_a_growing_transcript() {
     let golden = std::fs::read_to_string(repo().join("recordings/golden/idle.jsonl")).unwrap();
     let lines: Vec<&str> = golden.lines().collect();
     std::fs::write(&path, format!("{}\n", lines[..5].join("\n"))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+    let child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
         .args(["show", "--follow", "--color", "never"])
         .arg(&path)
         .stdout(std::process::Stdio::piped())
@@ -166,7 +166,7 @@ fn follow_renders_a_growing_transcript() {
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     // The rest arrives later, as from a recording in progress.
-    std::fs::write(&path, format!("{golden}")).unwrap();
+    std::fs::write(&path, &golden).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
