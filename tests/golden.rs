@@ -61,7 +61,7 @@ fn text(out: &Output) -> String {
 }
 
 /// Replays a transcript against `dovecot`; for `idle`, delivers the pushed message once
-/// Dovecot has seen the IDLE command (its raw log says so).
+/// Dovecot is in the IDLE command.
 fn replay(transcript: &Path, dovecot: &Dovecot, extra: &[&str]) -> Output {
     let upstream = dovecot.addr();
     let path = transcript.to_string_lossy().into_owned();
@@ -80,15 +80,7 @@ fn replay(transcript: &Path, dovecot: &Dovecot, extra: &[&str]) -> Output {
         .spawn()
         .expect("run imapscope replay");
     if transcript.file_stem().is_some_and(|s| s == "idle") {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !dovecot
-            .rawlogs("nell")
-            .iter()
-            .any(|(input, _)| input.windows(6).any(|w| w.eq_ignore_ascii_case(b" IDLE\r")))
-        {
-            assert!(Instant::now() < deadline, "the replay never reached IDLE");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        dovecot.wait_for_command("IDLE");
         dovecot.deliver("nell", "INBOX", &fixture("04-pushed.eml"));
     }
     child.wait_with_output().expect("imapscope replay")

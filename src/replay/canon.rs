@@ -261,6 +261,48 @@ fn status_items(bytes: &[u8], t: &Token) -> C {
     C::Map(pairs)
 }
 
+/// The UIDVALIDITY values a server message announces (`[UIDVALIDITY n]`, STATUS items), in
+/// order. A client sends them back (`SELECT INBOX (QRESYNC (n modseq))`), so a replay must
+/// put the new server's values where the recorded ones were.
+pub fn uidvalidities(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let key = b"UIDVALIDITY ";
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(p) = memchr::memmem::find(&bytes[at..], key) {
+        let start = at + p + key.len();
+        let end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+        if end > start {
+            out.push(bytes[start..end].to_vec());
+        }
+        at = end.max(start);
+    }
+    out
+}
+
+/// `bytes` with each whole number `from` replaced by `to`.
+pub fn replace_number(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let boundary_before = i == 0 || !bytes[i - 1].is_ascii_digit();
+        if boundary_before && bytes[i..].starts_with(from) {
+            let after = i + from.len();
+            if bytes.get(after).is_none_or(|b| !b.is_ascii_digit()) {
+                out.extend_from_slice(to);
+                i = after;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
 /// Whether `received` matches `expected`, binding variables as it goes. The bindings change
 /// only when the whole message matches.
 pub fn matches(expected: &[C], received: &[C], bindings: &mut Bindings) -> bool {
@@ -364,6 +406,22 @@ mod tests {
             b"* 1 FETCH (BODY[] {5}\r\nHellO)\r\n",
             &mut b
         ));
+    }
+
+    #[test]
+    fn uidvalidity_values_are_found_and_replaced_whole() {
+        assert_eq!(
+            uidvalidities(b"* STATUS INBOX (MESSAGES 3 UIDVALIDITY 1795 UIDNEXT 4)\r\n"),
+            vec![b"1795".to_vec()]
+        );
+        assert_eq!(
+            replace_number(
+                b"a SELECT INBOX (QRESYNC (1795 1 11795))\r\n",
+                b"1795",
+                b"42"
+            ),
+            b"a SELECT INBOX (QRESYNC (42 1 11795))\r\n".to_vec()
+        );
     }
 
     #[test]

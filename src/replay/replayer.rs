@@ -426,7 +426,8 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
         if unit.kind == Kind::IdleDone {
             idle_wait(script, index, options, live).await?;
         }
-        live.send(&unit.bytes).await?;
+        let bytes = with_new_uidvalidities(script, index, live, &unit.bytes);
+        live.send(&bytes).await?;
         if unit.kind == Kind::Command && unit.name.as_deref() == Some("STARTTLS") {
             starttls(unit, options, live).await?;
         }
@@ -449,6 +450,26 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
         let _ = live.wait("close", options.timeout, |l| l.closed).await;
     }
     Ok(())
+}
+
+/// The client unit with the UIDVALIDITY values the recorded server had announced replaced by
+/// the ones this server announced, matched in order of appearance.
+fn with_new_uidvalidities(script: &Script, index: usize, live: &Live, bytes: &[u8]) -> Vec<u8> {
+    use super::canon::{replace_number, uidvalidities};
+    let recorded = script.timeline[..index]
+        .iter()
+        .filter(|u| u.from == Side::Server)
+        .flat_map(|u| uidvalidities(&u.bytes));
+    let received = live.received.iter().flat_map(|r| uidvalidities(&r.bytes));
+    let mut out = bytes.to_vec();
+    let mut done: Vec<Vec<u8>> = Vec::new();
+    for (old, new) in recorded.zip(received) {
+        if old != new && !done.contains(&old) {
+            out = replace_number(&out, &old, &new);
+            done.push(old);
+        }
+    }
+    out
 }
 
 /// DONE goes out after the recorded delay since the IDLE continuation, and once the pushes

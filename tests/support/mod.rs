@@ -105,6 +105,35 @@ impl Dovecot {
         );
     }
 
+    /// Waits until one of this Dovecot's imap processes is running `command` (its process
+    /// title says so: `verbose_proctitle`), e.g. a replay that reached IDLE.
+    pub fn wait_for_command(&self, command: &str) {
+        let wanted = format!("dovecot-test-{}/imap [", self.port);
+        let ending = format!(" {command}]");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let found = std::fs::read_dir("/proc")
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                        let title = String::from_utf8_lossy(&c);
+                        title.starts_with(&wanted)
+                            && title.trim_end_matches('\0').trim_end().ends_with(&ending)
+                    })
+                });
+            if found {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no imap process of this Dovecot reached {command}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Dovecot's own raw logs of post-login traffic for `user`: (`.in`, `.out`) contents.
     pub fn rawlogs(&self, user: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         let dir = self.dir.path().join("rawlog").join(user);
