@@ -397,15 +397,13 @@ fn decoded(t: &Transcript) -> Vec<(Side, Vec<u8>)> {
 
 #[test]
 fn desktop_session_reads_the_same_with_and_without_compress_and_over_tls() {
-    let (plain, plain_path, _keep1) = record(Tls::None, false);
-    assert_paired(&plain_path, &plain);
-    let baseline = decoded(&plain);
-    for (tls, compress) in [
-        (Tls::None, true),
-        (Tls::Starttls, true),
-        (Tls::Implicit, true),
-    ] {
-        let (t, path, _keep) = record(tls, compress);
+    // Each TLS mode against its own uncompressed run: over TLS Dovecot words its login
+    // answer differently, which is the server's choice, not imapscope's.
+    for tls in [Tls::None, Tls::Starttls, Tls::Implicit] {
+        let (plain, plain_path, _keep1) = record(tls, false);
+        assert_paired(&plain_path, &plain);
+        let baseline = decoded(&plain);
+        let (t, path, _keep) = record(tls, true);
         assert_paired(&path, &t);
         assert!(
             t.records.iter().any(|r| matches!(r, Record::Compress(_))),
@@ -427,8 +425,6 @@ fn desktop_session_reads_the_same_with_and_without_compress_and_over_tls() {
                 2
             );
         }
-        // Same messages apart from the compression events; server text compared with the
-        // replay rules (UIDVALIDITY, timings... differ between two fresh servers).
         let this = decoded(&t);
         let mut bindings = Bindings::default();
         for (i, ((sa, a), (sb, b))) in baseline.iter().zip(&this).enumerate() {
@@ -449,8 +445,8 @@ fn desktop_session_reads_the_same_with_and_without_compress_and_over_tls() {
             assert!(
                 matches(&canon(&a), &canon(&b), &mut bindings),
                 "{tls:?}: server message {i} differs:\n{}\n{}",
-                String::from_utf8_lossy(a),
-                String::from_utf8_lossy(b)
+                String::from_utf8_lossy(&a),
+                String::from_utf8_lossy(&b)
             );
         }
         assert_eq!(
@@ -518,8 +514,10 @@ fn desktop_recording_replays_and_serves() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         use imapscope::replay::{FakeServer, ServeOptions};
-        let mut options = ServeOptions::default();
-        options.speed = 4.0;
+        let options = ServeOptions {
+            speed: 4.0,
+            ..ServeOptions::default()
+        };
         let server = FakeServer::start(&[&path], options).await.unwrap();
         session(server.addr().port(), Tls::None, None, true, None).await;
         server.finish().await.assert_consumed();
