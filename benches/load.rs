@@ -1,0 +1,580 @@
+//! The load generator: direct vs socat vs imapscope (recording off and on, plain and TLS),
+//! side by side in one run, because on a shared 2-core machine only ratios hold.
+//!
+//! `cargo bench --bench load` (add `-- quick` for a short run). The server is a purpose-built
+//! responder in a child process (not Dovecot, so the server is not the bottleneck): it answers
+//! `FETCH` with one large literal, `NOOP` and `FETCH FLAGS` with small answers, and `IDLE`
+//! with `+ idling`. imapscope runs as its own process (the release binary), so its CPU time
+//! and memory are its own: read from /proc.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const MB: usize = 1 << 20;
+
+struct Plan {
+    body: usize,
+    fetches: usize,
+    pings: usize,
+    fanout_sessions: usize,
+    fanout_secs: f64,
+    idle_target: usize,
+}
+
+// ---------------------------------------------------------------------------------------
+// The responder (child process).
+
+fn responder_main(port_file: &str, tls_dir: Option<&str>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tls = tls_dir.map(|dir| {
+        let (authority, _) = imapscope::tls::Authority::ensure(Path::new(dir)).unwrap();
+        imapscope::tls::client_leg_config(Arc::new(authority), "localhost").unwrap()
+    });
+    std::fs::write(port_file, port.to_string()).unwrap();
+    let body = Arc::new(vec![b'x'; 100 * MB]);
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let body = body.clone();
+        let tls = tls.clone();
+        // Small stacks: the idle test opens thousands of these.
+        let _ = std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(move || {
+                let _ = stream.set_nodelay(true);
+                match tls {
+                    Some(config) => {
+                        let conn = rustls::ServerConnection::new(config).unwrap();
+                        let tls = rustls::StreamOwned::new(conn, stream);
+                        serve_one(tls, &body);
+                    }
+                    None => serve_one(stream, &body),
+                }
+            });
+    }
+}
+
+fn serve_one<S: Read + Write>(stream: S, body: &[u8]) {
+    let mut r = BufReader::with_capacity(4096, stream);
+    let _ = r.get_mut().write_all(b"* OK bench responder ready\r\n");
+    let _ = r.get_mut().flush();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut words = line.split_whitespace();
+        let tag = words.next().unwrap_or("*").to_string();
+        let cmd = words.next().unwrap_or("").to_ascii_uppercase();
+        let w = r.get_mut();
+        let _ = match cmd.as_str() {
+            "FETCH" if line.contains("BODY[]") => {
+                let n: usize = words
+                    .next()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(10)
+                    .min(100)
+                    * MB;
+                w.write_all(format!("* 1 FETCH (BODY[] {{{n}}}\r\n").as_bytes())
+                    .and_then(|_| w.write_all(&body[..n]))
+                    .and_then(|_| w.write_all(format!(")\r\n{tag} OK Fetch completed.\r\n").as_bytes()))
+            }
+            "FETCH" => w.write_all(
+                format!("* 1 FETCH (FLAGS (\\Seen))\r\n* 2 FETCH (FLAGS ())\r\n{tag} OK Fetch completed.\r\n")
+                    .as_bytes(),
+            ),
+            "IDLE" => w.write_all(b"+ idling\r\n"),
+            "DONE" => w.write_all(b"i OK Idle completed.\r\n"),
+            "LOGOUT" => {
+                let _ = w.write_all(format!("* BYE bye\r\n{tag} OK Logout completed.\r\n").as_bytes());
+                let _ = w.flush();
+                return;
+            }
+            _ => w.write_all(format!("{tag} OK done.\r\n").as_bytes()),
+        };
+        let _ = w.flush();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes under test.
+
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    /// utime + stime in seconds.
+    fn cpu(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        let after = stat.rsplit(')').next().unwrap_or("");
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+    fn status(&self, key: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+    fn rss_kib(&self) -> u64 {
+        self.status("VmRSS:")
+    }
+    fn peak_kib(&self) -> u64 {
+        self.status("VmHWM:")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(port: u16) {
+    let hex = format!(":{port:04X} ");
+    for _ in 0..500 {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        if table
+            .lines()
+            .any(|l| l.contains(&hex) && l.contains(" 0A "))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("nothing listens on {port}");
+}
+
+fn start_responder(tls_dir: Option<&Path>) -> Proc {
+    let dir = tempfile::tempdir().unwrap();
+    let port_file = dir.path().join("port");
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.arg("--responder").arg(&port_file);
+    if let Some(d) = tls_dir {
+        cmd.arg(d);
+    }
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let port = loop {
+        if let Ok(p) = std::fs::read_to_string(&port_file).map(|s| s.parse::<u16>()) {
+            break p.unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    wait_listening(port);
+    Proc {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn start_imapscope(upstream: SocketAddr, out: Option<&Path>, extra: &[&str]) -> Proc {
+    let port = free_port();
+    let out = out.map_or("none".to_string(), |p| p.display().to_string());
+    let child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(["-q", "record", "--upstream", &upstream.to_string()])
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--out", &out])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    wait_listening(port);
+    Proc {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn start_socat(upstream: SocketAddr, buffer: Option<usize>) -> Option<Proc> {
+    let port = free_port();
+    let mut cmd = Command::new("socat");
+    if let Some(b) = buffer {
+        cmd.args(["-b", &b.to_string()]);
+    }
+    let child = cmd
+        .arg(format!(
+            "TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,backlog=4096"
+        ))
+        .arg(format!("TCP:{upstream}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_listening(port);
+    Some(Proc {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients.
+
+trait Conn: Read + Write {}
+impl<T: Read + Write> Conn for T {}
+
+fn connect(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> BufReader<Box<dyn Conn>> {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let stream: Box<dyn Conn> = match tls {
+        Some(config) => {
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+        None => Box::new(tcp),
+    };
+    let mut r = BufReader::with_capacity(256 * 1024, stream);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("* OK"), "greeting {greeting:?}");
+    r
+}
+
+fn until_tagged(r: &mut BufReader<Box<dyn Conn>>, tag: &str) {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "closed");
+        if line.starts_with(tag) && line[tag.len()..].starts_with(' ') {
+            return;
+        }
+    }
+}
+
+/// MB/s FETCHing `fetches` literals of `body` bytes.
+fn bulk(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    body: usize,
+    fetches: usize,
+) -> f64 {
+    let mut r = connect(addr, tls);
+    let mut buf = vec![0u8; 256 * 1024];
+    let start = Instant::now();
+    for i in 0..fetches {
+        r.get_mut()
+            .write_all(format!("f{i} FETCH {} BODY[]\r\n", body / MB).as_bytes())
+            .unwrap();
+        r.get_mut().flush().unwrap();
+        let mut head = String::new();
+        r.read_line(&mut head).unwrap();
+        let mut left = body;
+        while left > 0 {
+            let want = left.min(buf.len());
+            let n = r.read(&mut buf[..want]).unwrap();
+            assert!(n > 0);
+            left -= n;
+        }
+        until_tagged(&mut r, &format!("f{i}"));
+    }
+    (fetches * body) as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+/// Sorted NOOP round trips in microseconds.
+fn pings(addr: SocketAddr, n: usize) -> Vec<f64> {
+    let mut r = connect(addr, None);
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let t = Instant::now();
+        r.get_mut()
+            .write_all(format!("n{i} NOOP\r\n").as_bytes())
+            .unwrap();
+        until_tagged(&mut r, &format!("n{i}"));
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    times.sort_by(f64::total_cmp);
+    times
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    v[((v.len() - 1) as f64 * p) as usize]
+}
+
+/// Commands per second over `sessions` concurrent sessions of NOOP / FETCH FLAGS.
+fn fanout(addr: SocketAddr, sessions: usize, secs: f64) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..sessions)
+        .map(|s| {
+            let (stop, count) = (stop.clone(), count.clone());
+            std::thread::Builder::new()
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let mut r = connect(addr, None);
+                    let mut i = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let cmd = if i % 2 == 0 {
+                            "NOOP"
+                        } else {
+                            "FETCH 1:2 (FLAGS)"
+                        };
+                        let tag = format!("s{s}x{i}");
+                        r.get_mut()
+                            .write_all(format!("{tag} {cmd}\r\n").as_bytes())
+                            .unwrap();
+                        until_tagged(&mut r, &tag);
+                        count.fetch_add(1, Ordering::Relaxed);
+                        i += 1;
+                    }
+                    let _ = r.get_mut().write_all(b"z LOGOUT\r\n");
+                })
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = count.load(Ordering::Relaxed);
+    let start = Instant::now();
+    std::thread::sleep(Duration::from_secs_f64(secs));
+    let done = count.load(Ordering::Relaxed) - before;
+    let rate = done as f64 / start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    rate
+}
+
+/// Opens `n` sessions, each idling; returns them (kept open while memory is read).
+fn idlers(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+        s.write_all(b"i IDLE\r\n").unwrap();
+        let _ = s.read(&mut buf);
+        out.push(s);
+    }
+    out
+}
+
+fn raise_fd_limit() -> u64 {
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        lim.rlim_cur
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--responder") {
+        raise_fd_limit();
+        responder_main(&args[i + 1], args.get(i + 2).map(String::as_str));
+        return;
+    }
+    if args.iter().any(|a| a == "--test") {
+        return; // `cargo test --benches`: nothing to measure
+    }
+    let quick = args.iter().any(|a| a == "quick");
+    let plan = if quick {
+        Plan {
+            body: 10 * MB,
+            fetches: 5,
+            pings: 500,
+            fanout_sessions: 50,
+            fanout_secs: 1.0,
+            idle_target: 1000,
+        }
+    } else {
+        Plan {
+            body: 10 * MB,
+            fetches: 20,
+            pings: 3000,
+            fanout_sessions: 200,
+            fanout_secs: 3.0,
+            idle_target: 10_000,
+        }
+    };
+    let fd_limit = raise_fd_limit();
+    let work = tempfile::tempdir().unwrap();
+    let responder = start_responder(None);
+    let up = responder.addr;
+    println!(
+        "imapscope load benchmark: responder is a purpose-built in-process-style server (not Dovecot), imapscope is the release binary"
+    );
+    println!(
+        "bulk: {} x {} MiB FETCH; latency: {} NOOPs; fan-out: {} sessions for {} s",
+        plan.fetches,
+        plan.body / MB,
+        plan.pings,
+        plan.fanout_sessions,
+        plan.fanout_secs
+    );
+
+    let socat_big = start_socat(up, Some(262_144));
+    let socat_default = start_socat(up, None);
+    if socat_big.is_none() {
+        println!("socat not found: its rows are skipped (apt-get install socat)");
+    }
+    let plain = start_imapscope(up, None, &[]);
+    let rec_dir = work.path().join("rec");
+    let recording = start_imapscope(up, Some(&rec_dir), &[]);
+
+    let mut rows: Vec<(String, SocketAddr, Option<&Proc>)> = vec![("direct".into(), up, None)];
+    if let Some(s) = &socat_big {
+        rows.push(("socat -b 262144".into(), s.addr, None));
+    }
+    if let Some(s) = &socat_default {
+        rows.push(("socat (8 KiB)".into(), s.addr, None));
+    }
+    rows.push(("imapscope --out none".into(), plain.addr, Some(&plain)));
+    rows.push((
+        "imapscope recording".into(),
+        recording.addr,
+        Some(&recording),
+    ));
+
+    let mut results = Vec::new();
+    for (name, addr, proc_) in &rows {
+        eprintln!("measuring {name}...");
+        let cpu0 = proc_.map(|p| p.cpu());
+        let mbps = bulk(*addr, None, plan.body, plan.fetches);
+        let cpu_per_gb = proc_
+            .map(|p| (p.cpu() - cpu0.unwrap_or(0.0)) / ((plan.fetches * plan.body) as f64 / 1e9));
+        eprintln!("  bulk {mbps:.0} MB/s");
+        let rtt = pings(*addr, plan.pings);
+        eprintln!("  p50 {:.1} us", pct(&rtt, 0.5));
+        let rate = fanout(*addr, plan.fanout_sessions, plan.fanout_secs);
+        results.push((
+            name.clone(),
+            mbps,
+            pct(&rtt, 0.5),
+            pct(&rtt, 0.99),
+            rate,
+            cpu_per_gb,
+        ));
+    }
+    let direct = results[0].clone();
+    let socat = results.iter().find(|r| r.0 == "socat -b 262144").cloned();
+    println!();
+    println!(
+        "{:<22} {:>9} {:>8} {:>8} {:>11} {:>11} {:>11} {:>12}",
+        "path", "MB/s", "of direct", "of socat", "p50 +us", "p99 +us", "cmds/s", "CPU s/GB"
+    );
+    for r in &results {
+        println!(
+            "{:<22} {:>9.0} {:>9.2} {:>8} {:>11.1} {:>11.1} {:>11.0} {:>12}",
+            r.0,
+            r.1,
+            r.1 / direct.1,
+            socat
+                .as_ref()
+                .map_or("-".into(), |s| format!("{:.2}", r.1 / s.1)),
+            r.2 - direct.2,
+            r.3 - direct.3,
+            r.4,
+            r.5.map_or("-".into(), |c| format!("{c:.2}"))
+        );
+    }
+    drop(socat_big);
+    drop(socat_default);
+
+    // Both legs TLS vs plain imapscope.
+    let tls_dir = work.path().join("tls-certs");
+    let tls_responder = start_responder(Some(&tls_dir));
+    let ca = tls_dir.join("ca.pem");
+    let certs = work.path().join("scope-certs");
+    let tls_scope = start_imapscope(
+        tls_responder.addr,
+        None,
+        &[
+            "--client-tls",
+            "tls",
+            "--upstream-tls",
+            "tls",
+            "--upstream-ca",
+            &ca.to_string_lossy(),
+            "--certs",
+            &certs.to_string_lossy(),
+        ],
+    );
+    let client_tls = imapscope::tls::upstream_config(Some(&certs.join("ca.pem")), false).unwrap();
+    let tls_mbps = bulk(tls_scope.addr, Some(&client_tls), plan.body, plan.fetches);
+    let plain_mbps = results
+        .iter()
+        .find(|r| r.0 == "imapscope --out none")
+        .map_or(1.0, |r| r.1);
+    println!();
+    println!(
+        "TLS both legs (--out none): {tls_mbps:.0} MB/s = {:.2} of plain imapscope",
+        tls_mbps / plain_mbps
+    );
+    drop(tls_scope);
+    drop(tls_responder);
+
+    // 100 MB literal recorded: imapscope's peak memory.
+    let fresh = start_imapscope(up, Some(&work.path().join("rec100")), &[]);
+    let mbps = bulk(fresh.addr, None, 100 * MB, 1);
+    println!(
+        "100 MB literal relayed and recorded at {mbps:.0} MB/s: imapscope peak RSS {:.1} MB",
+        fresh.peak_kib() as f64 / 1024.0
+    );
+    drop(fresh);
+
+    // Idle sessions: each needs 2 descriptors in imapscope, 1 here and 1 in the responder.
+    let n = plan
+        .idle_target
+        .min((fd_limit.saturating_sub(200) / 2) as usize);
+    if n < plan.idle_target {
+        println!(
+            "idle: the descriptor limit ({fd_limit}) allows {n} sessions, not {}",
+            plan.idle_target
+        );
+    }
+    let idle_scope = start_imapscope(up, None, &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    let before = idle_scope.rss_kib();
+    let sessions = idlers(idle_scope.addr, n);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = idle_scope.rss_kib();
+    println!(
+        "idle: {} sessions in IDLE: imapscope RSS {:.1} MB -> {:.1} MB = {:.1} KiB per session",
+        sessions.len(),
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        (after.saturating_sub(before)) as f64 / sessions.len() as f64
+    );
+    drop(sessions);
+    let _ = std::fs::remove_dir_all(PathBuf::from(&rec_dir));
+}
