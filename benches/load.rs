@@ -338,7 +338,7 @@ fn fanout(addr: SocketAddr, sessions: usize, secs: f64) -> f64 {
                     let mut r = connect(addr, None);
                     let mut i = 0u64;
                     while !stop.load(Ordering::Relaxed) {
-                        let cmd = if i % 2 == 0 {
+                        let cmd = if i.is_multiple_of(2) {
                             "NOOP"
                         } else {
                             "FETCH 1:2 (FLAGS)"
