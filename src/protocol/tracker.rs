@@ -20,6 +20,9 @@ use super::{Kind, Side};
 /// How many bytes of one message are held before it is handed out in parts.
 pub const MESSAGE_HOLD_LIMIT: usize = 256 * 1024;
 
+/// How much of a message a heads-only tracker keeps.
+pub const HEAD_LIMIT: usize = 4 * 1024;
+
 /// How long a command summary for the live log may be.
 const SUMMARY_LEN: usize = 80;
 
@@ -148,6 +151,8 @@ pub struct SessionTracker {
     user: Option<String>,
     /// Set when COMPRESS took effect, until the event saying so is handed out.
     compressed_at: Option<u64>,
+    /// Keep message bytes beyond the head (off when nothing is recorded: `record --out none`).
+    keep_bodies: bool,
 }
 
 impl Default for SessionTracker {
@@ -176,6 +181,16 @@ impl SessionTracker {
             capabilities: Vec::new(),
             user: None,
             compressed_at: None,
+            keep_bodies: true,
+        }
+    }
+
+    /// A tracker that hands out each message's head (up to [`HEAD_LIMIT`]) and forgets the
+    /// rest: for following a session without recording it, at a fraction of the cost.
+    pub fn heads_only() -> SessionTracker {
+        SessionTracker {
+            keep_bodies: false,
+            ..SessionTracker::new()
         }
     }
 
@@ -336,15 +351,24 @@ impl SessionTracker {
                     bare_lf: false,
                 });
             }
+            let keep_bodies = self.keep_bodies;
+            let limit = if keep_bodies {
+                MESSAGE_HOLD_LIMIT
+            } else {
+                HEAD_LIMIT
+            };
             let Some(a) = self.direction(from).assembly.as_mut() else {
                 return;
             };
             a.t_last = t_us;
-            let room = MESSAGE_HOLD_LIMIT - a.buf.len();
+            if a.head_sent && !keep_bodies {
+                return;
+            }
+            let room = limit - a.buf.len();
             let take = room.min(bytes.len());
             a.buf.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
-            if a.buf.len() >= MESSAGE_HOLD_LIMIT {
+            if a.buf.len() >= limit {
                 self.hand_out(from, false, out);
             }
         }
@@ -352,11 +376,15 @@ impl SessionTracker {
 
     /// Hands out the held bytes of the current message: as its head, or as a part.
     fn hand_out(&mut self, from: Side, last: bool, out: &mut Vec<Event>) {
+        let keep_bodies = self.keep_bodies;
         let Some(a) = self.direction(from).assembly.as_mut() else {
             return;
         };
         let bytes = std::mem::take(&mut a.buf);
         if a.head_sent {
+            if !keep_bodies {
+                return;
+            }
             out.push(Event::Part {
                 seq: a.seq,
                 from,
@@ -989,5 +1017,22 @@ mod tests {
         );
         let events = feed(&mut t, Side::Client, 6, b"more");
         assert!(matches!(events[0], Event::Opaque { len: 4, .. }));
+    }
+
+    #[test]
+    fn heads_only_keeps_heads_and_pairs_alike() {
+        let mut t = SessionTracker::heads_only();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"f FETCH 1 BODY[]\r\n");
+        let mut events = Vec::new();
+        t.on_bytes(Side::Server, 2, b"* 1 FETCH (BODY[] {100000}\r\n", &mut events);
+        for _ in 0..100 {
+            t.on_bytes(Side::Server, 3, &[b'x'; 1000], &mut events);
+        }
+        t.on_bytes(Side::Server, 4, b")\r\nf OK done\r\n", &mut events);
+        assert!(events.iter().all(|e| !matches!(e, Event::Part { .. })));
+        let ms = messages(&events);
+        assert_eq!(ms[0].bytes.len(), HEAD_LIMIT);
+        assert_eq!((ms[1].kind, ms[1].reply_to), (Kind::Completion, Some(2)));
     }
 }

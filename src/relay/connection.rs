@@ -31,8 +31,10 @@ use crate::tls::{TlsMode, facts};
 use crate::transcript::format::SessionRecord;
 use crate::transcript::{FORMAT_VERSION, TranscriptWriter, file_stem};
 
-/// Bytes read at once. 64 KiB keeps syscalls few on bulk FETCH without holding much.
-const READ_SIZE: usize = 64 * 1024;
+/// Bytes read at once: small while a peer is quiet (an idle session holds only this), doubled
+/// each time a read fills the buffer, up to the maximum that keeps syscalls few on bulk FETCH.
+const READ_MIN: usize = 4 * 1024;
+const READ_MAX: usize = 256 * 1024;
 
 /// Chunks queued for the recorder before the pumps wait (bounded memory, back-pressure).
 const QUEUE_CHUNKS: usize = 64;
@@ -457,13 +459,16 @@ impl Connection {
         W: AsyncWrite + Unpin,
     {
         let mut buf = BytesMut::new();
+        let mut size = READ_MIN;
         loop {
-            buf.reserve(READ_SIZE);
+            buf.reserve(size);
             match from.read_buf(&mut buf).await {
                 Ok(0) => {
                     let _ = to.shutdown().await;
                     return PumpEnd::Eof(side);
                 }
+                Ok(n) if n >= size => size = (size * 2).min(READ_MAX),
+                Ok(n) if n < size / 8 => size = (size / 2).max(READ_MIN),
                 Ok(_) => {}
                 Err(e) => {
                     let _ = to.shutdown().await;

@@ -50,9 +50,14 @@ pub async fn run(
     mut events: mpsc::Receiver<RelayEvent>,
     writer: TranscriptWriter,
 ) -> Option<PathBuf> {
+    let tracker = if writer.keeps_nothing() {
+        SessionTracker::heads_only()
+    } else {
+        SessionTracker::new()
+    };
     let mut recorder = Recorder {
         id,
-        tracker: SessionTracker::new(),
+        tracker,
         writer,
         scratch: Vec::new(),
         bytes_from: [0, 0],

@@ -11,7 +11,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use tokio::io::AsyncWriteExt;
+use std::io::Write;
 
 use super::format::{
     CompressRecord, DroppedRecord, EndRecord, ErrorRecord, MessageRecord, NoteRecord, OpaqueRecord,
@@ -22,7 +22,8 @@ use crate::protocol::{Event, Kind, Side, redact};
 
 /// Where encoded records go.
 enum Output {
-    File(tokio::fs::File),
+    /// Written on the blocking pool, one hop per batch; `None` only while a write is out.
+    File(Option<std::fs::File>),
     /// For tests and for callers that keep the transcript themselves.
     Memory(Vec<u8>),
     /// `--out none`: nothing is kept.
@@ -48,13 +49,16 @@ impl TranscriptWriter {
     /// Creates `DIR/NAME.jsonl`, readable by its owner only, failing if it exists.
     pub async fn create(dir: &Path, name: &str, redact: bool) -> io::Result<TranscriptWriter> {
         let path = dir.join(format!("{name}.jsonl"));
-        let mut options = tokio::fs::OpenOptions::new();
+        let mut options = std::fs::OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
-        options.mode(0o600);
-        let file = options.open(&path).await?;
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let opened = path.clone();
+        let file = tokio::task::spawn_blocking(move || options.open(opened))
+            .await
+            .map_err(io::Error::other)??;
         Ok(TranscriptWriter::with_output(
-            Output::File(file),
+            Output::File(Some(file)),
             Some(path),
             redact,
         ))
@@ -85,6 +89,11 @@ impl TranscriptWriter {
 
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
+    }
+
+    /// `record --out none`: nothing is kept, so nobody needs whole messages.
+    pub fn keeps_nothing(&self) -> bool {
+        matches!(self.output, Output::Discard)
     }
 
     pub fn redacts(&self) -> bool {
@@ -297,11 +306,11 @@ impl TranscriptWriter {
                 v.extend_from_slice(&self.pending);
                 Ok(())
             }
-            Output::File(file) => {
-                let mut data = Vec::new();
+            Output::File(slot) => {
+                let mut gap = Vec::new();
                 if self.lost_since_ok > 0 {
                     // Start on a fresh line in case the failed write left half of one.
-                    let gap = Record::Note(NoteRecord {
+                    let note = Record::Note(NoteRecord {
                         t_us: 0,
                         seq: None,
                         from: None,
@@ -311,14 +320,30 @@ impl TranscriptWriter {
                             self.write_error.as_deref().unwrap_or("write failed")
                         ),
                     });
-                    data.push(b'\n');
-                    let _ = serde_json::to_writer(&mut data, &gap);
-                    data.push(b'\n');
+                    gap.push(b'\n');
+                    let _ = serde_json::to_writer(&mut gap, &note);
+                    gap.push(b'\n');
                 }
-                data.extend_from_slice(&self.pending);
-                match write_all_and_flush(file, &data).await {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(e),
+                match slot.take() {
+                    None => Err(io::Error::other("the transcript file is gone")),
+                    Some(file) => {
+                        let data = std::mem::take(&mut self.pending);
+                        let joined = tokio::task::spawn_blocking(move || {
+                            let mut file = file;
+                            let result = file.write_all(&gap).and_then(|_| file.write_all(&data));
+                            (file, data, result)
+                        })
+                        .await;
+                        match joined {
+                            Ok((file, data, result)) => {
+                                *slot = Some(file);
+                                // The buffer comes back to be reused.
+                                self.pending = data;
+                                result
+                            }
+                            Err(e) => Err(io::Error::other(e)),
+                        }
+                    }
                 }
             }
         };
@@ -341,10 +366,6 @@ impl TranscriptWriter {
     }
 }
 
-async fn write_all_and_flush(file: &mut tokio::fs::File, data: &[u8]) -> io::Result<()> {
-    file.write_all(data).await?;
-    file.flush().await
-}
 
 #[cfg(test)]
 mod tests {
