@@ -1025,7 +1025,12 @@ mod tests {
         feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
         feed(&mut t, Side::Client, 1, b"f FETCH 1 BODY[]\r\n");
         let mut events = Vec::new();
-        t.on_bytes(Side::Server, 2, b"* 1 FETCH (BODY[] {100000}\r\n", &mut events);
+        t.on_bytes(
+            Side::Server,
+            2,
+            b"* 1 FETCH (BODY[] {100000}\r\n",
+            &mut events,
+        );
         for _ in 0..100 {
             t.on_bytes(Side::Server, 3, &[b'x'; 1000], &mut events);
         }

@@ -366,7 +366,6 @@ impl TranscriptWriter {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -254,6 +254,10 @@ impl Imapscope {
         self.addr.port()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything imapscope wrote to stderr so far.
     pub fn log(&self) -> Vec<String> {
         self.log.lock().unwrap().clone()

@@ -1,0 +1,513 @@
+//! Faults, with real sockets and the real binary: peers that vanish mid-literal, a peer that
+//! sends one byte at a time, a line with no end, binary garbage, TLS where plain text is
+//! expected and the reverse, a full disk, `kill -9`, SIGTERM under load. Each test checks
+//! that nothing relayed was changed or lost and that what was recorded reads back.
+//!
+//! The upstream here is a scripted fake server (a thread with a socket), not Dovecot: these
+//! are faults a real server will not produce on demand.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use imapscope::transcript::format::Record;
+use imapscope::transcript::read_transcript;
+use support::*;
+
+/// A fake upstream that runs `script` on the first connection and returns what it read.
+fn upstream(script: impl FnOnce(&mut TcpStream) + Send + 'static) -> (String, JoinHandle<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        script(&mut s);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        rest
+    });
+    (addr, handle)
+}
+
+fn read_line(s: &mut TcpStream) -> Vec<u8> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while s.read(&mut b).unwrap_or(0) == 1 {
+        line.push(b[0]);
+        if b[0] == b'\n' {
+            break;
+        }
+    }
+    line
+}
+
+fn end_of(t: &imapscope::transcript::Transcript) -> &imapscope::transcript::format::EndRecord {
+    match t.records.last() {
+        Some(Record::End(e)) => e,
+        other => panic!("no end line, last record {other:?}"),
+    }
+}
+
+fn notes(t: &imapscope::transcript::Transcript) -> Vec<String> {
+    t.records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Note(n) => Some(n.note.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn upstream_dies_mid_literal() {
+    let (addr, server) = upstream(|s| {
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+        read_line(s);
+        s.write_all(b"* 1 FETCH (BODY[] {100000}\r\n").unwrap();
+        s.write_all(&[b'y'; 5000]).unwrap();
+        // and the server process dies
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    });
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&addr, out.path(), &[]);
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("greeting", |l| l.starts_with(b"* OK"));
+    c.send(b"a FETCH 1 BODY[]\r\n");
+    c.until_eof();
+    server.join().unwrap();
+    let mut expected = b"* OK fake ready\r\n* 1 FETCH (BODY[] {100000}\r\n".to_vec();
+    expected.extend_from_slice(&[b'y'; 5000]);
+    assert_eq!(
+        c.received, expected,
+        "the client got what the server sent, no more"
+    );
+    let all = wait_for_ended(out.path(), 1);
+    let t = &all[0].1;
+    assert_eq!(bytes_from(t, imapscope::protocol::Side::Server), expected);
+    assert!(
+        notes(t)
+            .iter()
+            .any(|n| n.contains("before this message was complete"))
+    );
+    let end = end_of(t);
+    assert!(end.reason.starts_with("server closed"), "{}", end.reason);
+    assert_eq!(end.unanswered.len(), 1);
+}
+
+#[test]
+fn client_dies_mid_literal() {
+    let (addr, server) = upstream(|s| {
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+    });
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&addr, out.path(), &[]);
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("greeting", |l| l.starts_with(b"* OK"));
+    c.send(b"a APPEND INBOX {100000+}\r\n");
+    c.send(&[b'z'; 3000]);
+    drop(c);
+    let got = server.join().unwrap();
+    let mut sent = b"a APPEND INBOX {100000+}\r\n".to_vec();
+    sent.extend_from_slice(&[b'z'; 3000]);
+    assert_eq!(got, sent, "the server got exactly what the client sent");
+    let all = wait_for_ended(out.path(), 1);
+    let t = &all[0].1;
+    assert!(
+        notes(t)
+            .iter()
+            .any(|n| n.contains("before this message was complete"))
+    );
+    assert!(end_of(t).reason.starts_with("client closed"));
+}
+
+#[test]
+fn a_peer_sending_one_byte_at_a_time() {
+    let (addr, server) = upstream(|s| {
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+        let line = read_line(s);
+        assert_eq!(line, b"a NOOP\r\n");
+        s.write_all(b"a OK done\r\n").unwrap();
+    });
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&addr, out.path(), &[]);
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("greeting", |l| l.starts_with(b"* OK"));
+    // A quarter of a second between bytes (a second each would make a 10-second test).
+    for b in b"a NOOP\r\n" {
+        c.send(&[*b]);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    c.until_tagged("a");
+    drop(c);
+    server.join().unwrap();
+    let all = wait_for_ended(out.path(), 1);
+    let (path, t) = &all[0];
+    assert_paired(path, t);
+    let ms = messages(t);
+    let noop = ms
+        .iter()
+        .find(|m| m.name.as_deref() == Some("NOOP"))
+        .unwrap();
+    let done = ms.iter().find(|m| m.reply_to == Some(noop.seq)).unwrap();
+    assert!(
+        done.latency_us.unwrap() >= 1_500_000,
+        "latency counts from the first byte"
+    );
+}
+
+/// Resident and peak memory of a process, in KiB.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let get = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (get("VmRSS:"), get("VmHWM:"))
+}
+
+#[test]
+fn a_gigabyte_line_without_crlf_keeps_memory_bounded() {
+    const GB: usize = 1 << 30;
+    let (addr, server) = upstream(|s| {
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..GB / chunk.len() {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        s.write_all(b"\r\n").unwrap();
+    });
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&addr, out.path(), &[]);
+    let pid = scope.pid();
+    let mut c = TcpStream::connect(("127.0.0.1", scope.port())).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0usize;
+    let mut peak = 0;
+    let started = Instant::now();
+    while total < GB + 19 {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {total} bytes");
+        total += n;
+        if total % (64 << 20) < n {
+            peak = peak.max(memory(pid).0);
+        }
+    }
+    let elapsed = started.elapsed();
+    drop(c);
+    server.join().unwrap();
+    let (_, hwm) = memory(pid);
+    let all = wait_for_ended(out.path(), 1);
+    let end = end_of(&all[0].1);
+    assert_eq!(end.bytes_from_server as usize, GB + 19);
+    assert!(
+        hwm < 96 * 1024,
+        "imapscope's peak memory was {hwm} KiB relaying a 1 GB line (resident samples up to {peak} KiB)"
+    );
+    eprintln!("1 GB line relayed and recorded in {elapsed:?}, imapscope peak RSS {hwm} KiB");
+}
+
+/// A deterministic stream of random bytes.
+fn garbage(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn binary_garbage_both_ways_is_relayed_unchanged() {
+    let from_server = garbage(7, 1 << 20);
+    let sent_by_server = from_server.clone();
+    let (addr, server) = upstream(move |s| {
+        s.write_all(&sent_by_server).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&addr, out.path(), &[]);
+    let mut c = TcpStream::connect(("127.0.0.1", scope.port())).unwrap();
+    let from_client = garbage(11, 1 << 20);
+    let mut writer = c.try_clone().unwrap();
+    let to_send = from_client.clone();
+    let sender = std::thread::spawn(move || {
+        writer.write_all(&to_send).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    sender.join().unwrap();
+    assert_eq!(
+        got, from_server,
+        "the client got the server's bytes unchanged"
+    );
+    assert_eq!(
+        server.join().unwrap(),
+        from_client,
+        "and the server the client's"
+    );
+    let all = wait_for_ended(out.path(), 1);
+    let t = &all[0].1;
+    assert_eq!(
+        bytes_from(t, imapscope::protocol::Side::Server),
+        from_server
+    );
+    assert_eq!(
+        bytes_from(t, imapscope::protocol::Side::Client),
+        from_client
+    );
+    // Annotated, not dropped.
+    assert!(messages(t).iter().any(|m| !m.notes.is_empty()));
+}
+
+#[test]
+fn tls_on_a_plain_listener_and_plain_text_on_a_tls_listener() {
+    // A TLS ClientHello to a plain relay: relayed as it is, recorded, annotated.
+    let hello: Vec<u8> = b"\x16\x03\x01\x00\x2f\x01\x00\x00\x2b\x03\x03"
+        .iter()
+        .copied()
+        .chain(garbage(3, 40))
+        .collect();
+    let expect = hello.clone();
+    let (addr, server) = upstream(move |s| {
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+        let mut got = vec![0u8; expect.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, expect);
+    });
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&addr, out.path(), &[]);
+    let mut c = RawClient::connect(scope.port());
+    c.send(&hello);
+    server.join().unwrap();
+    c.until_eof();
+    let all = wait_for_ended(out.path(), 1);
+    assert_eq!(
+        bytes_from(&all[0].1, imapscope::protocol::Side::Client),
+        hello
+    );
+
+    // Plain text to a TLS listener: the handshake fails, said precisely; the upstream is
+    // never contacted.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let never = listener.local_addr().unwrap().to_string();
+    let out2 = tempfile::tempdir().unwrap();
+    let certs = out2.path().join("certs");
+    let scope = Imapscope::record(
+        &never,
+        &out2.path().join("rec"),
+        &[
+            "--client-tls",
+            "tls",
+            "--upstream-tls",
+            "none",
+            "--certs",
+            &certs.to_string_lossy(),
+        ],
+    );
+    let mut c = TcpStream::connect(("127.0.0.1", scope.port())).unwrap();
+    c.write_all(b"a LOGIN nell secret\r\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    let all = wait_for_ended(&out2.path().join("rec"), 1);
+    assert!(all[0].1.records.iter().any(|r| matches!(r,
+        Record::Error(e) if e.during == "client-tls-handshake")));
+    assert!(listener.accept().is_err(), "no connection to the upstream");
+    assert_no_secrets(&out2.path().join("rec"), &["secret"]);
+}
+
+/// Mounts a tmpfs of `size` at `dir` for the test's life (needs root, as the test suite runs).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "mounting a small tmpfs failed: this test needs root (the README's test command runs as root)"
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_loses_transcript_not_the_session() {
+    const BODY: usize = 4 << 20;
+    let (addr, server) = upstream(|s| {
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+        read_line(s);
+        s.write_all(format!("* 1 FETCH (BODY[] {{{BODY}}}\r\n").as_bytes())
+            .unwrap();
+        s.write_all(&vec![b'q'; BODY]).unwrap();
+        s.write_all(b")\r\na OK done\r\n").unwrap();
+        read_line(s);
+        s.write_all(b"* BYE bye\r\nb OK bye\r\n").unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let _disk = Tmpfs::mount(dir.path(), "256k");
+    let scope = Imapscope::record(&addr, dir.path(), &[]);
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("greeting", |l| l.starts_with(b"* OK"));
+    let answer = c.command("a", "FETCH 1 BODY[]");
+    assert!(
+        answer.len() > BODY,
+        "the session went on: the whole literal arrived"
+    );
+    c.command("b", "LOGOUT");
+    drop(c);
+    server.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let log = scope.log().join("\n");
+    assert!(log.contains("transcript write failed"), "{log}");
+    assert!(log.contains("No space left on device"), "{log}");
+    // What was written before the disk filled reads back.
+    let path = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .expect("a transcript");
+    let t = read_transcript(&path).expect("readable up to the gap");
+    assert!(matches!(t.records.first(), Some(Record::Session(_))));
+    assert!(
+        messages(&t)
+            .iter()
+            .any(|m| m.kind == imapscope::protocol::Kind::Greeting)
+    );
+}
+
+#[test]
+fn kill_9_leaves_transcripts_readable() {
+    let dovecot = Dovecot::start();
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&dovecot.addr(), out.path(), &[]);
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("greeting", |l| l.starts_with(b"* OK"));
+    c.command("a1", &format!("LOGIN nell {PASSWORD}"));
+    c.command("a2", "SELECT INBOX");
+    c.send(b"a3 IDLE\r\n");
+    c.until_continuation();
+    std::thread::sleep(Duration::from_millis(200));
+    Command::new("kill")
+        .args(["-9", &scope.pid().to_string()])
+        .status()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let all = transcripts(out.path());
+    let (path, t) = &all[0];
+    assert!(
+        messages(t)
+            .iter()
+            .any(|m| m.name.as_deref() == Some("IDLE"))
+    );
+    assert!(
+        !matches!(t.records.last(), Some(Record::End(_))),
+        "no end line after kill -9"
+    );
+    let show = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(["show", "--color", "never"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(show.status.success());
+    assert!(String::from_utf8_lossy(&show.stdout).contains("C: a3 IDLE"));
+    assert_no_secrets(out.path(), &[PASSWORD]);
+}
+
+#[test]
+fn a_torn_last_line_is_reported_by_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let golden = std::fs::read(
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("recordings/golden/idle.jsonl"),
+    )
+    .unwrap();
+    let torn = dir.path().join("torn.jsonl");
+    std::fs::write(&torn, &golden[..golden.len() - 40]).unwrap();
+    let show = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(["show", "--color", "never"])
+        .arg(&torn)
+        .output()
+        .unwrap();
+    assert!(show.status.success());
+    assert!(String::from_utf8_lossy(&show.stderr).contains("last line is torn"));
+    assert!(String::from_utf8_lossy(&show.stdout).contains("C: DONE"));
+}
+
+#[test]
+fn sigterm_under_load_closes_every_transcript() {
+    let dovecot = Dovecot::start();
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&dovecot.addr(), out.path(), &[]);
+    let port = scope.port();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..40)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+                    return;
+                };
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(format!("l LOGIN nell {PASSWORD}\r\n").as_bytes());
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if s.write_all(format!("n{i}x{n} NOOP\r\n").as_bytes())
+                        .is_err()
+                    {
+                        return;
+                    }
+                    if s.read(&mut buf).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    n += 1;
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let status = scope.terminate();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    assert!(status.success());
+    let all = transcripts(out.path());
+    assert_eq!(all.len(), 40);
+    for (path, t) in &all {
+        let end = end_of(t);
+        assert_eq!(end.reason, "imapscope shut down", "{}", path.display());
+    }
+}
