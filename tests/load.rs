@@ -88,7 +88,7 @@ async fn run_session(
     s.command("l", &format!("LOGIN nell {PASSWORD}")).await;
     s.command("s", "SELECT INBOX").await;
     let mut commands = 2;
-    if index % 25 == 0 {
+    if index.is_multiple_of(25) {
         // Some sessions sit in IDLE the whole time.
         s.send(b"i IDLE\r\n").await;
         s.until(b"+").await;
