@@ -36,3 +36,5 @@ echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test
+echo "== fuzz (every target, briefly; scripts/fuzz.sh for longer runs)"
+./scripts/fuzz.sh

@@ -1,7 +1,7 @@
-//! Property tests that stand in for fuzzing (cargo fuzz needs a nightly toolchain these
-//! machines cannot install): arbitrary bytes and arbitrary framings through every pure
-//! component must never panic, never allocate without bound, and redaction must remove every
-//! secret however the stream is split.
+//! Property tests beside the fuzz targets in `fuzz/` (which run only where cargo-fuzz builds):
+//! arbitrary bytes and arbitrary framings through every pure component must never panic,
+//! never allocate without bound, and redaction must remove every secret however the stream is
+//! split. Inputs the fuzzers find become cases here.
 
 use imapscope::protocol::message::{parse_command, parse_response};
 use imapscope::protocol::token::Tokenizer;

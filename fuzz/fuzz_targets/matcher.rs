@@ -1,0 +1,44 @@
+//! The replay matcher on arbitrary recorded and received responses: comparison, variable
+//! binding and the rendered diff never panic.
+#![no_main]
+
+use std::collections::BTreeMap;
+
+use imapscope::replay::matcher::{Extras, Group, compare};
+use libfuzzer_sys::fuzz_target;
+
+/// Lines of one side; a line's first byte picks its group.
+fn responses(side: &[u8]) -> Vec<(Group, Vec<u8>)> {
+    side.split_inclusive(|&b| b == b'\n')
+        .filter_map(|line| line.split_first())
+        .map(|(&g, line)| {
+            let group = match g % 4 {
+                0 => Group::Greeting,
+                1 => Group::Unsolicited,
+                n => Group::Command(usize::from(n)),
+            };
+            (group, line.to_vec())
+        })
+        .collect()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let split = data.iter().position(|&b| b == 0xff).unwrap_or(data.len());
+    let (expected, received) = data.split_at(split);
+    let received = received.get(1..).unwrap_or_default();
+    let mut commands = BTreeMap::new();
+    commands.insert(Group::Command(2), "a SELECT INBOX".to_string());
+    let extras = if data.len() % 2 == 0 {
+        Extras::Forbid
+    } else {
+        Extras::Allow
+    };
+    let comparison = compare(
+        &commands,
+        &responses(expected),
+        &responses(received),
+        extras,
+    );
+    let _ = comparison.ok();
+    let _ = comparison.render(true);
+});
