@@ -3,6 +3,8 @@
 //! response for 100,000 messages). Run with `cargo bench --bench core`.
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use imapscope::protocol::framer::{Fragment, Framer};
+use imapscope::protocol::message::parse_response_head;
 use imapscope::protocol::{SessionTracker, Side};
 
 fn literal_heavy() -> Vec<u8> {
@@ -55,6 +57,28 @@ fn core(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(small.len() as u64));
     group.bench_function("FETCH FLAGS for 100,000 messages", |b| {
         b.iter(|| run(&small))
+    });
+    // Where the small-message time goes: framing alone, then framing + response heads.
+    group.bench_function("framer only, 100,000 FETCH FLAGS", |b| {
+        b.iter(|| {
+            let mut framer = Framer::new(Side::Server);
+            let mut n = 0usize;
+            for chunk in small.chunks(64 * 1024) {
+                let mut input = chunk;
+                while let Some(f) = framer.next(&mut input) {
+                    n += matches!(f, Fragment::Line { end: Some(_), .. }) as usize;
+                }
+            }
+            n
+        })
+    });
+    group.bench_function("response heads only, 100,000 FETCH FLAGS", |b| {
+        b.iter(|| {
+            small
+                .split_inclusive(|&b| b == b'\n')
+                .map(|line| parse_response_head(line).tokens.len())
+                .sum::<usize>()
+        })
     });
     group.finish();
 }

@@ -20,14 +20,15 @@ pub enum Status {
 
 impl Status {
     fn parse(word: &[u8]) -> Option<Status> {
-        Some(match word.to_ascii_uppercase().as_slice() {
-            b"OK" => Status::Ok,
-            b"NO" => Status::No,
-            b"BAD" => Status::Bad,
-            b"BYE" => Status::Bye,
-            b"PREAUTH" => Status::Preauth,
-            _ => return None,
-        })
+        [
+            Status::Ok,
+            Status::No,
+            Status::Bad,
+            Status::Bye,
+            Status::Preauth,
+        ]
+        .into_iter()
+        .find(|s| word.eq_ignore_ascii_case(s.as_str().as_bytes()))
     }
 
     pub fn as_str(self) -> &'static str {
@@ -88,8 +89,11 @@ fn text(bytes: &[u8], token: &Token) -> String {
 }
 
 fn upper(bytes: &[u8], token: &Token) -> Option<String> {
-    matches!(token.kind, TokenKind::Atom | TokenKind::Nil)
-        .then(|| text(bytes, token).to_ascii_uppercase())
+    matches!(token.kind, TokenKind::Atom | TokenKind::Nil).then(|| {
+        let mut word = text(bytes, token);
+        word.make_ascii_uppercase();
+        word
+    })
 }
 
 /// Reads a client command: `tag NAME args`, with `UID x` as a two-word name.
@@ -127,6 +131,17 @@ pub fn parse_command(bytes: &[u8]) -> Head {
 
 /// Reads a server response: untagged (`* ...`), continuation (`+ ...`) or tagged status.
 pub fn parse_response(bytes: &[u8]) -> Head {
+    parse_response_with(bytes, true)
+}
+
+/// [`parse_response`] for the live tracker, which needs the arguments of CAPABILITY data
+/// only: other responses' arguments are checked (for the "unparsed" note) but not kept in
+/// `tokens`. A mailbox's worth of `* n FETCH (FLAGS (...))` then costs no token tree.
+pub fn parse_response_head(bytes: &[u8]) -> Head {
+    parse_response_with(bytes, false)
+}
+
+fn parse_response_with(bytes: &[u8], keep_args: bool) -> Head {
     let mut t = Tokenizer::new(bytes);
     let mut head = Head::default();
     let mut tokens = Vec::new();
@@ -138,10 +153,10 @@ pub fn parse_response(bytes: &[u8]) -> Head {
             return head;
         }
     };
-    let tag = text(bytes, &first);
+    let continuation = &bytes[first.span.clone()] == b"+";
+    head.tag = Some(text(bytes, &first));
     tokens.push(first);
-    head.tag = Some(tag.clone());
-    if tag == "+" {
+    if continuation {
         tokens.extend(t.rest_as_text());
         head.args_from = 1;
         head.tokens = tokens;
@@ -204,9 +219,13 @@ pub fn parse_response(bytes: &[u8]) -> Head {
         }
     } else {
         head.args_from = tokens.len();
-        let (rest, error) = t.rest();
-        tokens.extend(rest);
-        head.error = error;
+        if keep_args || head.name.as_deref() == Some("CAPABILITY") {
+            let (rest, error) = t.rest();
+            tokens.extend(rest);
+            head.error = error;
+        } else {
+            head.error = t.check_rest();
+        }
     }
     head.tokens = tokens;
     head

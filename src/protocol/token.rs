@@ -52,15 +52,46 @@ pub struct TokenError {
     pub reason: &'static str,
 }
 
+/// Bytes that may end an atom or change its bracket depth.
+const ATOM_SPECIAL: [bool; 256] = {
+    let mut table = [false; 256];
+    let specials = *b"\r\n ()[]";
+    let mut i = 0;
+    while i < specials.len() {
+        table[specials[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// The value of an atom made only of digits, if it fits in 64 bits.
+fn number(text: &[u8]) -> Option<u64> {
+    if text.is_empty() || text.len() > 20 {
+        return None;
+    }
+    text.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
+}
+
 /// A cursor over one message's bytes.
 pub struct Tokenizer<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// False while only checking: lists and codes are walked but their items not kept, so a
+    /// FETCH response for every message of a mailbox costs no allocation.
+    build: bool,
 }
 
 impl<'a> Tokenizer<'a> {
     pub fn new(buf: &'a [u8]) -> Tokenizer<'a> {
-        Tokenizer { buf, pos: 0 }
+        Tokenizer {
+            buf,
+            pos: 0,
+            build: true,
+        }
     }
 
     pub fn position(&self) -> usize {
@@ -151,7 +182,8 @@ impl<'a> Tokenizer<'a> {
                     }));
                 }
                 _ => match self.next_token()? {
-                    Some(token) => items.push(token),
+                    Some(token) if self.build => items.push(token),
+                    Some(_) => {}
                     None => return Err(self.error("unexpected end of line")),
                 },
             }
@@ -235,28 +267,30 @@ impl<'a> Tokenizer<'a> {
     /// parentheses within them included.
     fn atom(&mut self) -> Token {
         let start = self.pos;
+        let rest = &self.buf[start..];
         let mut depth = 0usize;
-        while let Some(b) = self.peek() {
-            match b {
-                b'\r' | b'\n' => break,
-                b' ' | b'(' | b')' if depth == 0 => break,
-                b']' if depth == 0 => break,
-                b'[' => depth += 1,
-                b']' => depth -= 1,
-                _ => {}
+        let mut len = 0;
+        // Every byte of every atom passes here: a table lookup keeps the common case (a byte
+        // that is none of the delimiters) to one load and one branch.
+        while let Some(&b) = rest.get(len) {
+            if ATOM_SPECIAL[usize::from(b)] {
+                match b {
+                    b'\r' | b'\n' => break,
+                    b' ' | b'(' | b')' if depth == 0 => break,
+                    b']' if depth == 0 => break,
+                    b'[' => depth += 1,
+                    b']' => depth -= 1,
+                    _ => {}
+                }
             }
-            self.pos += 1;
+            len += 1;
         }
-        let text = &self.buf[start..self.pos];
-        let kind = if text.eq_ignore_ascii_case(b"NIL") {
+        self.pos = start + len;
+        let text = &rest[..len];
+        let kind = if text.len() == 3 && text.eq_ignore_ascii_case(b"NIL") {
             TokenKind::Nil
-        } else if !text.is_empty() && text.len() <= 20 && text.iter().all(u8::is_ascii_digit) {
-            std::str::from_utf8(text)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .map_or(TokenKind::Atom, TokenKind::Number)
         } else {
-            TokenKind::Atom
+            number(text).map_or(TokenKind::Atom, TokenKind::Number)
         };
         Token {
             kind,
@@ -269,6 +303,21 @@ impl<'a> Tokenizer<'a> {
             offset: self.pos,
             reason,
         }
+    }
+
+    /// Walks the remaining tokens like [`Self::rest`] without keeping them: where, if
+    /// anywhere, the message stops making sense.
+    pub fn check_rest(&mut self) -> Option<TokenError> {
+        self.build = false;
+        let result = loop {
+            match self.next_token() {
+                Ok(Some(_)) => {}
+                Ok(None) => break None,
+                Err(e) => break Some(e),
+            }
+        };
+        self.build = true;
+        result
     }
 
     /// All remaining tokens of the message (across literals), stopping at the first error.

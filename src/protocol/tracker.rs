@@ -13,7 +13,7 @@
 
 use super::compress::Inflater;
 use super::framer::{Fragment, Framer};
-use super::message::{Head, Status, parse_command, parse_response};
+use super::message::{Head, Status, parse_command, parse_response_head};
 use super::redact;
 use super::{Kind, Side};
 
@@ -528,21 +528,23 @@ impl SessionTracker {
     }
 
     fn understand_server(&mut self, m: &mut Message, bytes: &[u8]) {
-        let head = parse_response(bytes);
+        let head = parse_response_head(bytes);
         if let Some(e) = &head.error
             && !m.partial
         {
             m.notes
                 .push(format!("unparsed from byte {}: {}", e.offset, e.reason));
         }
-        m.tag = head.tag.clone();
-        m.name = head.name.clone();
-        m.status = head.status;
-        m.code = head.code.clone();
         self.note_capabilities(m, &head, bytes);
+        let (untagged, continuation) = (head.is_untagged(), head.is_continuation());
+        let mut head = head;
+        m.tag = head.tag.take();
+        m.name = head.name.take();
+        m.status = head.status;
+        m.code = head.code.take();
         let first = !self.greeting_seen;
         self.greeting_seen = true;
-        if head.is_continuation() {
+        if continuation {
             m.kind = Kind::ContinuationRequest;
             m.name = None;
             if let Some(c) = self.in_flight.last_mut() {
@@ -554,7 +556,7 @@ impl SessionTracker {
             }
             return;
         }
-        if head.is_untagged() {
+        if untagged {
             m.kind = if first && head.status.is_some() {
                 Kind::Greeting
             } else {
@@ -575,7 +577,7 @@ impl SessionTracker {
             return;
         };
         m.kind = Kind::Completion;
-        let tag = head.tag.clone().unwrap_or_default();
+        let tag = m.tag.as_deref().unwrap_or_default();
         let Some(pos) = self.in_flight.iter().position(|c| c.tag == tag) else {
             m.notes.push(format!(
                 "completion for tag {tag}, which no command in flight has"
