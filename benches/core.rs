@@ -5,7 +5,8 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use imapscope::protocol::framer::{Fragment, Framer};
 use imapscope::protocol::message::parse_response_head;
-use imapscope::protocol::{SessionTracker, Side};
+use imapscope::protocol::{Event, SessionTracker, Side};
+use imapscope::transcript::TranscriptWriter;
 
 fn literal_heavy() -> Vec<u8> {
     let mut s = Vec::new();
@@ -83,5 +84,32 @@ fn core(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, core);
+/// The transcript writer's share of recording: encoding literal data as JSON records.
+fn writer(c: &mut Criterion) {
+    let mut group = c.benchmark_group("transcript writer");
+    group.sample_size(20);
+    // Mail-like text: 76-character lines, so CRLF escapes come often.
+    let line = b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod te\r\n";
+    let text: Vec<u8> = line.iter().copied().cycle().take(256 * 1024).collect();
+    let parts = 64;
+    group.throughput(Throughput::Bytes((parts * text.len()) as u64));
+    group.bench_function("literal parts of mail text (64 x 256 KiB)", |b| {
+        b.iter(|| {
+            let mut writer = TranscriptWriter::in_memory(true);
+            for _ in 0..parts {
+                writer.event(Event::Part {
+                    seq: 1,
+                    from: Side::Server,
+                    t_us: 1,
+                    bytes: text.clone(),
+                    last: false,
+                });
+            }
+            writer.pending_len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, core, writer);
 criterion_main!(benches);
