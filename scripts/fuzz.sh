@@ -4,8 +4,8 @@
 #   scripts/fuzz.sh tracker    one target
 # Uses the stable toolchain: cargo-fuzz needs nightly-only flags, which RUSTC_BOOTSTRAP=1
 # unlocks for this build only. The corpus starts from the committed fixtures and golden
-# transcripts; a crash leaves its input in fuzz/artifacts/TARGET/ and fails the run: turn it
-# into a regression test in tests/robustness.rs.
+# transcripts; a crash leaves its input in fuzz/artifacts/TARGET/ and fails the run: keep it
+# in fuzz/regressions/TARGET/ (replayed by every run) and add a case to tests/robustness.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${FUZZ_SECS:-10}"
@@ -36,7 +36,9 @@ for t in "${targets[@]}"; do
   echo "== fuzz $t (${secs}s)"
   log="$(mktemp)"
   status=0
-  cargo fuzz run -O "$t" -- -max_total_time="$secs" -rss_limit_mb=1024 -max_len=65536 \
+  # Earlier finds (fuzz/regressions/TARGET) run first, then the fuzzing proper.
+  mkdir -p "regressions/$t"
+  cargo fuzz run -O "$t" "corpus/$t" "regressions/$t" -- -max_total_time="$secs" -rss_limit_mb=1024 -max_len=65536 \
     >"$log" 2>&1 || status=$?
   grep -E '^Done' "$log" || true
   if [ "$status" -ne 0 ]; then

@@ -43,6 +43,8 @@ pub struct TranscriptWriter {
     lost_since_ok: u64,
     lost_total: u64,
     write_error: Option<String>,
+    /// Reused by the payload escaper.
+    escape_scratch: Vec<u8>,
 }
 
 impl TranscriptWriter {
@@ -84,6 +86,7 @@ impl TranscriptWriter {
             lost_since_ok: 0,
             lost_total: 0,
             write_error: None,
+            escape_scratch: Vec::new(),
         }
     }
 
@@ -312,7 +315,7 @@ impl TranscriptWriter {
             return;
         }
         self.pending.pop();
-        encode_payload(&mut self.pending, payload);
+        encode_payload(&mut self.pending, &mut self.escape_scratch, payload);
         self.pending.extend_from_slice(b"}\n");
     }
 
@@ -398,9 +401,15 @@ impl TranscriptWriter {
 /// keep the buffer's growth small whatever the size of a literal.
 const ESCAPE_PIECE: usize = 16 * 1024;
 
+/// The SIMD escaper loads whole vector registers and may read up to one register past the
+/// end of its input (it only avoids crossing a page). So each piece is followed by at least
+/// this many bytes of the text itself, and the tail is copied into a scratch buffer with this
+/// much slack: every load stays inside memory the writer owns.
+const ESCAPE_SLACK: usize = 64;
+
 /// Appends `,"text":"..."` (UTF-8) or `,"base64":"..."` (anything else), as [`Payload`] would
-/// serialize.
-fn encode_payload(out: &mut Vec<u8>, bytes: &[u8]) {
+/// serialize. `scratch` is reused between calls.
+fn encode_payload(out: &mut Vec<u8>, scratch: &mut Vec<u8>, bytes: &[u8]) {
     let Ok(mut text) = std::str::from_utf8(bytes) else {
         use base64::Engine;
         out.extend_from_slice(br#","base64":""#);
@@ -415,14 +424,29 @@ fn encode_payload(out: &mut Vec<u8>, bytes: &[u8]) {
     };
     out.extend_from_slice(br#","text":""#);
     while !text.is_empty() {
-        let mut cut = text.len().min(ESCAPE_PIECE);
+        // Leave at least ESCAPE_SLACK bytes of the text after each piece, so loads past the
+        // piece stay inside the text; only the short tail needs the padded copy.
+        let mut cut = text.len().saturating_sub(ESCAPE_SLACK).min(ESCAPE_PIECE);
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        let (piece, rest) = text.split_at(cut);
+        let (piece, rest) = if cut == 0 {
+            (text, "")
+        } else {
+            text.split_at(cut)
+        };
         text = rest;
         let at = out.len();
-        json_escape_simd::escape_into(piece, out);
+        if rest.len() >= ESCAPE_SLACK {
+            json_escape_simd::escape_into(piece, out);
+        } else {
+            scratch.clear();
+            scratch.extend_from_slice(piece.as_bytes());
+            scratch.resize(piece.len() + ESCAPE_SLACK, 0);
+            // A copy of a `str` cut at a char boundary: valid UTF-8, so never the default.
+            let padded = std::str::from_utf8(&scratch[..piece.len()]).unwrap_or_default();
+            json_escape_simd::escape_into(padded, out);
+        }
         // Each piece comes back quoted; the pieces are one string.
         out.pop();
         out.copy_within(at + 1.., at);
@@ -463,6 +487,10 @@ mod tests {
             b"quote \" backslash \\ nul \0 del \x7f bell \x07".to_vec(),
             long.into_bytes(),
             vec![0xff, 0xfe, b'a', 0x80],
+            "é".repeat(33).into_bytes(),
+            "x".repeat(64).into_bytes(),
+            "€".repeat(22).into_bytes(),
+            "y".repeat(16 * 1024 + 64).into_bytes(),
             [b"caf\xc3\xa9 ".as_slice(), &[0xc3]].concat(),
         ];
         for bytes in cases {
