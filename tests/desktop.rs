@@ -81,7 +81,7 @@ impl Desktop {
     async fn tls(tcp: TcpStream, ca: &Path) -> Stream {
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
         let tls = tokio_rustls::TlsConnector::from(ca_config(ca))
-            .connect(name, tcp)
+            .connect(name, imapscope::relay::read_ahead::ReadAhead::new(tcp))
             .await
             .expect("TLS handshake with imapscope (trusting its CA)");
         Stream::TlsToServer(Box::new(tls))

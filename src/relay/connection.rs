@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::RelayConfig;
+use super::read_ahead::ReadAhead;
 use super::recorder::{self, RelayEvent};
 use super::stream::Stream;
 use crate::protocol::Side;
@@ -272,7 +273,10 @@ impl Connection {
             return Err("client TLS not configured".into());
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(leg.config.clone());
-        let handshake = tokio::time::timeout(self.config.connect_timeout, acceptor.accept(tcp));
+        let handshake = tokio::time::timeout(
+            self.config.connect_timeout,
+            acceptor.accept(ReadAhead::new(tcp)),
+        );
         let result = tokio::select! {
             r = handshake => r,
             _ = self.shutdown.cancelled() => return Err("imapscope shut down".into()),
@@ -346,8 +350,10 @@ impl Connection {
             }
         };
         let connector = tokio_rustls::TlsConnector::from(upstream_leg.clone());
-        let handshake =
-            tokio::time::timeout(self.config.connect_timeout, connector.connect(name, tcp));
+        let handshake = tokio::time::timeout(
+            self.config.connect_timeout,
+            connector.connect(name, ReadAhead::new(tcp)),
+        );
         let result = tokio::select! {
             r = handshake => r,
             _ = self.shutdown.cancelled() => return Err("imapscope is shutting down".into()),

@@ -5,6 +5,7 @@
 //! the transcript writer. Nothing here parses IMAP: that is [`crate::protocol`]'s job.
 
 pub mod connection;
+pub mod read_ahead;
 pub mod recorder;
 pub mod server;
 pub mod stream;

@@ -7,13 +7,16 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// One leg of a relayed connection.
+use super::read_ahead::ReadAhead;
+
+/// One leg of a relayed connection. TLS legs read through [`ReadAhead`] (rustls reads 4 KiB
+/// at a time).
 pub enum Stream {
     Plain(TcpStream),
     /// imapscope is the TLS client (the upstream leg).
-    TlsToServer(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    TlsToServer(Box<tokio_rustls::client::TlsStream<ReadAhead<TcpStream>>>),
     /// imapscope is the TLS server (the client leg).
-    TlsToClient(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    TlsToClient(Box<tokio_rustls::server::TlsStream<ReadAhead<TcpStream>>>),
 }
 
 impl Stream {

@@ -298,7 +298,7 @@ async fn upgrade(tcp: TcpStream, options: &ReplayOptions) -> Result<Stream, Stri
     let host = crate::tls::host_of(&options.upstream).to_string();
     let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
     let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
+        .connect(name, crate::relay::read_ahead::ReadAhead::new(tcp))
         .await
         .map_err(|e| format!("TLS handshake with {} failed: {e}", options.upstream))?;
     Ok(Stream::TlsToServer(Box::new(tls)))

@@ -706,7 +706,7 @@ async fn accept(stream: Option<Stream>, options: &ServeOptions) -> Result<Stream
     };
     let config = options.tls.clone().ok_or("no TLS configuration")?;
     tokio_rustls::TlsAcceptor::from(config)
-        .accept(tcp)
+        .accept(crate::relay::read_ahead::ReadAhead::new(tcp))
         .await
         .map(|s| Stream::TlsToClient(Box::new(s)))
         .map_err(|e| format!("TLS handshake with the client failed: {e}"))
