@@ -38,7 +38,7 @@ for t in "${targets[@]}"; do
   status=0
   # Earlier finds (fuzz/regressions/TARGET) run first, then the fuzzing proper.
   mkdir -p "regressions/$t"
-  cargo fuzz run -O "$t" "corpus/$t" "regressions/$t" -- -max_total_time="$secs" -rss_limit_mb=1024 -max_len=65536 \
+  cargo fuzz run -O "$t" "corpus/$t" "regressions/$t" -- -max_total_time="$secs" -rss_limit_mb=1024 -timeout=10 -max_len=65536 \
     >"$log" 2>&1 || status=$?
   grep -E '^Done' "$log" || true
   if [ "$status" -ne 0 ]; then
