@@ -2,8 +2,7 @@
 //!
 //! It receives the chunks the pumps relayed, feeds them to the [`SessionTracker`], logs one
 //! line per completed command and passes every event to the [`TranscriptWriter`]. Events are
-//! written in batches: everything queued is processed, then written with one call as soon as
-//! 64 KiB are pending, else at most 10 ms after the first unwritten record.
+//! written in batches: everything queued is processed, then written with one call.
 
 use std::path::PathBuf;
 
@@ -45,15 +44,6 @@ pub enum RelayEvent {
 /// Encoded bytes after which a batch is written even if more events are queued.
 const BATCH_BYTES: usize = 1 << 20;
 
-/// Encoded bytes that are written at once. Less than that waits up to [`FLUSH_DELAY`] for
-/// more: an interactive session (a NOOP, a FLAGS update) would otherwise cost a file write,
-/// and a hop to the blocking pool, per message, on cores the relay needs.
-const FLUSH_NOW: usize = 64 * 1024;
-
-/// How long records may wait for company before they are written; also the most that a
-/// `kill -9` can take from a transcript.
-const FLUSH_DELAY: std::time::Duration = std::time::Duration::from_millis(10);
-
 /// Records until the connection ends; returns the transcript's path.
 pub async fn run(
     id: u64,
@@ -74,21 +64,10 @@ pub async fn run(
         messages: 0,
         ended: false,
     };
-    // When the unflushed records must be written at the latest.
-    let mut due: Option<tokio::time::Instant> = None;
-    loop {
-        let event = match due {
-            None => events.recv().await,
-            Some(at) => tokio::select! {
-                event = events.recv() => event,
-                _ = tokio::time::sleep_until(at) => {
-                    due = None;
-                    recorder.flush().await;
-                    continue;
-                }
-            },
-        };
-        let Some(event) = event else { break };
+    // Every batch is written as soon as it is encoded, so a `kill -9` loses at most what was
+    // queued at that moment. (Holding small batches back for 10 ms took 10-20 us off
+    // recording's added round trip, but broke that promise; not done.)
+    while let Some(event) = events.recv().await {
         recorder.handle(event);
         while recorder.writer.pending_len() < BATCH_BYTES {
             match events.try_recv() {
@@ -96,14 +75,8 @@ pub async fn run(
                 Err(_) => break,
             }
         }
-        if recorder.writer.pending_len() >= FLUSH_NOW || recorder.ended {
-            due = None;
-            recorder.flush().await;
-        } else if due.is_none() && recorder.writer.pending_len() > 0 {
-            due = Some(tokio::time::Instant::now() + FLUSH_DELAY);
-        }
+        recorder.flush().await;
     }
-    recorder.flush().await;
     if !recorder.ended {
         // The connection task went away without saying why.
         recorder.handle(RelayEvent::End {
