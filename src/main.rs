@@ -246,8 +246,8 @@ struct RecordArgs {
     /// Default: none, or tls when the upstream port is 993.
     #[arg(long, value_enum, value_name = "MODE")]
     client_tls: Option<TlsMode>,
-    /// TLS towards the server. Default: what --client-tls says, or tls when the upstream port
-    /// is 993.
+    /// TLS towards the server. Default: tls when the upstream port is 993, else what
+    /// --client-tls says.
     #[arg(long, value_enum, value_name = "MODE")]
     upstream_tls: Option<TlsMode>,
     /// Also trust this CA (PEM) for the upstream's certificate, besides the Mozilla roots.
@@ -770,7 +770,13 @@ async fn record(args: RecordArgs) -> Result<(), String> {
         TlsMode::None
     };
     config.client_tls = args.client_tls.unwrap_or(implied);
-    config.upstream_tls = args.upstream_tls.or(args.client_tls).unwrap_or(implied);
+    // A 993 upstream speaks implicit TLS whatever the client leg does (none/tls: a plain
+    // client on localhost, recorded against a real TLS server).
+    config.upstream_tls = args.upstream_tls.unwrap_or(if port_993 {
+        TlsMode::Tls
+    } else {
+        args.client_tls.unwrap_or(TlsMode::None)
+    });
     if (config.client_tls == TlsMode::Starttls) != (config.upstream_tls == TlsMode::Starttls) {
         return Err(format!(
             "--client-tls {} with --upstream-tls {} is not supported: STARTTLS is intercepted \
@@ -779,7 +785,8 @@ async fn record(args: RecordArgs) -> Result<(), String> {
             mode_name(config.upstream_tls)
         ));
     }
-    config.tls = tls_setup(&args, config.client_tls, config.upstream_tls)?;
+    let (client_tls, upstream_tls) = (config.client_tls, config.upstream_tls);
+    config.tls = tls_setup(&args, client_tls, upstream_tls)?;
     let server = RelayServer::bind(config)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
@@ -787,13 +794,15 @@ async fn record(args: RecordArgs) -> Result<(), String> {
         tracing::warn!("--record-secrets: passwords and SASL payloads will be written to disk");
     }
     tracing::info!(
-        "listening on {}, relaying to {}, {}",
+        "listening on {}, relaying to {}, {} (client leg: {}, upstream leg: {})",
         server.local_addr(),
         args.upstream,
         match &out {
             Some(dir) => format!("transcripts in {}", dir.display()),
             None => "not recording (--out none)".to_string(),
-        }
+        },
+        mode_name(client_tls),
+        mode_name(upstream_tls),
     );
     let shutdown = shutdown_on_signals();
     server.run(shutdown).await;

@@ -417,3 +417,37 @@ fn sslkeylogfile_gets_both_legs_secrets() {
         .collect();
     assert_eq!(randoms.len(), 2, "one handshake per leg:\n{text}");
 }
+
+/// Port 993 means implicit TLS upstream whatever the client leg says: `--client-tls none`
+/// alone gives the none/tls combination (a plain client, no CA to install).
+#[test]
+fn port_993_implies_tls_upstream_even_for_a_plain_client() {
+    let certs = tempfile::tempdir().unwrap();
+    let certs_arg = certs.path().join("certs");
+    let certs_arg = certs_arg.to_string_lossy();
+    let cases = [
+        (
+            vec!["--client-tls", "none"],
+            "client leg: none, upstream leg: tls",
+        ),
+        (vec![], "client leg: tls, upstream leg: tls"),
+        (
+            vec!["--client-tls", "none", "--upstream-tls", "none"],
+            "client leg: none, upstream leg: none",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut extra = vec!["--certs", &certs_arg];
+        extra.extend(flags.iter().copied());
+        let scope = Imapscope::record("127.0.0.1:993", Path::new("none"), &extra);
+        let log = scope.log().join("\n");
+        assert!(log.contains(expected), "{flags:?}: {log}");
+    }
+    let scope = Imapscope::record(
+        "127.0.0.1:143",
+        Path::new("none"),
+        &["--client-tls", "tls", "--certs", &certs_arg],
+    );
+    let log = scope.log().join("\n");
+    assert!(log.contains("client leg: tls, upstream leg: tls"), "{log}");
+}
