@@ -377,6 +377,9 @@ fn a_full_disk_loses_transcript_not_the_session() {
     });
     let dir = tempfile::tempdir().unwrap();
     let _disk = Tmpfs::mount(dir.path(), "256k");
+    // Ballast, removed mid-session to give the disk room again.
+    let ballast = dir.path().join("ballast");
+    std::fs::write(&ballast, vec![0u8; 128 << 10]).unwrap();
     let scope = Imapscope::record(&addr, dir.path(), &[]);
     let mut c = RawClient::connect(scope.port());
     c.read_until("greeting", |l| l.starts_with(b"* OK"));
@@ -385,26 +388,43 @@ fn a_full_disk_loses_transcript_not_the_session() {
         answer.len() > BODY,
         "the session went on: the whole literal arrived"
     );
+    // Let the recorder get through the literal (its writes fail), then free some space.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !scope.log().join("\n").contains("No space left on device") {
+        assert!(Instant::now() < deadline, "no write failure logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    std::fs::remove_file(&ballast).unwrap();
     c.command("b", "LOGOUT");
     drop(c);
     server.join().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
     let log = scope.log().join("\n");
     assert!(log.contains("transcript write failed"), "{log}");
-    assert!(log.contains("No space left on device"), "{log}");
-    // What was written before the disk filled reads back.
-    let path = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .expect("a transcript");
-    let t = read_transcript(&path).expect("readable up to the gap");
+    // What was written before the disk filled reads back; after it, a note says where the
+    // gap is, the session goes on being recorded, and the end line counts what was lost.
+    let all = wait_for_ended(dir.path(), 1);
+    let t = &all[0].1;
     assert!(matches!(t.records.first(), Some(Record::Session(_))));
     assert!(
-        messages(&t)
+        messages(t)
             .iter()
             .any(|m| m.kind == imapscope::protocol::Kind::Greeting)
     );
+    let gap = notes(t)
+        .into_iter()
+        .find(|n| n.starts_with("gap: "))
+        .expect("a gap note");
+    assert!(gap.contains("No space left on device"), "{gap}");
+    assert!(
+        messages(t)
+            .iter()
+            .any(|m| m.name.as_deref() == Some("LOGOUT")),
+        "recording went on after the gap"
+    );
+    let end = end_of(t);
+    assert!(end.lost_bytes > 0, "the end line counts the lost bytes");
+    assert!(end.lost_bytes < (BODY as u64) * 2, "{}", end.lost_bytes);
 }
 
 #[test]

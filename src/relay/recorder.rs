@@ -85,6 +85,16 @@ pub async fn run(
         });
         let _ = recorder.writer.flush().await;
     }
+    let gap = recorder.writer.unnoted_gap();
+    if gap > 0 {
+        tracing::error!(
+            "#{id} the disk never took the transcript's last {gap} bytes: {} stops at the gap, without its end line",
+            recorder
+                .writer
+                .path()
+                .map_or("the transcript".into(), |p| p.display().to_string())
+        );
+    }
     recorder.writer.path().map(PathBuf::from)
 }
 

@@ -108,6 +108,12 @@ impl TranscriptWriter {
         self.lost_total
     }
 
+    /// Bytes lost since the last write that worked: while this is not zero, the transcript
+    /// has not yet said where its gap is (nor, at the end, written its end line).
+    pub fn unnoted_gap(&self) -> u64 {
+        self.lost_since_ok
+    }
+
     /// The in-memory transcript (empty for other outputs).
     pub fn take_memory(&mut self) -> Vec<u8> {
         match &mut self.output {
