@@ -16,7 +16,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use imapscope::transcript::format::Record;
-use imapscope::transcript::read_transcript;
 use support::*;
 
 /// A fake upstream that runs `script` on the first connection and returns what it read.
