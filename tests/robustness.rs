@@ -87,16 +87,19 @@ proptest! {
     }
 
     /// However LOGIN and AUTHENTICATE are framed and split, the password never reaches the
-    /// transcript: atom, quoted, synchronizing literal, LITERAL+, SASL-IR, multi-step SASL.
+    /// transcript: atom, quoted, synchronizing literal, LITERAL+, SASL-IR, multi-step SASL,
+    /// OAuth tokens (XOAUTH2 with SASL-IR, OAUTHBEARER after the server's `+`).
     #[test]
     fn redaction_removes_every_secret_whatever_the_framing(
-        form in 0usize..6,
+        form in 0usize..8,
         cuts in prop::collection::vec(1usize..40, 1..8),
     ) {
         let secret = "S3cr3tPassw0rd";
         use base64::Engine;
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let plain = b64(&format!("\0nell\0{secret}"));
+        let xoauth2 = b64(&format!("user=nell\x01auth=Bearer {secret}\x01\x01"));
+        let bearer = b64(&format!("n,a=nell,\x01auth=Bearer {secret}\x01\x01"));
         let (client, server): (Vec<u8>, Vec<u8>) = match form {
             0 => (format!("a LOGIN nell {secret}\r\n").into_bytes(), b"* OK\r\na OK\r\n".to_vec()),
             1 => (format!("a LOGIN \"nell\" \"{secret}\"\r\n").into_bytes(), b"* OK\r\na OK\r\n".to_vec()),
@@ -104,6 +107,10 @@ proptest! {
                   b"* OK\r\n+ go\r\n+ go\r\na OK\r\n".to_vec()),
             3 => (format!("a LOGIN nell {{{}+}}\r\n{secret}\r\n", secret.len()).into_bytes(), b"* OK\r\na OK\r\n".to_vec()),
             4 => (format!("a AUTHENTICATE PLAIN {plain}\r\n").into_bytes(), b"* OK\r\na OK\r\n".to_vec()),
+            6 => (format!("a AUTHENTICATE XOAUTH2 {xoauth2}\r\n").into_bytes(),
+                  b"* OK\r\na OK\r\n".to_vec()),
+            7 => (format!("a AUTHENTICATE OAUTHBEARER\r\n{bearer}\r\n").into_bytes(),
+                  b"* OK\r\n+ \r\na OK\r\n".to_vec()),
             _ => (format!("a AUTHENTICATE LOGIN\r\n{}\r\n{}\r\n", b64("nell"), b64(secret)).into_bytes(),
                   b"* OK\r\n+ VXNlcm5hbWU6\r\n+ UGFzc3dvcmQ6\r\na OK\r\n".to_vec()),
         };
@@ -142,6 +149,7 @@ proptest! {
         prop_assert!(!text.contains(secret), "form {form}: {text}");
         prop_assert!(!text.contains(&plain), "form {form}: {text}");
         prop_assert!(!text.contains(&b64(secret)), "form {form}: {text}");
+        prop_assert!(!text.contains(&xoauth2) && !text.contains(&bearer), "form {form}: {text}");
     }
 }
 

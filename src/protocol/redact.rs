@@ -205,6 +205,33 @@ mod tests {
     }
 
     #[test]
+    fn oauth_tokens_are_hidden_and_the_user_kept() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let xoauth2 = b64("user=nell@example.org\x01auth=Bearer ya29.SeCrEtToKeN\x01\x01");
+        let bearer = b64(
+            "n,a=nell@example.org,\x01host=imap.example.org\x01port=993\x01auth=Bearer ya29.SeCrEtToKeN\x01\x01",
+        );
+        for (mech, ir) in [("XOAUTH2", &xoauth2), ("OAUTHBEARER", &bearer)] {
+            let with_ir = format!("a AUTHENTICATE {mech} {ir}\r\n");
+            assert_eq!(
+                redacted(Kind::Command, with_ir.as_bytes()),
+                format!("a AUTHENTICATE {mech} <redacted>\r\n")
+            );
+            // Without SASL-IR, the token comes as SASL data after the server's `+`.
+            assert_eq!(
+                redacted(Kind::SaslData, format!("{ir}\r\n").as_bytes()),
+                "<redacted>\r\n"
+            );
+            assert_eq!(
+                sasl_user(mech, ir.as_bytes()).as_deref(),
+                Some("nell@example.org"),
+                "{mech}"
+            );
+        }
+    }
+
+    #[test]
     fn partial_login_hides_all_arguments() {
         let msg = b"a LOGIN {4}\r\n";
         let head = parse_command(msg);
