@@ -474,46 +474,67 @@ fn without_uidvalidity(bytes: &[u8]) -> String {
     }
 }
 
+/// The desktop recording (with COMPRESS) over each TLS mode replays green against a fresh
+/// Dovecot and is served to the same client, TLS and all.
 #[test]
 fn desktop_recording_replays_and_serves() {
-    let (t, path, _keep) = record(Tls::None, true);
-    assert_paired(&path, &t);
-    // replay against a fresh server, delivering the pushed message when IDLE starts.
-    let dovecot = seeded();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_imapscope"))
-        .args([
-            "replay",
-            &path.to_string_lossy(),
-            "--upstream",
-            &dovecot.addr(),
-        ])
-        .args(["--login", &format!("nell:{PASSWORD}")])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    dovecot.wait_for_command("IDLE");
-    dovecot.deliver("nell", "INBOX", &mail("04-pushed.eml"));
-    let out = child.wait_with_output().unwrap();
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{shown}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-
-    // serve it to the same client, in-process through the library API.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        use imapscope::replay::{FakeServer, ServeOptions};
-        let options = ServeOptions {
-            speed: 4.0,
-            ..ServeOptions::default()
+    for tls in [Tls::None, Tls::Starttls, Tls::Implicit] {
+        let (t, path, keep) = record(tls, true);
+        assert_paired(&path, &t);
+        // replay against a fresh server, delivering the pushed message when IDLE starts.
+        let dovecot = seeded();
+        let (mode, port) = match tls {
+            Tls::None => ("none", dovecot.port),
+            Tls::Starttls => ("starttls", dovecot.port),
+            Tls::Implicit => ("tls", dovecot.tls_port),
         };
-        let server = FakeServer::start(&[&path], options).await.unwrap();
-        session(server.addr().port(), Tls::None, None, true, None).await;
-        server.finish().await.assert_consumed();
-    });
+        let server_ca = dovecot.dir.path().join("server.pem");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_imapscope"))
+            .args(["replay", &path.to_string_lossy()])
+            .args(["--upstream", &format!("127.0.0.1:{port}")])
+            .args(["--upstream-tls", mode])
+            .args(["--upstream-ca", &server_ca.to_string_lossy()])
+            .args(["--login", &format!("nell:{PASSWORD}")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        dovecot.wait_for_command("IDLE");
+        dovecot.deliver("nell", "INBOX", &mail("04-pushed.eml"));
+        let out = child.wait_with_output().unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{tls:?}: {shown}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        // serve it to the same client, in-process through the library API, with a
+        // certificate from a CA the client trusts.
+        let certs = keep.path().join("serve-certs");
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            use imapscope::replay::{FakeServer, ServeOptions};
+            let tls_config = (tls != Tls::None).then(|| {
+                let (authority, _) = imapscope::tls::Authority::ensure(&certs).unwrap();
+                imapscope::tls::client_leg_config(Arc::new(authority), "localhost").unwrap()
+            });
+            let options = ServeOptions {
+                speed: 4.0,
+                client_tls: match tls {
+                    Tls::None => imapscope::tls::TlsMode::None,
+                    Tls::Starttls => imapscope::tls::TlsMode::Starttls,
+                    Tls::Implicit => imapscope::tls::TlsMode::Tls,
+                },
+                tls: tls_config,
+                ..ServeOptions::default()
+            };
+            let server = FakeServer::start(&[&path], options).await.unwrap();
+            let ca = certs.join("ca.pem");
+            session(server.addr().port(), tls, Some(&ca), true, None).await;
+            server.finish().await.assert_consumed();
+        });
+    }
 }
 
 #[test]

@@ -658,7 +658,12 @@ async fn serve_connection(
             buf.reserve(64 * 1024);
             let s = stream.as_mut().ok_or("no connection")?;
             let n = tokio::select! {
-                r = s.read_buf(&mut buf) => r.map_err(|e| format!("reading from the client failed: {e}"))?,
+                r = s.read_buf(&mut buf) => match r {
+                    Ok(n) => n,
+                    // Mail clients often close TLS without close_notify: an end, not a failure.
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+                    Err(e) => return Err(format!("reading from the client failed: {e}")),
+                },
                 _ = stop.cancelled() => return Ok(()),
             };
             if n == 0 {
