@@ -79,10 +79,16 @@ enum Command {
     )]
     Ls(LsArgs),
     /// Turn other tools' logs into transcripts.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  imapscope import rawlog /var/log/dovecot/rawlog/nell/20261126-005904.9721.1.in"
+    )]
     Import(ImportCommand),
     /// Manage imapscope's certificate authority (for intercepting TLS).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  imapscope ca init             # create certs/ca.pem (once)\n  imapscope ca show             # where it is and how to trust it in Thunderbird"
+    )]
     Ca(CaCommand),
 }
 

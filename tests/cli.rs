@@ -20,6 +20,13 @@ fn every_help_has_an_example() {
     for args in [
         &["--help"][..],
         &["record", "--help"],
+        &["replay", "--help"],
+        &["serve", "--help"],
+        &["show", "--help"],
+        &["ls", "--help"],
+        &["import", "--help"],
+        &["import", "rawlog", "--help"],
+        &["ca", "--help"],
         &["ca", "init", "--help"],
         &["ca", "show", "--help"],
     ] {
