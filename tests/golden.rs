@@ -201,6 +201,12 @@ fn a_different_client_command_makes_serve_fail() {
     assert_eq!(served.status.code(), Some(1), "{shown}");
     assert!(shown.contains("unexpected"), "{shown}");
     assert!(shown.contains("never asked for"), "{shown}");
+    // The diagnostic on stderr: what came, what was expected, the closest recorded command.
+    let stderr = String::from_utf8_lossy(&served.stderr);
+    assert!(
+        stderr.contains("unexpected command") && stderr.contains("expected"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -171,6 +171,11 @@ impl ServeSession {
     }
 
     /// All recorded client units used and the recording's server closed: time to hang up.
+    /// Commands that matched nothing so far, each with its diagnostic.
+    pub fn mismatches(&self) -> &[String] {
+        &self.outcome.mismatches
+    }
+
     pub fn finished(&self) -> bool {
         let all_used = self
             .script
@@ -639,8 +644,10 @@ async fn serve_connection(
     stop: CancellationToken,
 ) -> SessionOutcome {
     let _ = tcp.set_nodelay(true);
+    let transcript = script.name.clone();
     let mut session = ServeSession::new(script, options.mode, options.speed);
     let mut stream = Some(Stream::Plain(tcp));
+    let mut told = 0;
     let error = async {
         if options.client_tls == TlsMode::Tls {
             stream = Some(accept(stream.take(), options).await?);
@@ -670,7 +677,13 @@ async fn serve_connection(
                 return Ok(());
             }
             let chunk = buf.split();
-            for output in session.on_client(&chunk) {
+            let outputs = session.on_client(&chunk);
+            // Said as it happens, so the client's own log and this line can be read together.
+            for m in &session.mismatches()[told..] {
+                eprintln!("imapscope serve: {transcript}: unexpected command {m}");
+            }
+            told = session.mismatches().len();
+            for output in outputs {
                 match output {
                     Output::Bytes { bytes, delay } => {
                         if !delay.is_zero() {
@@ -687,12 +700,6 @@ async fn serve_connection(
     .err();
     let mut outcome = session.finish();
     outcome.error = error;
-    for m in &outcome.mismatches {
-        eprintln!(
-            "imapscope serve: {}: unexpected command {m}",
-            outcome.transcript
-        );
-    }
     outcome
 }
 
