@@ -16,10 +16,12 @@
 //!
 //! - [`show`]: transcripts for people (`show`, `show --stats`, `ls`).
 //! - [`import`]: other tools' logs (Dovecot's rawlog) as transcripts.
+//! - [`private_dir`]: the directories for transcripts and the CA key, kept owner-only.
 //!
 //! The `imapscope` binary (`src/main.rs`) turns command-line options into these pieces.
 
 pub mod import;
+pub mod private_dir;
 pub mod protocol;
 pub mod relay;
 pub mod replay;

@@ -99,3 +99,34 @@ fn non_loopback_listen_needs_a_flag_and_half_starttls_is_refused() {
     ]);
     assert!(!ok && text.contains("not supported"), "{text}");
 }
+
+/// A git checkout creates `certs/` 0755: imapscope's own default directory is made private
+/// when the CA goes in; a directory the user named is only reported, never changed.
+#[test]
+fn default_directories_are_made_private_others_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let work = tempfile::tempdir().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for name in ["certs", "shared"] {
+        std::fs::create_dir(work.path().join(name)).unwrap();
+        std::fs::set_permissions(
+            work.path().join(name),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+    }
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+            .args(args)
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    run(&["ca", "init"]);
+    assert_eq!(mode(&work.path().join("certs")), 0o700);
+    let said = run(&["ca", "init", "--certs", "shared"]);
+    assert_eq!(mode(&work.path().join("shared")), 0o755, "left as it was");
+    assert!(said.contains("chmod 700 shared"), "{said}");
+}

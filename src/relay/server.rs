@@ -25,7 +25,7 @@ impl RelayServer {
     /// sure the transcript directory exists, readable by its owner only when we create it.
     pub async fn bind(mut config: RelayConfig) -> io::Result<RelayServer> {
         if let Some(dir) = &config.out {
-            create_private_dir(dir)?;
+            crate::private_dir::ensure(dir)?;
         }
         let listener = TcpListener::bind(config.listen).await?;
         config.listen = listener.local_addr()?;
@@ -73,17 +73,6 @@ impl RelayServer {
         }
         tasks.wait().await;
     }
-}
-
-fn create_private_dir(dir: &std::path::Path) -> io::Result<()> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
 }
 
 /// A token cancelled on Ctrl-C or SIGTERM.

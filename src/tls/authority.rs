@@ -273,11 +273,7 @@ fn check_private(path: &Path) -> Result<(), AuthorityError> {
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), AuthorityError> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir).map_err(|source| AuthorityError::Io {
+    crate::private_dir::ensure(dir).map_err(|source| AuthorityError::Io {
         path: dir.to_path_buf(),
         source,
     })
