@@ -182,6 +182,9 @@ fn five_hundred_sessions_for_a_minute() {
     });
     let all = wait_for_ended(out.path(), sessions);
     assert_eq!(all.len(), sessions);
+    // After the load: every connection's state is gone, nothing keeps growing.
+    std::thread::sleep(Duration::from_secs(1));
+    let rss_after = rss_kib(pid);
     let by_client: HashMap<String, (Vec<u8>, Vec<u8>, usize)> = results
         .into_iter()
         .map(|(local, sent, received, n)| (local, (sent, received, n)))
@@ -223,11 +226,16 @@ fn five_hundred_sessions_for_a_minute() {
         .copied()
         .unwrap_or(0);
     eprintln!(
-        "load: {sessions} sessions, {commands} commands in {:?}; imapscope RSS idle {rss_idle} KiB, samples {samples:?} KiB",
+        "load: {sessions} sessions, {commands} commands in {:?}; imapscope RSS idle {rss_idle} KiB, samples {samples:?} KiB, after {rss_after} KiB",
         started.elapsed()
     );
     assert!(
         late <= early + early / 4 + 8 * 1024,
         "imapscope's memory grew under steady load: {samples:?} KiB"
+    );
+    let peak = samples.iter().max().copied().unwrap_or(0);
+    assert!(
+        rss_after <= peak + 4 * 1024,
+        "imapscope's memory grew after the load: {rss_after} KiB after, {samples:?} KiB during"
     );
 }
