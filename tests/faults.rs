@@ -160,19 +160,6 @@ fn a_peer_sending_one_byte_at_a_time() {
 }
 
 /// Resident and peak memory of a process, in KiB.
-fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let get = |key: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (get("VmRSS:"), get("VmHWM:"))
-}
-
 #[test]
 fn a_gigabyte_line_without_crlf_keeps_memory_bounded() {
     const GB: usize = 1 << 30;
@@ -199,13 +186,13 @@ fn a_gigabyte_line_without_crlf_keeps_memory_bounded() {
         assert!(n > 0, "closed after {total} bytes");
         total += n;
         if total % (64 << 20) < n {
-            peak = peak.max(memory(pid).0);
+            peak = peak.max(memory_kib(pid, "VmRSS"));
         }
     }
     let elapsed = started.elapsed();
     drop(c);
     server.join().unwrap();
-    let (_, hwm) = memory(pid);
+    let hwm = memory_kib(pid, "VmHWM");
     let all = wait_for_ended(out.path(), 1);
     let end = end_of(&all[0].1);
     assert_eq!(end.bytes_from_server as usize, GB + 19);

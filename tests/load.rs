@@ -125,16 +125,6 @@ async fn run_session(
     (local, s.sent, s.received, commands)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn five_hundred_sessions_for_a_minute() {
     let secs = env_or("IMAPSCOPE_LOAD_SECS", 60);
@@ -148,7 +138,7 @@ fn five_hundred_sessions_for_a_minute() {
     let scope = Imapscope::record(&dovecot.addr(), out.path(), &[]);
     let pid = scope.pid();
     let port = scope.port();
-    let rss_idle = rss_kib(pid);
+    let rss_idle = memory_kib(pid, "VmRSS");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -170,7 +160,7 @@ fn five_hundred_sessions_for_a_minute() {
             let mut samples = Vec::new();
             while Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_secs(5)).await;
-                samples.push(rss_kib(pid));
+                samples.push(memory_kib(pid, "VmRSS"));
             }
             samples
         });
@@ -184,7 +174,7 @@ fn five_hundred_sessions_for_a_minute() {
     assert_eq!(all.len(), sessions);
     // After the load: every connection's state is gone, nothing keeps growing.
     std::thread::sleep(Duration::from_secs(1));
-    let rss_after = rss_kib(pid);
+    let rss_after = memory_kib(pid, "VmRSS");
     let by_client: HashMap<String, (Vec<u8>, Vec<u8>, usize)> = results
         .into_iter()
         .map(|(local, sent, received, n)| (local, (sent, received, n)))

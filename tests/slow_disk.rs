@@ -251,17 +251,6 @@ impl Filesystem for SlowDisk {
     }
 }
 
-/// Peak resident memory of a process, KiB.
-fn peak_memory(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[test]
 fn a_slow_disk_slows_the_relay_and_loses_nothing() {
     const LITERAL: usize = 96 << 20;
@@ -315,7 +304,7 @@ fn a_slow_disk_slows_the_relay_and_loses_nothing() {
     c.write_all(b"a2 LOGOUT\r\n").unwrap();
     drop(c);
     server.join().unwrap();
-    let peak = peak_memory(pid);
+    let peak = memory_kib(pid, "VmHWM");
 
     // The client got every byte, unchanged.
     let header = format!("* OK fake ready\r\n* 1 FETCH (BODY[] {{{LITERAL}}}\r\n");
