@@ -22,7 +22,7 @@ pub struct RelayServer {
 
 impl RelayServer {
     /// Binds the listening socket (so callers can learn the port before running), and makes
-    /// sure the transcript directory exists, readable by its owner only when we create it.
+    /// sure the transcript directory exists and is private (see [`crate::private_dir`]).
     pub async fn bind(mut config: RelayConfig) -> io::Result<RelayServer> {
         if let Some(dir) = &config.out {
             crate::private_dir::ensure(dir)?;
