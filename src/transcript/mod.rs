@@ -1,6 +1,6 @@
 //! Transcripts: the public, versioned record of a session (see `docs/transcript.md`).
 //!
-//! [`format`] defines the records, [`writer`] is the one path to disk (it applies redaction)
+//! [`format`](mod@format) defines the records, [`writer`] is the one path to disk (it applies redaction)
 //! and [`reader`] reads files back, tolerating a torn last line. Nothing here knows sockets.
 
 pub mod format;
