@@ -216,47 +216,48 @@ fn code_canon(bytes: &[u8], items: &[Token]) -> C {
     C::List(out)
 }
 
+/// FETCH data items: FLAGS as a set, INTERNALDATE and MODSEQ as variables.
 fn fetch_map(bytes: &[u8], t: &Token) -> C {
-    let TokenKind::List(items) = &t.kind else {
-        return value(bytes, t);
-    };
-    let mut pairs = Vec::new();
-    for pair in items.chunks(2) {
-        let key = upper(bytes, &pair[0]);
-        let val = match (key.as_slice(), pair.get(1)) {
-            (_, None) => C::Nil,
-            (b"FLAGS", Some(v)) => list_set(bytes, v),
-            (b"INTERNALDATE", Some(v)) => C::Var(Var::InternalDate, word(bytes, v)),
-            (b"MODSEQ", Some(v)) => match &v.kind {
-                TokenKind::List(inner) if inner.len() == 1 => {
-                    C::Var(Var::ModSeq, word(bytes, &inner[0]))
-                }
-                _ => value(bytes, v),
-            },
-            (_, Some(v)) => value(bytes, v),
-        };
-        pairs.push((key, val));
-    }
-    pairs.sort_by(|a, b| a.0.cmp(&b.0));
-    C::Map(pairs)
+    item_map(bytes, t, |key, v| match key {
+        b"FLAGS" => Some(list_set(bytes, v)),
+        b"INTERNALDATE" => Some(C::Var(Var::InternalDate, word(bytes, v))),
+        b"MODSEQ" => match &v.kind {
+            TokenKind::List(inner) if inner.len() == 1 => {
+                Some(C::Var(Var::ModSeq, word(bytes, &inner[0])))
+            }
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
+/// STATUS items: UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ as variables.
 fn status_items(bytes: &[u8], t: &Token) -> C {
+    item_map(bytes, t, |key, v| match key {
+        b"UIDVALIDITY" => Some(C::Var(Var::UidValidity, word(bytes, v))),
+        b"UIDNEXT" => Some(C::Var(Var::UidNext, word(bytes, v))),
+        b"HIGHESTMODSEQ" => Some(C::Var(Var::HighestModSeq, word(bytes, v))),
+        _ => None,
+    })
+}
+
+/// A `(KEY value KEY value ...)` list as a map sorted by key, so item order does not matter.
+/// `special` gives the canonical form of a key's value where it is not the plain value.
+fn item_map(bytes: &[u8], t: &Token, special: impl Fn(&[u8], &Token) -> Option<C>) -> C {
     let TokenKind::List(items) = &t.kind else {
         return value(bytes, t);
     };
-    let mut pairs = Vec::new();
-    for pair in items.chunks(2) {
-        let key = upper(bytes, &pair[0]);
-        let val = match (key.as_slice(), pair.get(1)) {
-            (_, None) => C::Nil,
-            (b"UIDVALIDITY", Some(v)) => C::Var(Var::UidValidity, word(bytes, v)),
-            (b"UIDNEXT", Some(v)) => C::Var(Var::UidNext, word(bytes, v)),
-            (b"HIGHESTMODSEQ", Some(v)) => C::Var(Var::HighestModSeq, word(bytes, v)),
-            (_, Some(v)) => value(bytes, v),
-        };
-        pairs.push((key, val));
-    }
+    let mut pairs: Vec<_> = items
+        .chunks(2)
+        .map(|pair| {
+            let key = upper(bytes, &pair[0]);
+            let val = match pair.get(1) {
+                None => C::Nil,
+                Some(v) => special(&key, v).unwrap_or_else(|| value(bytes, v)),
+            };
+            (key, val)
+        })
+        .collect();
     pairs.sort_by(|a, b| a.0.cmp(&b.0));
     C::Map(pairs)
 }
