@@ -224,12 +224,17 @@ impl Imapscope {
         let keep = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1)
-                    && let Some(addr) = rest.split(',').next()
-                {
-                    let _ = tx.send(addr.trim().to_string());
-                }
+                // Kept before the address is announced, so a caller woken by the
+                // announcement always finds the listening line in `log()`.
+                let addr = line
+                    .split("listening on ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(',').next())
+                    .map(|a| a.trim().to_string());
                 keep.lock().unwrap().push(line);
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr);
+                }
             }
         });
         let addr = match rx.recv_timeout(Duration::from_secs(20)) {
