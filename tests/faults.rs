@@ -159,6 +159,51 @@ fn a_peer_sending_one_byte_at_a_time() {
     );
 }
 
+/// A hundred thousand nested `(` from either side: once a stack overflow that took the whole
+/// process (every session) down; now relayed unchanged and annotated.
+#[test]
+fn lists_nested_a_hundred_thousand_deep() {
+    let deep = |prefix: &[u8]| {
+        let mut line = prefix.to_vec();
+        line.extend(std::iter::repeat_n(b'(', 100_000));
+        line.extend(std::iter::repeat_n(b')', 100_000));
+        line.extend_from_slice(b"\r\n");
+        line
+    };
+    let (server_line, client_line) = (deep(b"* 1 FETCH "), deep(b"a SEARCH "));
+    let expected = client_line.clone();
+    let reply = server_line.clone();
+    let (addr, server) = upstream(move |s| {
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+        let line = read_line(s);
+        assert!(line == expected, "the command arrived changed");
+        s.write_all(&reply).unwrap();
+        s.write_all(b"a OK done\r\n").unwrap();
+    });
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&addr, out.path(), &[]);
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("greeting", |l| l.starts_with(b"* OK"));
+    c.send(&client_line);
+    let got = c.until_tagged("a");
+    assert!(got.contains(std::str::from_utf8(&server_line).unwrap()));
+    drop(c);
+    server.join().unwrap();
+    let all = wait_for_ended(out.path(), 1);
+    let (path, t) = &all[0];
+    assert_paired(path, t);
+    let deep_notes: Vec<&String> = messages(t)
+        .iter()
+        .flat_map(|m| &m.notes)
+        .filter(|n| n.contains("nested more than 128 deep"))
+        .collect();
+    assert_eq!(deep_notes.len(), 2, "{deep_notes:?}");
+    assert!(
+        scope.terminate().success(),
+        "imapscope survived and exits cleanly"
+    );
+}
+
 /// Resident and peak memory of a process, in KiB.
 #[test]
 fn a_gigabyte_line_without_crlf_keeps_memory_bounded() {

@@ -76,13 +76,19 @@ fn number(text: &[u8]) -> Option<u64> {
     })
 }
 
+/// How deeply lists and response codes may nest. Real messages stay far below it (a
+/// BODYSTRUCTURE of nested multiparts reaches a dozen); without a limit, a peer sending ten
+/// thousand `(` would overflow the stack of whatever walks the tree.
+pub const MAX_DEPTH: usize = 128;
+
+const TOO_DEEP: &str = "lists nested more than 128 deep";
+
 /// A cursor over one message's bytes.
 pub struct Tokenizer<'a> {
     buf: &'a [u8],
     pos: usize,
-    /// False while only checking: lists and codes are walked but their items not kept, so a
-    /// FETCH response for every message of a mailbox costs no allocation.
-    build: bool,
+    /// Lists and codes open around the current position.
+    depth: usize,
 }
 
 impl<'a> Tokenizer<'a> {
@@ -90,7 +96,7 @@ impl<'a> Tokenizer<'a> {
         Tokenizer {
             buf,
             pos: 0,
-            build: true,
+            depth: 0,
         }
     }
 
@@ -140,6 +146,7 @@ impl<'a> Tokenizer<'a> {
         };
         match b {
             b'\r' | b'\n' => Ok(None),
+            b'(' | b'[' if self.depth >= MAX_DEPTH => Err(self.error(TOO_DEEP)),
             b'(' => {
                 self.pos += 1;
                 let items = self.sequence(b')')?;
@@ -158,36 +165,33 @@ impl<'a> Tokenizer<'a> {
             }
             b')' | b']' => Err(self.error("unbalanced closing bracket")),
             b'"' => self.quoted().map(Some),
-            b'{' => self.literal(start).map(Some),
-            b'~' if self.buf.get(self.pos + 1) == Some(&b'{') => self.literal(start).map(Some),
+            b'{' => Ok(Some(self.literal(start))),
+            b'~' if self.buf.get(self.pos + 1) == Some(&b'{') => Ok(Some(self.literal(start))),
             _ => Ok(Some(self.atom())),
         }
     }
 
     /// Tokens up to the matching `close`, which is consumed.
     fn sequence(&mut self, close: u8) -> Result<Vec<Token>, TokenError> {
+        self.depth += 1;
         let mut items = Vec::new();
-        loop {
+        let result = loop {
             self.skip_spaces();
             match self.peek() {
                 Some(b) if b == close => {
                     self.pos += 1;
-                    return Ok(items);
+                    break Ok(items);
                 }
-                None | Some(b'\r' | b'\n') => {
-                    return Err(self.error(if close == b')' {
-                        "list not closed before end of line"
-                    } else {
-                        "response code not closed before end of line"
-                    }));
-                }
-                _ => match self.next_token()? {
-                    Some(token) if self.build => items.push(token),
-                    Some(_) => {}
-                    None => return Err(self.error("unexpected end of line")),
+                None | Some(b'\r' | b'\n') => break Err(self.error(not_closed(close))),
+                _ => match self.next_token() {
+                    Ok(Some(token)) => items.push(token),
+                    Ok(None) => break Err(self.error("unexpected end of line")),
+                    Err(e) => break Err(e),
                 },
             }
-        }
+        };
+        self.depth -= 1;
+        result
     }
 
     fn quoted(&mut self) -> Result<Token, TokenError> {
@@ -215,7 +219,7 @@ impl<'a> Tokenizer<'a> {
         }
     }
 
-    fn literal(&mut self, start: usize) -> Result<Token, TokenError> {
+    fn literal(&mut self, start: usize) -> Token {
         let close = self.buf[start..]
             .iter()
             .take(24)
@@ -224,7 +228,7 @@ impl<'a> Tokenizer<'a> {
         let header = close.and_then(|c| literal_suffix(&self.buf[start..=c]));
         let (Some(close), Some(header)) = (close, header) else {
             // Not a literal after all: `{` inside an atom-like word.
-            return Ok(self.atom());
+            return self.atom();
         };
         let mut data_start = close + 1;
         match &self.buf[data_start.min(self.buf.len())..] {
@@ -232,18 +236,18 @@ impl<'a> Tokenizer<'a> {
             [b'\n', ..] => data_start += 1,
             [] => {
                 self.pos = self.buf.len();
-                return Ok(self.literal_token(start, header, None));
+                return self.literal_token(start, header, None);
             }
-            _ => return Ok(self.atom()),
+            _ => return self.atom(),
         }
         let available = self.buf.len().saturating_sub(data_start) as u64;
         if available < header.len {
             self.pos = self.buf.len();
-            return Ok(self.literal_token(start, header, None));
+            return self.literal_token(start, header, None);
         }
         let data_end = data_start + header.len as usize;
         self.pos = data_end;
-        Ok(self.literal_token(start, header, Some(data_start..data_end)))
+        self.literal_token(start, header, Some(data_start..data_end))
     }
 
     fn literal_token(
@@ -305,19 +309,52 @@ impl<'a> Tokenizer<'a> {
         }
     }
 
-    /// Walks the remaining tokens like [`Self::rest`] without keeping them: where, if
-    /// anywhere, the message stops making sense.
+    /// Walks the remaining tokens like [`Self::rest`] without building them: where, if
+    /// anywhere, the message stops making sense. The same error as `rest` gives, found
+    /// without recursion or allocation, so a FETCH response for every message of a mailbox
+    /// costs a scan and nothing more.
     pub fn check_rest(&mut self) -> Option<TokenError> {
-        self.build = false;
-        let result = loop {
-            match self.next_token() {
-                Ok(Some(_)) => {}
-                Ok(None) => break None,
-                Err(e) => break Some(e),
+        // The closers of the lists and codes open here, innermost last.
+        let mut open = [0u8; MAX_DEPTH];
+        let mut depth = 0;
+        loop {
+            self.skip_spaces();
+            let start = self.pos;
+            let Some(b) = self.peek() else {
+                return (depth > 0).then(|| self.error(not_closed(open[depth - 1])));
+            };
+            match b {
+                b'\r' | b'\n' if depth == 0 => return None,
+                b'\r' | b'\n' => return Some(self.error(not_closed(open[depth - 1]))),
+                _ if depth > 0 && b == open[depth - 1] => {
+                    self.pos += 1;
+                    depth -= 1;
+                }
+                b'(' | b'[' if self.depth + depth >= MAX_DEPTH => {
+                    return Some(self.error(TOO_DEEP));
+                }
+                b'(' | b'[' => {
+                    self.pos += 1;
+                    open[depth] = if b == b'(' { b')' } else { b']' };
+                    depth += 1;
+                }
+                b')' | b']' => return Some(self.error("unbalanced closing bracket")),
+                b'"' => {
+                    if let Err(e) = self.quoted() {
+                        return Some(e);
+                    }
+                }
+                b'{' => {
+                    self.literal(start);
+                }
+                b'~' if self.buf.get(self.pos + 1) == Some(&b'{') => {
+                    self.literal(start);
+                }
+                _ => {
+                    self.atom();
+                }
             }
-        };
-        self.build = true;
-        result
+        }
     }
 
     /// All remaining tokens of the message (across literals), stopping at the first error.
@@ -330,6 +367,14 @@ impl<'a> Tokenizer<'a> {
                 Err(e) => return (tokens, Some(e)),
             }
         }
+    }
+}
+
+fn not_closed(close: u8) -> &'static str {
+    if close == b')' {
+        "list not closed before end of line"
+    } else {
+        "response code not closed before end of line"
     }
 }
 
@@ -476,6 +521,75 @@ mod tests {
             b"a ~{2}\r\n\x00\x01 x",
         ] {
             let _ = Tokenizer::new(input).rest();
+        }
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        // Ten thousand `(` once overflowed the stack of the tokio worker that tokenized them.
+        let mut line = b"* 1 FETCH ".to_vec();
+        line.extend(std::iter::repeat_n(b'(', 10_000));
+        line.extend_from_slice(b"\r\n");
+        let (_, err) = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || Tokenizer::new(&line).rest())
+            .unwrap()
+            .join()
+            .unwrap();
+        let err = err.unwrap();
+        assert_eq!((err.offset, err.reason), (10 + MAX_DEPTH, TOO_DEEP));
+        // At the limit it is still a list.
+        let mut ok = vec![b'('; MAX_DEPTH];
+        ok.extend(std::iter::repeat_n(b')', MAX_DEPTH));
+        assert_eq!(Tokenizer::new(&ok).rest().1, None);
+        assert_eq!(Tokenizer::new(&ok).check_rest(), None);
+    }
+
+    /// Bytes with many IMAP delimiters, so lists, codes, quotes and literals interleave.
+    fn imapish() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let byte = prop_oneof![
+            Just(b'('),
+            Just(b')'),
+            Just(b'['),
+            Just(b']'),
+            Just(b' '),
+            Just(b'"'),
+            Just(b'\\'),
+            Just(b'{'),
+            Just(b'}'),
+            Just(b'~'),
+            Just(b'\r'),
+            Just(b'\n'),
+            Just(b'+'),
+            Just(b'1'),
+            Just(b'a'),
+            any::<u8>(),
+        ];
+        prop::collection::vec(byte, 0..300)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2048))]
+
+        /// The allocation-free check finds exactly the error the token tree stops at, and
+        /// ends at the same place.
+        #[test]
+        fn check_rest_agrees_with_rest(bytes in imapish(), deep in 0usize..2) {
+            let mut bytes = bytes;
+            if deep == 1 {
+                let mut nested = vec![b'('; MAX_DEPTH - 2];
+                nested.extend(bytes);
+                bytes = nested;
+            }
+            let mut full = Tokenizer::new(&bytes);
+            let (_, expected) = full.rest();
+            let mut check = Tokenizer::new(&bytes);
+            let got = check.check_rest();
+            proptest::prop_assert_eq!(&got, &expected);
+            if expected.is_none() {
+                proptest::prop_assert_eq!(check.position(), full.position());
+            }
         }
     }
 }
