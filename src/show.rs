@@ -431,7 +431,7 @@ pub fn stats(transcripts: &[(String, Vec<Record>)]) -> Stats {
             match r {
                 Record::Message(m) if m.kind == Kind::Completion => {
                     let entry = by_name
-                        .entry(m.command.clone().unwrap_or_else(|| "?".into()))
+                        .entry(m.command.as_deref().unwrap_or("?").to_string())
                         .or_default();
                     entry.0.push(m.latency_us.unwrap_or(0));
                     match m.status {

@@ -309,7 +309,7 @@ fn dovecot_rawlog_imports_into_a_transcript_that_replays() {
     let names: Vec<String> = messages(&t)
         .iter()
         .filter(|m| m.kind == imapscope::protocol::Kind::Command)
-        .filter_map(|m| m.name.clone())
+        .filter_map(|m| m.name.as_deref().map(String::from))
         .collect();
     assert_eq!(
         names.first().map(String::as_str),
@@ -359,7 +359,7 @@ fn dovecot_rawlog_imports_into_a_transcript_that_replays() {
     let names2: Vec<String> = messages(&t2)
         .iter()
         .filter(|m| m.kind == imapscope::protocol::Kind::Command)
-        .filter_map(|m| m.name.clone())
+        .filter_map(|m| m.name.as_deref().map(String::from))
         .collect();
     assert_eq!(names, names2);
 }

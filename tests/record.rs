@@ -136,7 +136,7 @@ fn raw_session_is_relayed_and_recorded_byte_for_byte() {
         .unwrap();
     assert!(
         ms.iter()
-            .any(|m| m.name.as_deref() == Some("EXISTS") && m.in_flight == vec![idle.seq]),
+            .any(|m| m.name.as_deref() == Some("EXISTS") && *m.in_flight == [idle.seq]),
         "the EXISTS pushed during IDLE is attributed to IDLE"
     );
     let Some(Record::End(end)) = t.records.last() else {

@@ -85,7 +85,7 @@ fn command_names(path: &Path, t: &imapscope::transcript::Transcript) -> Vec<Stri
     messages(t)
         .iter()
         .filter(|m| m.kind == Kind::Command)
-        .filter_map(|m| m.name.clone())
+        .filter_map(|m| m.name.as_deref().map(String::from))
         .collect()
 }
 

@@ -3,9 +3,64 @@
 //! This is the thin layer of IMAP grammar above the token tree that every message shares.
 //! It does not know the meaning of any particular command; the tracker does.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use super::token::{Token, TokenError, TokenKind, Tokenizer};
+
+/// A tag, name or response-code word. The words IMAP uses all the time (`*`, `FETCH`, `OK`,
+/// `UIDNEXT`...) are borrowed from a static table, so a mailbox's worth of `* n FETCH`
+/// responses allocates no strings; anything else is owned.
+pub type Word = Cow<'static, str>;
+
+/// Names, statuses and response codes common enough to be worth not allocating.
+macro_rules! known_words {
+    ($($w:literal)*) => {
+        fn known_word(upper: &[u8]) -> Option<&'static str> {
+            match upper {
+                $(w if w == $w.as_bytes() => Some($w),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+// Most frequent first: the match tries them in order.
+known_words! {
+    "FETCH" "OK" "EXISTS" "EXPUNGE" "RECENT" "FLAGS" "LIST" "STATUS" "SEARCH" "ESEARCH"
+    "VANISHED" "NO" "BAD" "BYE" "PREAUTH" "CAPABILITY" "LSUB" "ENABLED" "ID" "NAMESPACE"
+    "QUOTA" "QUOTAROOT" "METADATA" "THREAD" "SORT" "MYRIGHTS" "ACL"
+    "UIDNEXT" "UIDVALIDITY" "UNSEEN" "PERMANENTFLAGS" "READ-WRITE" "READ-ONLY" "HIGHESTMODSEQ"
+    "NOMODSEQ" "APPENDUID" "COPYUID" "CLOSED" "ALERT" "TRYCREATE" "NONEXISTENT" "ALREADYEXISTS"
+    "AUTHENTICATIONFAILED" "UNAVAILABLE" "SERVERBUG" "CANNOT" "LIMIT" "OVERQUOTA" "INUSE"
+    "NOPERM" "EXPUNGEISSUED" "CORRUPTION" "CONTACTADMIN" "PARSE" "BADCHARSET" "MODIFIED"
+    "UID" "NOOP" "IDLE" "DONE" "LOGIN" "LOGOUT" "AUTHENTICATE" "SELECT" "EXAMINE" "CREATE"
+    "DELETE" "RENAME" "SUBSCRIBE" "UNSUBSCRIBE" "APPEND" "CHECK" "CLOSE" "UNSELECT" "STORE"
+    "COPY" "MOVE" "STARTTLS" "COMPRESS" "ENABLE" "GETQUOTAROOT" "GETQUOTA" "GETMETADATA"
+    "UID FETCH" "UID STORE" "UID SEARCH" "UID COPY" "UID MOVE" "UID EXPUNGE" "UID THREAD"
+    "UID SORT" "*" "+"
+}
+
+/// `text` as a [`Word`], upper-cased when `upper` (names and codes; tags keep their case).
+pub fn word(text: &[u8], upper: bool) -> Word {
+    const MAX: usize = 20;
+    if text.len() <= MAX {
+        let mut buf = [0u8; MAX];
+        let buf = &mut buf[..text.len()];
+        buf.copy_from_slice(text);
+        if upper {
+            buf.make_ascii_uppercase();
+        }
+        if let Some(w) = known_word(buf) {
+            return Cow::Borrowed(w);
+        }
+    }
+    let mut owned = String::from_utf8_lossy(text).into_owned();
+    if upper {
+        owned.make_ascii_uppercase();
+    }
+    Cow::Owned(owned)
+}
 
 /// The status word of a status response (RFC 9051 `resp-cond-*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -52,13 +107,13 @@ impl fmt::Display for Status {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Head {
     /// `*` for untagged responses, `+` for continuation requests, else the tag.
-    pub tag: Option<String>,
+    pub tag: Option<Word>,
     /// Upper-cased command or response name: `UID FETCH`, `SELECT`, `OK`, `EXISTS`.
-    pub name: Option<String>,
+    pub name: Option<Word>,
     /// For status responses.
     pub status: Option<Status>,
     /// The first atom of a bracketed response code, upper-cased: `CAPABILITY`, `UIDNEXT`.
-    pub code: Option<String>,
+    pub code: Option<Word>,
     /// The number in `* 23 EXISTS`.
     pub number: Option<u64>,
     /// Every token of the message, tag and name included.
@@ -84,16 +139,13 @@ impl Head {
     }
 }
 
-fn text(bytes: &[u8], token: &Token) -> String {
-    String::from_utf8_lossy(&bytes[token.span.clone()]).into_owned()
+fn tag(bytes: &[u8], token: &Token) -> Word {
+    word(&bytes[token.span.clone()], false)
 }
 
-fn upper(bytes: &[u8], token: &Token) -> Option<String> {
-    matches!(token.kind, TokenKind::Atom | TokenKind::Nil).then(|| {
-        let mut word = text(bytes, token);
-        word.make_ascii_uppercase();
-        word
-    })
+fn upper(bytes: &[u8], token: &Token) -> Option<Word> {
+    matches!(token.kind, TokenKind::Atom | TokenKind::Nil)
+        .then(|| word(&bytes[token.span.clone()], true))
 }
 
 /// Reads a client command: `tag NAME args`, with `UID x` as a two-word name.
@@ -105,8 +157,8 @@ pub fn parse_command(bytes: &[u8]) -> Head {
         ..Head::default()
     };
     let mut i = 0;
-    if let Some(tag) = tokens.first() {
-        head.tag = Some(text(bytes, tag));
+    if let Some(first) = tokens.first() {
+        head.tag = Some(tag(bytes, first));
         i = 1;
     }
     if let Some(name) = tokens.get(1).and_then(|t| upper(bytes, t)) {
@@ -115,7 +167,7 @@ pub fn parse_command(bytes: &[u8]) -> Head {
             match tokens.get(2).and_then(|t| upper(bytes, t)) {
                 Some(sub) => {
                     i = 3;
-                    format!("UID {sub}")
+                    word(format!("UID {sub}").as_bytes(), false)
                 }
                 None => name,
             }
@@ -154,7 +206,7 @@ fn parse_response_with(bytes: &[u8], keep_args: bool) -> Head {
         }
     };
     let continuation = &bytes[first.span.clone()] == b"+";
-    head.tag = Some(text(bytes, &first));
+    head.tag = Some(tag(bytes, &first));
     tokens.push(first);
     if continuation {
         tokens.extend(t.rest_as_text());

@@ -138,10 +138,13 @@ impl StarttlsWatch {
         });
         match found {
             Some((end, tag)) => {
-                self.pending = Some(tag.clone());
+                self.pending = Some(tag.to_string());
                 // What follows the STARTTLS line is not framed: it is dropped.
                 self.client = LineWatch::new(Side::Client);
-                ClientStep::Starttls { end, tag }
+                ClientStep::Starttls {
+                    end,
+                    tag: tag.into_owned(),
+                }
             }
             None => ClientStep::Forward,
         }

@@ -11,9 +11,11 @@
 //! memory stays bounded. A client line that announces a synchronizing literal also hands its
 //! head out at once, so the server's `+` that follows reads after the command it answers.
 
+use std::sync::Arc;
+
 use super::compress::Inflater;
 use super::framer::{Fragment, Framer};
-use super::message::{Head, Status, parse_command, parse_response_head};
+use super::message::{Head, Status, Word, parse_command, parse_response_head};
 use super::redact;
 use super::{Kind, Side};
 
@@ -61,23 +63,24 @@ pub struct Message {
     pub t_us: u64,
     pub from: Side,
     pub kind: Kind,
-    pub tag: Option<String>,
-    pub name: Option<String>,
+    pub tag: Option<Word>,
+    pub name: Option<Word>,
     /// The exact bytes, or the first of them if `partial`.
     pub bytes: Vec<u8>,
     pub partial: bool,
     pub status: Option<Status>,
     /// First atom of the response code.
-    pub code: Option<String>,
+    pub code: Option<Word>,
     /// For completions, continuation requests and IDLE's DONE: the command's seq.
     pub reply_to: Option<u64>,
     /// For completions: microseconds since the command's first byte.
     pub latency_us: Option<u64>,
     /// For completions: the command name and a short, redacted summary of the command.
-    pub command: Option<String>,
+    pub command: Option<Word>,
     pub summary: Option<String>,
-    /// For untagged responses: the commands in flight when it arrived.
-    pub in_flight: Vec<u64>,
+    /// For untagged responses: the commands in flight when it arrived. Shared: every
+    /// response of a long FETCH carries the same list without copying it.
+    pub in_flight: Arc<[u64]>,
     /// The mailbox selected once this completion took effect (SELECT/EXAMINE).
     pub mailbox: Option<String>,
     /// The user named by LOGIN or AUTHENTICATE.
@@ -101,8 +104,8 @@ pub enum SessionState {
 #[derive(Debug)]
 struct InFlight {
     seq: u64,
-    tag: String,
-    name: String,
+    tag: Word,
+    name: Word,
     summary: String,
     start_us: u64,
     /// The mailbox argument of SELECT/EXAMINE.
@@ -145,6 +148,8 @@ pub struct SessionTracker {
     server: Direction,
     next_seq: u64,
     in_flight: Vec<InFlight>,
+    /// The seqs of `in_flight`, rebuilt when it changes, handed to untagged responses.
+    in_flight_seqs: Arc<[u64]>,
     greeting_seen: bool,
     state: SessionState,
     capabilities: Vec<String>,
@@ -176,6 +181,7 @@ impl SessionTracker {
             },
             next_seq: 1,
             in_flight: Vec::new(),
+            in_flight_seqs: Arc::from([]),
             greeting_seen: false,
             state: SessionState::NotAuthenticated,
             capabilities: Vec::new(),
@@ -210,7 +216,7 @@ impl SessionTracker {
     pub fn unanswered(&self) -> Vec<(u64, String, String)> {
         self.in_flight
             .iter()
-            .map(|c| (c.seq, c.tag.clone(), c.name.clone()))
+            .map(|c| (c.seq, c.tag.to_string(), c.name.to_string()))
             .collect()
     }
 
@@ -494,7 +500,7 @@ impl SessionTracker {
             mechanism: None,
             continued: false,
         };
-        match name.as_str() {
+        match &*name {
             "LOGIN" if !m.partial => {
                 m.user = redact::login_user(&head, bytes);
                 self.user = m.user.clone().or(self.user.take());
@@ -525,6 +531,7 @@ impl SessionTracker {
             ));
         }
         self.in_flight.push(command);
+        self.in_flight_changed();
     }
 
     fn understand_server(&mut self, m: &mut Message, bytes: &[u8]) {
@@ -567,7 +574,7 @@ impl SessionTracker {
                 Some(Status::Bye) => self.state = SessionState::Logout,
                 _ => {}
             }
-            m.in_flight = self.in_flight.iter().map(|c| c.seq).collect();
+            m.in_flight = self.in_flight_seqs.clone();
             return;
         }
         let Some(status) = head.status else {
@@ -585,11 +592,12 @@ impl SessionTracker {
             return;
         };
         let command = self.in_flight.remove(pos);
+        self.in_flight_changed();
         m.reply_to = Some(command.seq);
         m.latency_us = Some(m.t_us.saturating_sub(command.start_us));
         m.summary = Some(command.summary.clone());
         let ok = status == Status::Ok;
-        match command.name.as_str() {
+        match &*command.name {
             "LOGIN" | "AUTHENTICATE" if ok => self.state = SessionState::Authenticated,
             "SELECT" | "EXAMINE" => {
                 if ok {
@@ -615,6 +623,10 @@ impl SessionTracker {
             _ => {}
         }
         m.command = Some(command.name);
+    }
+
+    fn in_flight_changed(&mut self) {
+        self.in_flight_seqs = self.in_flight.iter().map(|c| c.seq).collect();
     }
 
     fn note_capabilities(&mut self, m: &mut Message, head: &Head, bytes: &[u8]) {
@@ -775,7 +787,7 @@ mod tests {
             .find(|m| m.name.as_deref() == Some("EXISTS"))
             .unwrap();
         assert_eq!(exists.kind, Kind::Untagged);
-        assert_eq!(exists.in_flight, vec![select_done.reply_to.unwrap()]);
+        assert_eq!(*exists.in_flight, vec![select_done.reply_to.unwrap()]);
         // The 230-byte literal stays inside its FETCH.
         let body = ms
             .iter()
@@ -833,7 +845,7 @@ mod tests {
             b"* 3 EXISTS\r\na2 OK [READ-WRITE] done\r\na3 OK\r\na1 OK\r\n",
         );
         let ms = messages(&events);
-        assert_eq!(ms[0].in_flight, vec![2, 3, 4]);
+        assert_eq!(*ms[0].in_flight, vec![2, 3, 4]);
         assert_eq!(
             ms[1..]
                 .iter()
@@ -878,7 +890,7 @@ mod tests {
         feed(&mut t, Side::Client, 1, b"i IDLE\r\n");
         feed(&mut t, Side::Server, 2, b"+ idling\r\n");
         let push = feed(&mut t, Side::Server, 3, b"* 4 EXISTS\r\n");
-        assert_eq!(messages(&push)[0].in_flight, vec![2]);
+        assert_eq!(*messages(&push)[0].in_flight, vec![2]);
         let done = feed(&mut t, Side::Client, 4, b"DONE\r\n");
         let m = messages(&done)[0];
         assert_eq!((m.kind, m.reply_to), (Kind::IdleDone, Some(2)));

@@ -133,7 +133,7 @@ pub fn canon(bytes: &[u8]) -> Vec<C> {
         return out;
     }
     let args = head.args();
-    match name.as_str() {
+    match &*name {
         "CAPABILITY" | "ENABLED" => out.push(set(bytes, args, false)),
         "ID" => out.push(C::Any),
         "FLAGS" => out.push(args.first().map_or(C::Nil, |t| list_set(bytes, t))),

@@ -7,6 +7,7 @@
 //! through the same [`SessionTracker`] as a recording, which groups them by command; then
 //! [`compare`] says whether the run matches.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -150,11 +151,11 @@ impl Live {
                 Event::Message(m) if m.from == Side::Server => self.received.push(Received {
                     bytes: m.bytes,
                     kind: m.kind,
-                    tag: m.tag,
+                    tag: m.tag.map(Cow::into_owned),
                     status: m.status,
-                    command: m.command,
+                    command: m.command.map(Cow::into_owned),
                     reply_to: m.reply_to,
-                    in_flight: m.in_flight,
+                    in_flight: m.in_flight.to_vec(),
                     at: Instant::now(),
                 }),
                 Event::Message(m) if m.kind == Kind::Command => self.command_seqs.push(m.seq),

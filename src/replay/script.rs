@@ -122,13 +122,13 @@ impl Script {
                         seq: m.seq,
                         t_us: m.t_us,
                         kind: m.kind,
-                        tag: m.tag.clone(),
-                        name: m.name.clone(),
+                        tag: m.tag.as_deref().map(String::from),
+                        name: m.name.as_deref().map(String::from),
                         shown: bytes.clone(),
                         bytes,
                         is_part: false,
                         reply_to: m.reply_to,
-                        in_flight: m.in_flight.clone(),
+                        in_flight: m.in_flight.to_vec(),
                         redacted: m.redacted.clone(),
                     };
                     if m.kind == Kind::Greeting {

@@ -219,7 +219,7 @@ impl ServeSession {
                     Ok(index) => {
                         let unit = &self.script.timeline[index];
                         if let (Some(rec), Some(cli)) = (&unit.tag, &m.tag) {
-                            self.tags.insert(rec.clone(), cli.clone());
+                            self.tags.insert(rec.clone(), cli.to_string());
                         }
                         self.current = m.partial.then_some((unit.seq, 0));
                         if unit.name.as_deref() == Some("AUTHENTICATE") {
@@ -305,7 +305,7 @@ impl ServeSession {
             })
             .map(|(i, _)| i)
             .collect();
-        let same = |i: &usize| self.script.timeline[*i].name.as_deref() == Some(name.as_str());
+        let same = |i: &usize| self.script.timeline[*i].name.as_deref() == Some(&*name);
         let found = match self.mode {
             MatchMode::Strict => candidates
                 .first()

@@ -1,8 +1,11 @@
 //! The records of a transcript file, as serde types. `docs/transcript.md` describes them for
 //! readers in other languages; this file is the reference.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
+use crate::protocol::message::Word;
 use crate::protocol::{Kind, Side, Status};
 
 /// Bumped when a record changes in a way old readers would misread.
@@ -87,9 +90,9 @@ pub struct MessageRecord {
     pub from: Side,
     pub kind: Kind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
+    pub tag: Option<Word>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Word>,
     #[serde(flatten)]
     pub payload: Payload,
     /// More bytes follow in `part` records with this seq.
@@ -98,15 +101,15 @@ pub struct MessageRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
+    pub code: Option<Word>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub in_flight: Vec<u64>,
+    pub command: Option<Word>,
+    #[serde(default, skip_serializing_if = "no_seqs")]
+    pub in_flight: Arc<[u64]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mailbox: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -248,4 +251,8 @@ fn is_false(b: &bool) -> bool {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn no_seqs(seqs: &Arc<[u64]>) -> bool {
+    seqs.is_empty()
 }
