@@ -116,7 +116,7 @@ pub struct Head {
     pub code: Option<Word>,
     /// The number in `* 23 EXISTS`.
     pub number: Option<u64>,
-    /// Every token of the message, tag and name included.
+    /// Every token of the message, tag and name included (but see [`parse_response_head`]).
     pub tokens: Vec<Token>,
     /// Index in `tokens` of the first argument after the name (and response code).
     pub args_from: usize,
@@ -187,8 +187,9 @@ pub fn parse_response(bytes: &[u8]) -> Head {
 }
 
 /// [`parse_response`] for the live tracker, which needs the arguments of CAPABILITY data
-/// only: other responses' arguments are checked (for the "unparsed" note) but not kept in
-/// `tokens`. A mailbox's worth of `* n FETCH (FLAGS (...))` then costs no token tree.
+/// only. Other untagged data is checked (for the "unparsed" note) but its `tokens` are left
+/// empty, tag, number and name included (their values are in the other fields). A mailbox's
+/// worth of `* n FETCH (FLAGS (...))` then costs no token tree and no allocation.
 pub fn parse_response_head(bytes: &[u8]) -> Head {
     parse_response_with(bytes, false)
 }
@@ -196,7 +197,6 @@ pub fn parse_response_head(bytes: &[u8]) -> Head {
 fn parse_response_with(bytes: &[u8], keep_args: bool) -> Head {
     let mut t = Tokenizer::new(bytes);
     let mut head = Head::default();
-    let mut tokens = Vec::new();
     let first = match t.next_token() {
         Ok(Some(tok)) => tok,
         Ok(None) => return head,
@@ -205,48 +205,50 @@ fn parse_response_with(bytes: &[u8], keep_args: bool) -> Head {
             return head;
         }
     };
-    let continuation = &bytes[first.span.clone()] == b"+";
     head.tag = Some(tag(bytes, &first));
-    tokens.push(first);
-    if continuation {
-        tokens.extend(t.rest_as_text());
+    if &bytes[first.span.clone()] == b"+" {
+        head.tokens = std::iter::once(first).chain(t.rest_as_text()).collect();
         head.args_from = 1;
-        head.tokens = tokens;
         return head;
     }
-    let step = |t: &mut Tokenizer, tokens: &mut Vec<Token>| match t.next_token() {
-        Ok(Some(tok)) => {
-            tokens.push(tok.clone());
-            Ok(Some(tok))
-        }
-        Ok(None) => Ok(None),
-        Err(e) => Err(e),
-    };
-    let mut word = match step(&mut t, &mut tokens) {
-        Ok(w) => w,
+    // The number of `* 23 EXISTS`, then the name. Held apart from `tokens` until it is
+    // known whether they are kept: the common `* n FETCH` in a heads-only read keeps none.
+    let (number, name) = match t.next_token() {
+        Ok(Some(n @ Token {
+            kind: TokenKind::Number(_),
+            ..
+        })) => match t.next_token() {
+            Ok(name) => (Some(n), name),
+            Err(e) => {
+                head.error = Some(e);
+                head.tokens = vec![first, n];
+                return head;
+            }
+        },
+        Ok(name) => (None, name),
         Err(e) => {
             head.error = Some(e);
-            head.tokens = tokens;
+            head.tokens = vec![first];
             return head;
         }
     };
-    if let Some(TokenKind::Number(n)) = word.as_ref().map(|w| &w.kind) {
+    if let Some(TokenKind::Number(n)) = number.as_ref().map(|n| &n.kind) {
         head.number = Some(*n);
-        word = match step(&mut t, &mut tokens) {
-            Ok(w) => w,
-            Err(e) => {
-                head.error = Some(e);
-                head.tokens = tokens;
-                return head;
-            }
-        };
     }
-    head.name = word.as_ref().and_then(|w| upper(bytes, w));
+    head.name = name.as_ref().and_then(|w| upper(bytes, w));
     head.status = head
         .name
         .as_deref()
         .and_then(|n| Status::parse(n.as_bytes()));
+    let lead = |first: Token| {
+        let mut tokens = Vec::with_capacity(5);
+        tokens.push(first);
+        tokens.extend(number);
+        tokens.extend(name);
+        tokens
+    };
     if head.status.is_some() {
+        let mut tokens = lead(first);
         // resp-text: an optional [code], then free text that need not tokenize.
         let before = t.position();
         let code_start = bytes[before..]
@@ -269,17 +271,18 @@ fn parse_response_with(bytes: &[u8], keep_args: bool) -> Head {
         if head.error.is_none() {
             tokens.extend(t.rest_as_text());
         }
-    } else {
+        head.tokens = tokens;
+    } else if keep_args || head.name.as_deref() == Some("CAPABILITY") {
+        let mut tokens = lead(first);
         head.args_from = tokens.len();
-        if keep_args || head.name.as_deref() == Some("CAPABILITY") {
-            let (rest, error) = t.rest();
-            tokens.extend(rest);
-            head.error = error;
-        } else {
-            head.error = t.check_rest();
-        }
+        let (rest, error) = t.rest();
+        tokens.extend(rest);
+        head.error = error;
+        head.tokens = tokens;
+    } else {
+        // Checked, not kept: `tokens` stays empty (see `parse_response_head`).
+        head.error = t.check_rest();
     }
-    head.tokens = tokens;
     head
 }
 
