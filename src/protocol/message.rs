@@ -44,13 +44,15 @@ known_words! {
 /// `text` as a [`Word`], upper-cased when `upper` (names and codes; tags keep their case).
 pub fn word(text: &[u8], upper: bool) -> Word {
     const MAX: usize = 20;
-    if text.len() <= MAX {
+    // Servers and most clients already send them upper-case.
+    if let Some(w) = known_word(text) {
+        return Cow::Borrowed(w);
+    }
+    if upper && text.len() <= MAX {
         let mut buf = [0u8; MAX];
         let buf = &mut buf[..text.len()];
         buf.copy_from_slice(text);
-        if upper {
-            buf.make_ascii_uppercase();
-        }
+        buf.make_ascii_uppercase();
         if let Some(w) = known_word(buf) {
             return Cow::Borrowed(w);
         }
@@ -194,7 +196,41 @@ pub fn parse_response_head(bytes: &[u8]) -> Head {
     parse_response_with(bytes, false)
 }
 
+/// `* 23 FETCH (...)`, `* SEARCH 2 3`: untagged data, nearly every line of a big mailbox's
+/// responses, read without building a token. `None` for any other shape (statuses,
+/// CAPABILITY, anything odd), which the general path reads; both say the same of a head
+/// (a property test in `tests/robustness.rs` holds them to it).
+fn untagged_data(bytes: &[u8]) -> Option<Head> {
+    if !bytes.starts_with(b"* ") {
+        return None;
+    }
+    let mut t = Tokenizer::at(bytes, 1);
+    let mut name = t.plain_atom()?;
+    let mut number = None;
+    if bytes[name.start].is_ascii_digit() {
+        number = Some(super::token::number(&bytes[name.clone()])?);
+        name = t.plain_atom()?;
+    }
+    if !bytes[name.start].is_ascii_alphabetic() {
+        return None;
+    }
+    let name = word(&bytes[name], true);
+    if Status::parse(name.as_bytes()).is_some() || name == "CAPABILITY" {
+        return None;
+    }
+    Some(Head {
+        tag: Some(Cow::Borrowed("*")),
+        name: Some(name),
+        number,
+        error: t.check_rest(),
+        ..Head::default()
+    })
+}
+
 fn parse_response_with(bytes: &[u8], keep_args: bool) -> Head {
+    if !keep_args && let Some(head) = untagged_data(bytes) {
+        return head;
+    }
     let mut t = Tokenizer::new(bytes);
     let mut head = Head::default();
     let first = match t.next_token() {
@@ -214,10 +250,12 @@ fn parse_response_with(bytes: &[u8], keep_args: bool) -> Head {
     // The number of `* 23 EXISTS`, then the name. Held apart from `tokens` until it is
     // known whether they are kept: the common `* n FETCH` in a heads-only read keeps none.
     let (number, name) = match t.next_token() {
-        Ok(Some(n @ Token {
-            kind: TokenKind::Number(_),
-            ..
-        })) => match t.next_token() {
+        Ok(Some(
+            n @ Token {
+                kind: TokenKind::Number(_),
+                ..
+            },
+        )) => match t.next_token() {
             Ok(name) => (Some(n), name),
             Err(e) => {
                 head.error = Some(e);

@@ -65,7 +65,7 @@ const ATOM_SPECIAL: [bool; 256] = {
 };
 
 /// The value of an atom made only of digits, if it fits in 64 bits.
-fn number(text: &[u8]) -> Option<u64> {
+pub(crate) fn number(text: &[u8]) -> Option<u64> {
     if text.is_empty() || text.len() > 20 {
         return None;
     }
@@ -98,6 +98,30 @@ impl<'a> Tokenizer<'a> {
             pos: 0,
             depth: 0,
         }
+    }
+
+    /// A tokenizer that starts `pos` bytes into `buf`.
+    pub fn at(buf: &'a [u8], pos: usize) -> Tokenizer<'a> {
+        Tokenizer {
+            buf,
+            pos: pos.min(buf.len()),
+            depth: 0,
+        }
+    }
+
+    /// The next token's span if it is an atom that starts with a letter or digit (what tags,
+    /// numbers and names nearly always are), read without building a token; `None`, with
+    /// nothing consumed, for anything else.
+    pub fn plain_atom(&mut self) -> Option<Range<usize>> {
+        let before = self.pos;
+        self.skip_spaces();
+        if !self.peek().is_some_and(|b| b.is_ascii_alphanumeric()) {
+            self.pos = before;
+            return None;
+        }
+        let start = self.pos;
+        self.skip_atom();
+        Some(start..self.pos)
     }
 
     pub fn position(&self) -> usize {
@@ -271,7 +295,22 @@ impl<'a> Tokenizer<'a> {
     /// parentheses within them included.
     fn atom(&mut self) -> Token {
         let start = self.pos;
-        let rest = &self.buf[start..];
+        self.skip_atom();
+        let text = &self.buf[start..self.pos];
+        let kind = if text.len() == 3 && text.eq_ignore_ascii_case(b"NIL") {
+            TokenKind::Nil
+        } else {
+            number(text).map_or(TokenKind::Atom, TokenKind::Number)
+        };
+        Token {
+            kind,
+            span: start..self.pos,
+        }
+    }
+
+    /// Moves past an atom without classifying it.
+    fn skip_atom(&mut self) {
+        let rest = &self.buf[self.pos..];
         let mut depth = 0usize;
         let mut len = 0;
         // Every byte of every atom passes here: a table lookup keeps the common case (a byte
@@ -289,17 +328,7 @@ impl<'a> Tokenizer<'a> {
             }
             len += 1;
         }
-        self.pos = start + len;
-        let text = &rest[..len];
-        let kind = if text.len() == 3 && text.eq_ignore_ascii_case(b"NIL") {
-            TokenKind::Nil
-        } else {
-            number(text).map_or(TokenKind::Atom, TokenKind::Number)
-        };
-        Token {
-            kind,
-            span: start..self.pos,
-        }
+        self.pos += len;
     }
 
     fn error(&self, reason: &'static str) -> TokenError {
@@ -350,9 +379,7 @@ impl<'a> Tokenizer<'a> {
                 b'~' if self.buf.get(self.pos + 1) == Some(&b'{') => {
                     self.literal(start);
                 }
-                _ => {
-                    self.atom();
-                }
+                _ => self.skip_atom(),
             }
         }
     }

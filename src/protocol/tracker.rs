@@ -372,7 +372,12 @@ impl SessionTracker {
             }
             let room = limit - a.buf.len();
             let take = room.min(bytes.len());
-            a.buf.extend_from_slice(&bytes[..take]);
+            if a.buf.is_empty() {
+                // Most messages are one line that arrives whole: one exact allocation.
+                a.buf = bytes[..take].to_vec();
+            } else {
+                a.buf.extend_from_slice(&bytes[..take]);
+            }
             bytes = &bytes[take..];
             if a.buf.len() >= limit {
                 self.hand_out(from, false, out);
@@ -402,8 +407,18 @@ impl SessionTracker {
         }
         a.head_sent = true;
         let (seq, t_us, bare_lf) = (a.seq, a.t_us, a.bare_lf);
-        let message = self.understand(from, seq, t_us, bytes, !last, bare_lf);
-        out.push(Event::Message(message));
+        // Filled in where it lies: a message is large, and a mailbox's worth of FETCH
+        // responses would otherwise be copied a few times each on the way out.
+        out.push(Event::Message(Message {
+            seq,
+            t_us,
+            from,
+            partial: !last,
+            ..Message::default()
+        }));
+        if let Some(Event::Message(m)) = out.last_mut() {
+            self.understand(m, bytes, bare_lf);
+        }
         if let Some(t_us) = self.compressed_at.take() {
             out.push(Event::Compress { t_us });
         }
@@ -415,32 +430,16 @@ impl SessionTracker {
     }
 
     /// Reads a message's head in the light of the session so far.
-    fn understand(
-        &mut self,
-        from: Side,
-        seq: u64,
-        t_us: u64,
-        bytes: Vec<u8>,
-        partial: bool,
-        bare_lf: bool,
-    ) -> Message {
-        let mut m = Message {
-            seq,
-            t_us,
-            from,
-            partial,
-            ..Message::default()
-        };
+    fn understand(&mut self, m: &mut Message, bytes: Vec<u8>, bare_lf: bool) {
         if bare_lf {
             m.notes
                 .push("line ended with a bare LF instead of CRLF".into());
         }
-        match from {
-            Side::Client => self.understand_client(&mut m, &bytes),
-            Side::Server => self.understand_server(&mut m, &bytes),
+        match m.from {
+            Side::Client => self.understand_client(m, &bytes),
+            Side::Server => self.understand_server(m, &bytes),
         }
         m.bytes = bytes;
-        m
     }
 
     fn understand_client(&mut self, m: &mut Message, bytes: &[u8]) {
