@@ -191,9 +191,11 @@ pub async fn import_rawlog(
     }
     for e in events.iter_mut() {
         if let crate::protocol::Event::Message(m) = e {
-            m.notes.push(SYNTHESIZED.into());
-            if m.from == Side::Client {
-                m.user = Some(user.clone());
+            let from = m.from;
+            let detail = m.detail_mut();
+            detail.notes.push(SYNTHESIZED.into());
+            if from == Side::Client {
+                detail.user = Some(user.clone());
             }
         }
     }

@@ -18,7 +18,7 @@ pub mod tracker;
 
 pub use framer::{Fragment, Framer};
 pub use message::Status;
-pub use tracker::{Event, Message, SessionTracker};
+pub use tracker::{Detail, Event, Message, SessionTracker};
 
 /// Which peer sent the bytes.
 #[derive(

@@ -57,30 +57,42 @@ pub enum Event {
 }
 
 /// One IMAP message with what the tracker knows about it.
+///
+/// What every message has is inline; what completions, commands, greetings and odd messages
+/// add is in a boxed [`Detail`], absent for plain untagged data. A mailbox's worth of
+/// `* n FETCH` responses then moves events half the size, which keeps a 64 KiB read's
+/// events in cache.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Message {
     pub seq: u64,
     pub t_us: u64,
     pub from: Side,
     pub kind: Kind,
+    pub partial: bool,
+    pub status: Option<Status>,
     pub tag: Option<Word>,
     pub name: Option<Word>,
     /// The exact bytes, or the first of them if `partial`.
     pub bytes: Vec<u8>,
-    pub partial: bool,
-    pub status: Option<Status>,
-    /// First atom of the response code.
-    pub code: Option<Word>,
     /// For completions, continuation requests and IDLE's DONE: the command's seq.
     pub reply_to: Option<u64>,
+    /// For untagged responses: the commands in flight when it arrived. Shared: every
+    /// response of a long FETCH carries the same list without copying it.
+    pub in_flight: Arc<[u64]>,
+    /// Everything else, when there is any: see [`Message::detail`].
+    pub more: Option<Box<Detail>>,
+}
+
+/// The less common facts about a message.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Detail {
+    /// First atom of the response code.
+    pub code: Option<Word>,
     /// For completions: microseconds since the command's first byte.
     pub latency_us: Option<u64>,
     /// For completions: the command name and a short, redacted summary of the command.
     pub command: Option<Word>,
     pub summary: Option<String>,
-    /// For untagged responses: the commands in flight when it arrived. Shared: every
-    /// response of a long FETCH carries the same list without copying it.
-    pub in_flight: Arc<[u64]>,
     /// The mailbox selected once this completion took effect (SELECT/EXAMINE).
     pub mailbox: Option<String>,
     /// The user named by LOGIN or AUTHENTICATE.
@@ -89,6 +101,38 @@ pub struct Message {
     pub capabilities: Option<Vec<String>>,
     /// Anything odd: parse errors, bare LF, unknown tags. Shown, never fatal.
     pub notes: Vec<String>,
+}
+
+static NO_DETAIL: Detail = Detail {
+    code: None,
+    latency_us: None,
+    command: None,
+    summary: None,
+    mailbox: None,
+    user: None,
+    capabilities: None,
+    notes: Vec::new(),
+};
+
+impl Message {
+    /// The message's [`Detail`] (all empty when it has none).
+    pub fn detail(&self) -> &Detail {
+        self.more.as_deref().unwrap_or(&NO_DETAIL)
+    }
+
+    /// The message's [`Detail`], created on first use.
+    pub fn detail_mut(&mut self) -> &mut Detail {
+        self.more.get_or_insert_default()
+    }
+
+    /// Takes the [`Detail`] out (all empty when it has none).
+    pub fn take_detail(&mut self) -> Detail {
+        self.more.take().map(|d| *d).unwrap_or_default()
+    }
+
+    fn note(&mut self, text: impl Into<String>) {
+        self.detail_mut().notes.push(text.into());
+    }
 }
 
 /// Where the session is, in RFC 9051 terms.
@@ -432,8 +476,7 @@ impl SessionTracker {
     /// Reads a message's head in the light of the session so far.
     fn understand(&mut self, m: &mut Message, bytes: Vec<u8>, bare_lf: bool) {
         if bare_lf {
-            m.notes
-                .push("line ended with a bare LF instead of CRLF".into());
+            m.note("line ended with a bare LF instead of CRLF");
         }
         match m.from {
             Side::Client => self.understand_client(m, &bytes),
@@ -455,7 +498,7 @@ impl SessionTracker {
             if let (None, Some(mech)) = (&self.user, &auth.mechanism)
                 && let Some(user) = redact::sasl_user(mech, bytes)
             {
-                m.user = Some(user.clone());
+                m.detail_mut().user = Some(user.clone());
                 self.user = Some(user);
             }
             // Each line of SASL data is answered separately.
@@ -479,13 +522,12 @@ impl SessionTracker {
         if let Some(e) = &head.error
             && !m.partial
         {
-            m.notes
-                .push(format!("unparsed from byte {}: {}", e.offset, e.reason));
+            m.note(format!("unparsed from byte {}: {}", e.offset, e.reason));
         }
         m.tag = head.tag.clone();
         m.name = head.name.clone();
         let Some(name) = head.name.clone() else {
-            m.notes.push("command without a name".into());
+            m.note("command without a name");
             return;
         };
         let secrets = redact::secrets(Kind::Command, &head, bytes, !m.partial);
@@ -501,15 +543,15 @@ impl SessionTracker {
         };
         match &*name {
             "LOGIN" if !m.partial => {
-                m.user = redact::login_user(&head, bytes);
-                self.user = m.user.clone().or(self.user.take());
+                m.detail_mut().user = redact::login_user(&head, bytes);
+                self.user = m.detail().user.clone().or(self.user.take());
             }
             "AUTHENTICATE" => {
                 let (mech, ir) = redact::authenticate_args(&head, bytes);
                 if let (Some(mech), Some(ir)) = (&mech, &ir)
                     && let Some(user) = redact::sasl_user(mech, ir)
                 {
-                    m.user = Some(user.clone());
+                    m.detail_mut().user = Some(user.clone());
                     self.user = Some(user);
                 }
                 command.mechanism = mech;
@@ -524,7 +566,7 @@ impl SessionTracker {
             _ => {}
         }
         if self.in_flight.iter().any(|c| c.tag == command.tag) {
-            m.notes.push(format!(
+            m.note(format!(
                 "tag {} is already in use by a command in flight",
                 command.tag
             ));
@@ -538,8 +580,7 @@ impl SessionTracker {
         if let Some(e) = &head.error
             && !m.partial
         {
-            m.notes
-                .push(format!("unparsed from byte {}: {}", e.offset, e.reason));
+            m.note(format!("unparsed from byte {}: {}", e.offset, e.reason));
         }
         self.note_capabilities(m, &head, bytes);
         let (untagged, continuation) = (head.is_untagged(), head.is_continuation());
@@ -547,7 +588,10 @@ impl SessionTracker {
         m.tag = head.tag.take();
         m.name = head.name.take();
         m.status = head.status;
-        m.code = head.code.take();
+        if let Some(code) = head.code.take() {
+            // Only then: untagged data carries no Detail at all.
+            m.detail_mut().code = Some(code);
+        }
         let first = !self.greeting_seen;
         self.greeting_seen = true;
         if continuation {
@@ -557,8 +601,7 @@ impl SessionTracker {
                 c.continued = true;
                 m.reply_to = Some(c.seq);
             } else {
-                m.notes
-                    .push("continuation request with no command in flight".into());
+                m.note("continuation request with no command in flight");
             }
             return;
         }
@@ -578,14 +621,13 @@ impl SessionTracker {
         }
         let Some(status) = head.status else {
             m.kind = Kind::Unknown;
-            m.notes
-                .push("not a continuation, untagged response or tagged status".into());
+            m.note("not a continuation, untagged response or tagged status");
             return;
         };
         m.kind = Kind::Completion;
         let tag = m.tag.as_deref().unwrap_or_default();
         let Some(pos) = self.in_flight.iter().position(|c| c.tag == tag) else {
-            m.notes.push(format!(
+            m.note(format!(
                 "completion for tag {tag}, which no command in flight has"
             ));
             return;
@@ -593,15 +635,15 @@ impl SessionTracker {
         let command = self.in_flight.remove(pos);
         self.in_flight_changed();
         m.reply_to = Some(command.seq);
-        m.latency_us = Some(m.t_us.saturating_sub(command.start_us));
-        m.summary = Some(command.summary.clone());
+        m.detail_mut().latency_us = Some(m.t_us.saturating_sub(command.start_us));
+        m.detail_mut().summary = Some(command.summary.clone());
         let ok = status == Status::Ok;
         match &*command.name {
             "LOGIN" | "AUTHENTICATE" if ok => self.state = SessionState::Authenticated,
             "SELECT" | "EXAMINE" => {
                 if ok {
                     let mailbox = command.mailbox.clone().unwrap_or_default();
-                    m.mailbox = Some(mailbox.clone());
+                    m.detail_mut().mailbox = Some(mailbox.clone());
                     self.state = SessionState::Selected(mailbox);
                 } else if matches!(self.state, SessionState::Selected(_)) {
                     // A failed SELECT leaves no mailbox selected (RFC 9051 6.3.2).
@@ -621,7 +663,7 @@ impl SessionTracker {
             }
             _ => {}
         }
-        m.command = Some(command.name);
+        m.detail_mut().command = Some(command.name);
     }
 
     fn in_flight_changed(&mut self) {
@@ -645,7 +687,7 @@ impl SessionTracker {
             };
         if let Some(words) = words {
             self.capabilities = words.clone();
-            m.capabilities = Some(words);
+            m.detail_mut().capabilities = Some(words);
         }
     }
 }
@@ -759,6 +801,7 @@ mod tests {
         assert_eq!(ms[0].kind, Kind::Greeting);
         assert!(
             ms[0]
+                .detail()
                 .capabilities
                 .as_ref()
                 .unwrap()
@@ -769,18 +812,21 @@ mod tests {
             (login.kind, login.tag.as_deref(), login.name.as_deref()),
             (Kind::Command, Some("A"), Some("LOGIN"))
         );
-        assert_eq!(login.user.as_deref(), Some("nell"));
+        assert_eq!(login.detail().user.as_deref(), Some("nell"));
         let ok = ms[2];
         assert_eq!(ok.kind, Kind::Completion);
         assert_eq!(ok.reply_to, Some(login.seq));
-        assert_eq!(ok.summary.as_deref(), Some("login nell <redacted>"));
-        assert_eq!(ok.latency_us, Some(1000));
+        assert_eq!(
+            ok.detail().summary.as_deref(),
+            Some("login nell <redacted>")
+        );
+        assert_eq!(ok.detail().latency_us, Some(1000));
         let select_done = ms
             .iter()
             .find(|m| m.tag.as_deref() == Some("B") && m.kind == Kind::Completion)
             .unwrap();
-        assert_eq!(select_done.mailbox.as_deref(), Some("inbox"));
-        assert_eq!(select_done.code.as_deref(), Some("READ-WRITE"));
+        assert_eq!(select_done.detail().mailbox.as_deref(), Some("inbox"));
+        assert_eq!(select_done.detail().code.as_deref(), Some("READ-WRITE"));
         let exists = ms
             .iter()
             .find(|m| m.name.as_deref() == Some("EXISTS"))
@@ -792,13 +838,13 @@ mod tests {
             .iter()
             .find(|m| m.name.as_deref() == Some("FETCH") && m.bytes.len() > 500)
             .unwrap();
-        assert!(body.bytes.ends_with(b")\r\n") && body.notes.is_empty());
+        assert!(body.bytes.ends_with(b")\r\n") && body.detail().notes.is_empty());
         let bad = ms.iter().find(|m| m.status == Some(Status::Bad)).unwrap();
         assert_eq!(bad.kind, Kind::Completion);
-        assert_eq!(bad.command.as_deref(), Some("INBOX"));
+        assert_eq!(bad.detail().command.as_deref(), Some("INBOX"));
         let last = ms.last().unwrap();
         assert_eq!(
-            (last.tag.as_deref(), last.command.as_deref()),
+            (last.tag.as_deref(), last.detail().command.as_deref()),
             (Some("F"), Some("LOGOUT"))
         );
         // Every command got its completion.
@@ -848,7 +894,7 @@ mod tests {
         assert_eq!(
             ms[1..]
                 .iter()
-                .map(|m| (m.reply_to, m.latency_us))
+                .map(|m| (m.reply_to, m.detail().latency_us))
                 .collect::<Vec<_>>(),
             vec![
                 (Some(3), Some(40)),
@@ -858,7 +904,7 @@ mod tests {
         );
         assert_eq!(t.state(), &SessionState::Selected("Sent Items".into()));
         let events = feed(&mut t, Side::Server, 60, b"zz OK what\r\n");
-        assert!(messages(&events)[0].notes[0].contains("no command in flight"));
+        assert!(messages(&events)[0].detail().notes[0].contains("no command in flight"));
     }
 
     #[test]
@@ -894,7 +940,7 @@ mod tests {
         let m = messages(&done)[0];
         assert_eq!((m.kind, m.reply_to), (Kind::IdleDone, Some(2)));
         let end = feed(&mut t, Side::Server, 5, b"i OK Idle completed.\r\n");
-        assert_eq!(messages(&end)[0].latency_us, Some(4));
+        assert_eq!(messages(&end)[0].detail().latency_us, Some(4));
     }
 
     #[test]
@@ -960,7 +1006,7 @@ mod tests {
             size + format!("* 1 FETCH (BODY[] {{{size}}}\r\n").len() + 3
         );
         let done = messages(&events).into_iter().last().unwrap();
-        assert_eq!(done.command.as_deref(), Some("FETCH"));
+        assert_eq!(done.detail().command.as_deref(), Some("FETCH"));
     }
 
     #[test]
@@ -969,7 +1015,10 @@ mod tests {
         feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
         feed(&mut t, Side::Client, 1, b"s STARTTLS\r\n");
         let events = feed(&mut t, Side::Server, 2, b"s OK Begin TLS\r\n");
-        assert_eq!(messages(&events)[0].command.as_deref(), Some("STARTTLS"));
+        assert_eq!(
+            messages(&events)[0].detail().command.as_deref(),
+            Some("STARTTLS")
+        );
         assert!(t.is_opaque());
         let hello = feed(&mut t, Side::Client, 3, b"\x16\x03\x01\x02\x00\x01");
         assert_eq!(

@@ -149,11 +149,11 @@ impl Live {
         for e in self.events.drain(..) {
             match e {
                 Event::Message(m) if m.from == Side::Server => self.received.push(Received {
+                    command: m.detail().command.as_deref().map(String::from),
                     bytes: m.bytes,
                     kind: m.kind,
                     tag: m.tag.map(Cow::into_owned),
                     status: m.status,
-                    command: m.command.map(Cow::into_owned),
                     reply_to: m.reply_to,
                     in_flight: m.in_flight.to_vec(),
                     at: Instant::now(),

@@ -199,7 +199,8 @@ impl TranscriptWriter {
     /// Records one event of the tracker, hiding secrets unless told not to.
     pub fn event(&mut self, event: Event) {
         let record = match event {
-            Event::Message(m) => {
+            Event::Message(mut m) => {
+                let detail = m.take_detail();
                 let mut bytes = m.bytes;
                 let mut redacted = Vec::new();
                 if self.redact && m.from == Side::Client {
@@ -227,16 +228,16 @@ impl TranscriptWriter {
                     payload: Payload::default(),
                     partial: m.partial,
                     status: m.status,
-                    code: m.code,
+                    code: detail.code,
                     reply_to: m.reply_to,
-                    latency_us: m.latency_us,
-                    command: m.command,
+                    latency_us: detail.latency_us,
+                    command: detail.command,
                     in_flight: m.in_flight,
-                    mailbox: m.mailbox,
-                    user: m.user,
-                    capabilities: m.capabilities,
+                    mailbox: detail.mailbox,
+                    user: detail.user,
+                    capabilities: detail.capabilities,
                     redacted,
-                    notes: m.notes,
+                    notes: detail.notes,
                 });
                 self.push_with_payload(&record, &bytes);
                 return;
