@@ -162,6 +162,11 @@ fn curl_and_imaplib_through_implicit_tls_on_both_legs() {
         assert!(client.sans.contains(&"DNS:localhost".to_string()));
         let upstream = legs.iter().find(|l| l.leg == "upstream").unwrap();
         assert!(upstream.version.starts_with("TLSv1_"));
+        // imapscope offers AES-128-GCM first (the cheaper pass); Dovecot honours the order.
+        assert_eq!(
+            (upstream.version.as_str(), upstream.cipher.as_str()),
+            ("TLSv1_3", "TLS13_AES_128_GCM_SHA256")
+        );
         assert_eq!(upstream.subject.as_deref(), Some("CN=localhost"));
         assert!(upstream.sha256.as_ref().unwrap().len() == 95);
         // Decrypted, the session reads like a plain one.
