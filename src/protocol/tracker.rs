@@ -25,6 +25,10 @@ pub const MESSAGE_HOLD_LIMIT: usize = 256 * 1024;
 /// How much of a message a heads-only tracker keeps.
 pub const HEAD_LIMIT: usize = 4 * 1024;
 
+/// How many commands in flight are followed. Clients pipeline tens at most; a peer that sends
+/// millions without answers must not grow the tracker without bound.
+pub const MAX_IN_FLIGHT: usize = 1024;
+
 /// How long a command summary for the live log may be.
 const SUMMARY_LEN: usize = 80;
 
@@ -192,8 +196,9 @@ pub struct SessionTracker {
     server: Direction,
     next_seq: u64,
     in_flight: Vec<InFlight>,
-    /// The seqs of `in_flight`, rebuilt when it changes, handed to untagged responses.
-    in_flight_seqs: Arc<[u64]>,
+    /// The seqs of `in_flight` handed to untagged responses; `None` when `in_flight` changed
+    /// since, so a burst of pipelined commands costs no rebuilding.
+    in_flight_seqs: Option<Arc<[u64]>>,
     greeting_seen: bool,
     state: SessionState,
     capabilities: Vec<String>,
@@ -225,7 +230,7 @@ impl SessionTracker {
             },
             next_seq: 1,
             in_flight: Vec::new(),
-            in_flight_seqs: Arc::from([]),
+            in_flight_seqs: None,
             greeting_seen: false,
             state: SessionState::NotAuthenticated,
             capabilities: Vec::new(),
@@ -571,8 +576,15 @@ impl SessionTracker {
                 command.tag
             ));
         }
+        if self.in_flight.len() >= MAX_IN_FLIGHT {
+            let oldest = self.in_flight.remove(0);
+            m.note(format!(
+                "more than {MAX_IN_FLIGHT} commands in flight: the oldest, {} {} (seq {}), is no longer followed",
+                oldest.tag, oldest.name, oldest.seq
+            ));
+        }
         self.in_flight.push(command);
-        self.in_flight_changed();
+        self.in_flight_seqs = None;
     }
 
     fn understand_server(&mut self, m: &mut Message, bytes: &[u8]) {
@@ -616,7 +628,10 @@ impl SessionTracker {
                 Some(Status::Bye) => self.state = SessionState::Logout,
                 _ => {}
             }
-            m.in_flight = self.in_flight_seqs.clone();
+            m.in_flight = self
+                .in_flight_seqs
+                .get_or_insert_with(|| self.in_flight.iter().map(|c| c.seq).collect())
+                .clone();
             return;
         }
         let Some(status) = head.status else {
@@ -633,7 +648,7 @@ impl SessionTracker {
             return;
         };
         let command = self.in_flight.remove(pos);
-        self.in_flight_changed();
+        self.in_flight_seqs = None;
         m.reply_to = Some(command.seq);
         m.detail_mut().latency_us = Some(m.t_us.saturating_sub(command.start_us));
         m.detail_mut().summary = Some(command.summary.clone());
@@ -664,10 +679,6 @@ impl SessionTracker {
             _ => {}
         }
         m.detail_mut().command = Some(command.name);
-    }
-
-    fn in_flight_changed(&mut self) {
-        self.in_flight_seqs = self.in_flight.iter().map(|c| c.seq).collect();
     }
 
     fn note_capabilities(&mut self, m: &mut Message, head: &Head, bytes: &[u8]) {
@@ -1101,5 +1112,36 @@ mod tests {
         let ms = messages(&events);
         assert_eq!(ms[0].bytes.len(), HEAD_LIMIT);
         assert_eq!((ms[1].kind, ms[1].reply_to), (Kind::Completion, Some(2)));
+    }
+
+    #[test]
+    fn commands_in_flight_are_bounded() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        // A client that pipelines far more than any real one, to a server that never answers.
+        let pipelined: Vec<u8> = (0..MAX_IN_FLIGHT + 5)
+            .flat_map(|i| format!("t{i} NOOP\r\n").into_bytes())
+            .collect();
+        let events = feed(&mut t, Side::Client, 1, &pipelined);
+        assert_eq!(t.unanswered().len(), MAX_IN_FLIGHT);
+        let dropped: Vec<_> = messages(&events)
+            .iter()
+            .flat_map(|m| &m.detail().notes)
+            .filter(|n| n.contains("no longer followed"))
+            .collect();
+        assert_eq!(dropped.len(), 5);
+        assert!(
+            dropped[0].contains("the oldest, t0 NOOP (seq 2)"),
+            "{dropped:?}"
+        );
+        // The newest are still paired; an untagged response lists them all.
+        let events = feed(&mut t, Side::Server, 2, b"* 3 EXISTS\r\nt1028 OK done\r\n");
+        let ms = messages(&events);
+        assert_eq!(ms[0].in_flight.len(), MAX_IN_FLIGHT);
+        assert_eq!(ms[1].kind, Kind::Completion);
+        assert_eq!(t.unanswered().len(), MAX_IN_FLIGHT - 1);
+        // A completion for a command no longer followed is noted, not paired.
+        let events = feed(&mut t, Side::Server, 3, b"t0 OK late\r\n");
+        assert!(messages(&events)[0].detail().notes[0].contains("which no command in flight has"));
     }
 }
