@@ -430,8 +430,9 @@ fn a_full_disk_loses_transcript_not_the_session() {
     c.command("b", "LOGOUT");
     drop(c);
     server.join().unwrap();
-    let log = scope.log().join("\n");
-    assert!(log.contains("transcript write failed"), "{log}");
+    scope.wait_for_log("transcript write failed", 1, |l| {
+        l.contains("transcript write failed")
+    });
     // What was written before the disk filled reads back; after it, a note says where the
     // gap is, the session goes on being recorded, and the end line counts what was lost.
     let all = wait_for_ended(dir.path(), 1);

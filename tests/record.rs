@@ -148,13 +148,9 @@ fn raw_session_is_relayed_and_recorded_byte_for_byte() {
     assert!(end.unanswered.is_empty());
 
     // One human line per completed command.
-    let log = scope.log();
-    assert!(
-        log.iter()
-            .any(|l| l.contains("#1 a4 SELECT INBOX -> OK") && l.ends_with(" ms")),
-        "log:\n{}",
-        log.join("\n")
-    );
+    scope.wait_for_log("#1 a4 SELECT INBOX -> OK ... ms", 1, |l| {
+        l.contains("#1 a4 SELECT INBOX -> OK") && l.ends_with(" ms")
+    });
 }
 
 #[test]
@@ -223,8 +219,10 @@ fn imaplib_and_curl_sessions_keep_passwords_off_disk() {
         );
     }
     assert_no_secrets(out.path(), &[PASSWORD, QUOTE_PASSWORD, "pa ss", &plain]);
-    // The live log does not leak them either.
-    let log = scope.log().join("\n");
+    // The live log does not leak them either (read once every session's end is logged).
+    let log = scope
+        .wait_for_log("closed", all.len(), |l| l.contains(" closed: "))
+        .join("\n");
     assert!(!log.contains(PASSWORD) && !log.contains("pa ss"), "{log}");
     // Transcripts are private.
     #[cfg(unix)]
@@ -282,12 +280,9 @@ fn unreachable_upstream_gets_bye_and_a_transcript() {
         panic!()
     };
     assert_eq!(end.reason, "upstream unreachable");
-    assert!(
-        scope
-            .log()
-            .iter()
-            .any(|l| l.contains("cannot reach upstream"))
-    );
+    scope.wait_for_log("cannot reach upstream", 1, |l| {
+        l.contains("cannot reach upstream")
+    });
 }
 
 #[test]

@@ -268,6 +268,30 @@ impl Imapscope {
         self.log.lock().unwrap().clone()
     }
 
+    /// The log once `lines` of its lines satisfy `wanted` (at most 20 s). The log reaches
+    /// the test through a pipe and a thread, so a line imapscope wrote before a transcript's
+    /// end may still be on its way when the test reads the transcript.
+    pub fn wait_for_log(
+        &self,
+        what: &str,
+        lines: usize,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log();
+            if log.iter().filter(|l| wanted(l)).count() >= lines {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {what} within 20 s; the log:\n{}",
+                log.join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGTERM, then waits for the exit (at most 20 s).
     pub fn terminate(mut self) -> ExitStatus {
         let _ = Command::new("kill")
