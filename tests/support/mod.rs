@@ -24,10 +24,21 @@ fn repo() -> PathBuf {
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind an ephemeral loopback port")
+    free_ports::<1>()[0]
+}
+
+/// `N` different loopback ports nobody listens on right now. Each is held until all are
+/// picked: released one by one, the kernel may hand the same port out twice.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("cannot bind an ephemeral loopback port"))
+        .collect();
+    std::array::from_fn(|i| {
+        held[i]
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port()
+    })
 }
 
 /// A Dovecot of our own: config, mail, logs and sockets all inside a temp dir.
@@ -50,21 +61,32 @@ impl Dovecot {
             .prefix("imapscope-dovecot-")
             .tempdir()
             .expect("temp dir");
-        let (port, tls_port) = (free_port(), free_port());
-        let out = Command::new("bash")
-            .arg(repo().join("tests/dovecot/start.sh"))
-            .arg(dir.path())
-            .arg(port.to_string())
-            .arg(tls_port.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tests/dovecot/start.sh");
-        assert!(
-            out.status.success(),
-            "tests/dovecot/start.sh failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Tests start Dovecots in parallel: a free port can be taken by another test between
+        // being picked and being bound, so a failed start is tried again on new ports.
+        let mut failures = String::new();
+        let (out, port, tls_port) = loop {
+            let [port, tls_port] = free_ports();
+            let out = Command::new("bash")
+                .arg(repo().join("tests/dovecot/start.sh"))
+                .arg(dir.path())
+                .arg(port.to_string())
+                .arg(tls_port.to_string())
+                .stdin(Stdio::null())
+                .output()
+                .expect("run tests/dovecot/start.sh");
+            if out.status.success() {
+                break (out, port, tls_port);
+            }
+            failures.push_str(&format!(
+                "ports {port} and {tls_port}:\n{}{}\n",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+            assert!(
+                failures.matches("ports ").count() < 3,
+                "tests/dovecot/start.sh failed three times:\n{failures}"
+            );
+        };
         let pid = String::from_utf8_lossy(&out.stdout)
             .trim()
             .lines()
