@@ -247,6 +247,31 @@ fn start_socat(upstream: SocketAddr, buffer: Option<usize>) -> Option<Proc> {
 trait Conn: Read + Write {}
 impl<T: Read + Write> Conn for T {}
 
+/// A socket read in 64 KiB gulps under rustls, which asks for 4 KiB at a time: the
+/// benchmark's own TLS client must not burn the shared cores on `recv` calls (imapscope's TLS
+/// legs do the same, `src/relay/read_ahead.rs`; mail clients read in large chunks too).
+struct Gulping(BufReader<TcpStream>);
+
+impl Read for Gulping {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Gulping {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.get_mut().write(buf)
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        self.0.get_mut().write_vectored(bufs)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.get_mut().flush()
+    }
+}
+
 fn connect(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> BufReader<Box<dyn Conn>> {
     let tcp = TcpStream::connect(addr).unwrap();
     tcp.set_nodelay(true).unwrap();
@@ -254,6 +279,7 @@ fn connect(addr: SocketAddr, tls: Option<&Arc<rustls::ClientConfig>>) -> BufRead
         Some(config) => {
             let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
             let conn = rustls::ClientConnection::new(config.clone(), name).unwrap();
+            let tcp = Gulping(BufReader::with_capacity(64 * 1024, tcp));
             Box::new(rustls::StreamOwned::new(conn, tcp))
         }
         None => Box::new(tcp),
