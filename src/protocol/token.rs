@@ -82,6 +82,8 @@ pub(crate) fn number(text: &[u8]) -> Option<u64> {
 pub const MAX_DEPTH: usize = 128;
 
 const TOO_DEEP: &str = "lists nested more than 128 deep";
+// The message above spells the limit out.
+const _: () = assert!(MAX_DEPTH == 128);
 
 /// A cursor over one message's bytes.
 pub struct Tokenizer<'a> {
