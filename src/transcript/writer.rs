@@ -429,7 +429,12 @@ fn encode_payload(out: &mut Vec<u8>, scratch: &mut Vec<u8>, bytes: &[u8]) {
         out.push(b'"');
         return;
     };
-    out.extend_from_slice(br#","text":""#);
+    out.extend_from_slice(br#","text":"#);
+    if text.is_empty() {
+        out.extend_from_slice(br#""""#);
+        return;
+    }
+    let mut first = true;
     while !text.is_empty() {
         // Leave at least ESCAPE_SLACK bytes of the text after each piece, so loads past the
         // piece stay inside the text; only the short tail needs the padded copy.
@@ -443,6 +448,17 @@ fn encode_payload(out: &mut Vec<u8>, scratch: &mut Vec<u8>, bytes: &[u8]) {
             text.split_at(cut)
         };
         text = rest;
+        // Each piece comes back quoted, and the pieces must make one string. The first
+        // piece's opening quote opens it and the last one's closing quote closes it; in
+        // between, the previous piece's closing quote and last byte are taken off, and that
+        // byte goes where this piece's opening quote lands, so nothing is shifted.
+        let carried = if first {
+            None
+        } else {
+            out.pop();
+            out.pop()
+        };
+        first = false;
         let at = out.len();
         if rest.len() >= ESCAPE_SLACK {
             json_escape_simd::escape_into(piece, out);
@@ -454,12 +470,10 @@ fn encode_payload(out: &mut Vec<u8>, scratch: &mut Vec<u8>, bytes: &[u8]) {
             let padded = std::str::from_utf8(&scratch[..piece.len()]).unwrap_or_default();
             json_escape_simd::escape_into(padded, out);
         }
-        // Each piece comes back quoted; the pieces are one string.
-        out.pop();
-        out.copy_within(at + 1.., at);
-        out.pop();
+        if let Some(byte) = carried {
+            out[at] = byte;
+        }
     }
-    out.push(b'"');
 }
 
 #[cfg(test)]
