@@ -1,10 +1,12 @@
 //! The load generator: direct vs socat vs imapscope (recording off and on, plain and TLS),
 //! side by side in one run, because on a shared 2-core machine only ratios hold.
 //!
-//! `cargo bench --bench load` (add `-- quick` for a short run). The server is a purpose-built
+//! `cargo bench --bench load` (add `-- quick` for a short run, `-- tls` for the TLS row alone). The server is a purpose-built
 //! responder in a child process (not Dovecot, so the server is not the bottleneck): it answers
 //! `FETCH` with one large literal, `NOOP` and `FETCH FLAGS` with small answers, and `IDLE`
-//! with `+ idling`. imapscope runs as its own process (the release binary), so its CPU time
+//! with `+ idling`. `IMAPSCOPE_BENCH_OTHER=path/to/imapscope` adds a row for another build,
+//! measured in the same turns (an A/B comparison that the machine's noise hits alike).
+//! imapscope runs as its own process (the release binary), so its CPU time
 //! and memory are its own: read from /proc.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -116,17 +118,7 @@ impl Proc {
     }
     /// utime + stime in seconds.
     fn cpu(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let after = stat.rsplit(')').next().unwrap_or("");
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (ticks(11) + ticks(12)) / 100.0
+        cpu_of(&self.pid().to_string())
     }
     fn status(&self, key: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
@@ -202,9 +194,23 @@ fn start_responder(tls_dir: Option<&Path>) -> Proc {
 }
 
 fn start_imapscope(upstream: SocketAddr, out: Option<&Path>, extra: &[&str]) -> Proc {
+    start_imapscope_from(
+        Path::new(env!("CARGO_BIN_EXE_imapscope")),
+        upstream,
+        out,
+        extra,
+    )
+}
+
+fn start_imapscope_from(
+    binary: &Path,
+    upstream: SocketAddr,
+    out: Option<&Path>,
+    extra: &[&str],
+) -> Proc {
     let port = free_port();
     let out = out.map_or("none".to_string(), |p| p.display().to_string());
-    let child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+    let child = Command::new(binary)
         .args(["-q", "record", "--upstream", &upstream.to_string()])
         .args(["--listen", &format!("127.0.0.1:{port}"), "--out", &out])
         .args(extra)
@@ -477,6 +483,85 @@ fn raise_fd_limit() -> u64 {
     }
 }
 
+/// CPU seconds (user + system) of a process, from `/proc/PID/stat`.
+fn cpu_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit(')').next().unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Both legs TLS vs plain imapscope, in turns, with the CPU of every party: the TLS row
+/// shares two cores with a client and a server that do TLS themselves, and the split shows
+/// how much of the cores imapscope had.
+fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
+    let tls_dir = work.join("tls-certs");
+    let tls_responder = start_responder(Some(&tls_dir));
+    let ca = tls_dir.join("ca.pem");
+    let certs = work.join("scope-certs");
+    let tls_scope = start_imapscope(
+        tls_responder.addr,
+        None,
+        &[
+            "--client-tls",
+            "tls",
+            "--upstream-tls",
+            "tls",
+            "--upstream-ca",
+            &ca.to_string_lossy(),
+            "--certs",
+            &certs.to_string_lossy(),
+        ],
+    );
+    let client_tls = imapscope::tls::upstream_config(Some(&certs.join("ca.pem")), false).unwrap();
+    // Per path: seconds, then CPU seconds of client (this process), imapscope, responder.
+    let paths: [(&Proc, &Proc, Option<&Arc<rustls::ClientConfig>>); 2] = [
+        (&tls_scope, &tls_responder, Some(&client_tls)),
+        (plain, plain_responder, None),
+    ];
+    let mut sessions: Vec<_> = paths.iter().map(|p| connect(p.0.addr, p.2)).collect();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut used = [[0.0f64; 4]; 2];
+    for i in 0..plan.fetches {
+        for (k, r) in sessions.iter_mut().enumerate() {
+            let (scope, responder) = (paths[k].0.pid().to_string(), paths[k].1.pid().to_string());
+            let before = [cpu_of("self"), cpu_of(&scope), cpu_of(&responder)];
+            used[k][0] += fetch_once(r, &format!("f{i}"), plan.body, &mut buf);
+            let after = [cpu_of("self"), cpu_of(&scope), cpu_of(&responder)];
+            for j in 0..3 {
+                used[k][j + 1] += after[j] - before[j];
+            }
+        }
+    }
+    let gb = (plan.fetches * plan.body) as f64 / 1e9;
+    let mbps = |k: usize| gb * 1e3 / used[k][0];
+    println!();
+    println!(
+        "TLS both legs (--out none): {:.0} MB/s = {:.2} of plain imapscope ({:.0} MB/s, same run, in turns)",
+        mbps(0),
+        mbps(0) / mbps(1),
+        mbps(1)
+    );
+    for (k, name) in ["TLS", "plain"].iter().enumerate() {
+        let share = |j: usize| used[k][j] / used[k][0];
+        println!(
+            "  {name:<5} CPU s/GB: client {:.2}, imapscope {:.2}, responder {:.2}; cores used: client {:.2}, imapscope {:.2}, responder {:.2}",
+            used[k][1] / gb,
+            used[k][2] / gb,
+            used[k][3] / gb,
+            share(1),
+            share(2),
+            share(3)
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--responder") {
@@ -488,6 +573,7 @@ fn main() {
         return; // `cargo test --benches`: nothing to measure
     }
     let quick = args.iter().any(|a| a == "quick");
+    let tls_only = args.iter().any(|a| a == "tls");
     let plan = if quick {
         Plan {
             body: 10 * MB,
@@ -523,6 +609,11 @@ fn main() {
         plan.fanout_secs
     );
 
+    if tls_only {
+        let plain = start_imapscope(up, None, &[]);
+        tls_row(work.path(), &plain, &responder, &plan);
+        return;
+    }
     let socat_big = start_socat(up, Some(262_144));
     let socat_default = start_socat(up, None);
     if socat_big.is_none() {
@@ -531,6 +622,9 @@ fn main() {
     let plain = start_imapscope(up, None, &[]);
     let rec_dir = work.path().join("rec");
     let recording = start_imapscope(up, Some(&rec_dir), &[]);
+    // Another build of imapscope, measured in the same turns: A/B on a noisy machine.
+    let other = std::env::var_os("IMAPSCOPE_BENCH_OTHER")
+        .map(|bin| start_imapscope_from(Path::new(&bin), up, None, &[]));
 
     let mut rows: Vec<(String, SocketAddr, Option<&Proc>)> = vec![("direct".into(), up, None)];
     if let Some(s) = &socat_big {
@@ -545,6 +639,9 @@ fn main() {
         recording.addr,
         Some(&recording),
     ));
+    if let Some(o) = &other {
+        rows.push(("other build --out none".into(), o.addr, Some(o)));
+    }
 
     eprintln!("measuring bulk throughput, in turns...");
     let bulk_paths: Vec<_> = rows.iter().map(|(_, a, p)| (*a, None, *p)).collect();
@@ -590,44 +687,7 @@ fn main() {
     drop(socat_big);
     drop(socat_default);
 
-    // Both legs TLS vs plain imapscope.
-    let tls_dir = work.path().join("tls-certs");
-    let tls_responder = start_responder(Some(&tls_dir));
-    let ca = tls_dir.join("ca.pem");
-    let certs = work.path().join("scope-certs");
-    let tls_scope = start_imapscope(
-        tls_responder.addr,
-        None,
-        &[
-            "--client-tls",
-            "tls",
-            "--upstream-tls",
-            "tls",
-            "--upstream-ca",
-            &ca.to_string_lossy(),
-            "--certs",
-            &certs.to_string_lossy(),
-        ],
-    );
-    let client_tls = imapscope::tls::upstream_config(Some(&certs.join("ca.pem")), false).unwrap();
-    // In turns with plain imapscope, so both see the same machine.
-    let pair = bulk_in_turns(
-        &[
-            (tls_scope.addr, Some(&client_tls), Some(&tls_scope)),
-            (plain.addr, None, Some(&plain)),
-        ],
-        plan.body,
-        plan.fetches,
-    );
-    let (tls_mbps, plain_mbps) = (pair[0].0, pair[1].0);
-    println!();
-    println!(
-        "TLS both legs (--out none): {tls_mbps:.0} MB/s = {:.2} of plain imapscope ({plain_mbps:.0} MB/s, same run, in turns); CPU {:.2} s/GB",
-        tls_mbps / plain_mbps,
-        pair[0].1.unwrap_or(0.0)
-    );
-    drop(tls_scope);
-    drop(tls_responder);
+    tls_row(work.path(), &plain, &responder, &plan);
 
     // 100 MB literal recorded: imapscope's peak memory.
     let fresh = start_imapscope(up, Some(&work.path().join("rec100")), &[]);
