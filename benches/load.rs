@@ -505,32 +505,43 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
     let tls_responder = start_responder(Some(&tls_dir));
     let ca = tls_dir.join("ca.pem");
     let certs = work.join("scope-certs");
-    let tls_scope = start_imapscope(
-        tls_responder.addr,
-        None,
-        &[
-            "--client-tls",
-            "tls",
-            "--upstream-tls",
-            "tls",
-            "--upstream-ca",
-            &ca.to_string_lossy(),
-            "--certs",
-            &certs.to_string_lossy(),
-        ],
-    );
-    let client_tls = imapscope::tls::upstream_config(Some(&certs.join("ca.pem")), false).unwrap();
-    // Per path: seconds, then CPU seconds of client (this process), imapscope, responder.
-    let paths: [(&Proc, &Proc, Option<&Arc<rustls::ClientConfig>>); 2] = [
-        (&tls_scope, &tls_responder, Some(&client_tls)),
-        (plain, plain_responder, None),
+    let ca_arg = ca.to_string_lossy().to_string();
+    let certs_arg = certs.to_string_lossy().to_string();
+    let tls_args = [
+        "--client-tls",
+        "tls",
+        "--upstream-tls",
+        "tls",
+        "--upstream-ca",
+        &ca_arg,
+        "--certs",
+        &certs_arg,
     ];
-    let mut sessions: Vec<_> = paths.iter().map(|p| connect(p.0.addr, p.2)).collect();
+    let tls_scope = start_imapscope(tls_responder.addr, None, &tls_args);
+    let other = std::env::var_os("IMAPSCOPE_BENCH_OTHER")
+        .map(|bin| start_imapscope_from(Path::new(&bin), tls_responder.addr, None, &tls_args));
+    let client_tls = imapscope::tls::upstream_config(Some(&certs.join("ca.pem")), false).unwrap();
+    // Per path: name, imapscope, responder, client TLS.
+    type TlsPath<'a> = (
+        &'a str,
+        &'a Proc,
+        &'a Proc,
+        Option<&'a Arc<rustls::ClientConfig>>,
+    );
+    let mut paths: Vec<TlsPath<'_>> = vec![
+        ("TLS", &tls_scope, &tls_responder, Some(&client_tls)),
+        ("plain", plain, plain_responder, None),
+    ];
+    if let Some(o) = &other {
+        paths.push(("TLS, other build", o, &tls_responder, Some(&client_tls)));
+    }
+    let mut sessions: Vec<_> = paths.iter().map(|p| connect(p.1.addr, p.3)).collect();
     let mut buf = vec![0u8; 256 * 1024];
-    let mut used = [[0.0f64; 4]; 2];
+    // Per path: seconds, then CPU seconds of client (this process), imapscope, responder.
+    let mut used = vec![[0.0f64; 4]; paths.len()];
     for i in 0..plan.fetches {
         for (k, r) in sessions.iter_mut().enumerate() {
-            let (scope, responder) = (paths[k].0.pid().to_string(), paths[k].1.pid().to_string());
+            let (scope, responder) = (paths[k].1.pid().to_string(), paths[k].2.pid().to_string());
             let before = [cpu_of("self"), cpu_of(&scope), cpu_of(&responder)];
             used[k][0] += fetch_once(r, &format!("f{i}"), plan.body, &mut buf);
             let after = [cpu_of("self"), cpu_of(&scope), cpu_of(&responder)];
@@ -548,10 +559,18 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
         mbps(0) / mbps(1),
         mbps(1)
     );
-    for (k, name) in ["TLS", "plain"].iter().enumerate() {
+    if other.is_some() {
+        println!(
+            "  other build, TLS both legs: {:.0} MB/s = {:.2} of plain imapscope",
+            mbps(2),
+            mbps(2) / mbps(1)
+        );
+    }
+    for (k, path) in paths.iter().enumerate() {
         let share = |j: usize| used[k][j] / used[k][0];
         println!(
-            "  {name:<5} CPU s/GB: client {:.2}, imapscope {:.2}, responder {:.2}; cores used: client {:.2}, imapscope {:.2}, responder {:.2}",
+            "  {:<16} CPU s/GB: client {:.2}, imapscope {:.2}, responder {:.2}; cores used: client {:.2}, imapscope {:.2}, responder {:.2}",
+            path.0,
             used[k][1] / gb,
             used[k][2] / gb,
             used[k][3] / gb,

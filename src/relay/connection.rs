@@ -37,6 +37,10 @@ use crate::transcript::{FORMAT_VERSION, TranscriptWriter, file_stem};
 const READ_MIN: usize = 4 * 1024;
 const READ_MAX: usize = 256 * 1024;
 
+/// Encrypted bytes rustls may queue on a TLS leg before a write waits (its default is 64 KiB):
+/// as large as a plain read, so a bulk FETCH costs as few system calls on TLS as on TCP.
+const TLS_WRITE_AHEAD: usize = READ_MAX;
+
 /// Chunks queued for the recorder before the pumps wait (bounded memory, back-pressure).
 const QUEUE_CHUNKS: usize = 64;
 
@@ -282,7 +286,8 @@ impl Connection {
             _ = self.shutdown.cancelled() => return Err("imapscope shut down".into()),
         };
         match result {
-            Ok(Ok(tls)) => {
+            Ok(Ok(mut tls)) => {
+                tls.get_mut().1.set_buffer_limit(Some(TLS_WRITE_AHEAD));
                 let (_, conn) = tls.get_ref();
                 let sni = conn.server_name().map(String::from);
                 let leaf = leg
@@ -359,7 +364,8 @@ impl Connection {
             _ = self.shutdown.cancelled() => return Err("imapscope is shutting down".into()),
         };
         match result {
-            Ok(Ok(tls)) => {
+            Ok(Ok(mut tls)) => {
+                tls.get_mut().1.set_buffer_limit(Some(TLS_WRITE_AHEAD));
                 let (_, conn) = tls.get_ref();
                 let sni = matches!(
                     ServerName::try_from(setup.upstream_host.as_str()),
