@@ -83,7 +83,7 @@ pub async fn run(
             t_us: 0,
             reason: "relay stopped".into(),
         });
-        let _ = recorder.writer.flush().await;
+        recorder.flush().await;
     }
     let gap = recorder.writer.unnoted_gap();
     if gap > 0 {
