@@ -343,6 +343,14 @@ fn bulk(
     (fetches * body) as f64 / secs / 1e6
 }
 
+/// One unmeasured FETCH on every session, so that no path is measured cold (a process that
+/// has not yet grown its buffers and heap) against one that is warm from earlier rows.
+fn warm_up(sessions: &mut [BufReader<Box<dyn Conn>>], body: usize, buf: &mut [u8]) {
+    for r in sessions {
+        fetch_once(r, "w", body, buf);
+    }
+}
+
 /// A path to measure: where to connect, with TLS or not, and imapscope's process if it is one.
 type Route<'a> = (
     SocketAddr,
@@ -356,6 +364,7 @@ type Route<'a> = (
 fn bulk_in_turns(paths: &[Route<'_>], body: usize, fetches: usize) -> Vec<(f64, Option<f64>)> {
     let mut sessions: Vec<_> = paths.iter().map(|(a, tls, _)| connect(*a, *tls)).collect();
     let mut buf = vec![0u8; 256 * 1024];
+    warm_up(&mut sessions, body, &mut buf);
     let mut secs = vec![0.0; paths.len()];
     let mut cpu = vec![0.0; paths.len()];
     for i in 0..fetches {
@@ -537,6 +546,7 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
     }
     let mut sessions: Vec<_> = paths.iter().map(|p| connect(p.1.addr, p.3)).collect();
     let mut buf = vec![0u8; 256 * 1024];
+    warm_up(&mut sessions, plan.body, &mut buf);
     // Per path: seconds, then CPU seconds of client (this process), imapscope, responder.
     let mut used = vec![[0.0f64; 4]; paths.len()];
     for i in 0..plan.fetches {
