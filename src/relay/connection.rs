@@ -1,18 +1,22 @@
-//! One client connection: TLS on either leg, connect upstream, copy bytes both ways, hand
-//! copies to the recorder.
+//! One client connection: TLS on either leg, connect upstream, copy bytes both ways, record
+//! what went by.
 //!
-//! Each direction is a pump: read what arrived, hand a reference-counted copy of the chunk to
-//! the recorder, write the same bytes to the other peer. The copy is queued *before* the
-//! write, so the recorder sees bytes in causal order (a server's `OK` to STARTTLS is queued
-//! before the client can react to it). The queue is bounded: when the disk is slower than the
-//! network, relaying slows down instead of memory growing.
+//! Each direction is a pump: read what arrived, write it to the other peer, then let the
+//! [`Recorder`] follow it, in this task (see [`write_then_record`] for why the order stays
+//! causal). A recorded session's events go on to the transcript writer's task through a
+//! bounded queue: when the disk is slower than the network, relaying slows down instead of
+//! memory growing.
 //!
 //! When both legs use STARTTLS, the pumps consult a [`StarttlsWatch`] and stop exactly at the
 //! boundary; the connection then completes TLS with the server (verifying it), forwards the
 //! server's OK, completes TLS with the client (with a minted certificate) and relays on.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -24,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RelayConfig;
 use super::read_ahead::ReadAhead;
-use super::recorder::{self, RelayEvent};
+use super::recorder::{self, Record, Recorder, RelayEvent};
 use super::stream::Stream;
 use crate::protocol::Side;
 use crate::protocol::starttls::{ClientStep, ServerStep, StarttlsWatch};
@@ -41,8 +45,11 @@ const READ_MAX: usize = 256 * 1024;
 /// as large as a plain read, so a bulk FETCH costs as few system calls on TLS as on TCP.
 const TLS_WRITE_AHEAD: usize = READ_MAX;
 
-/// Chunks queued for the recorder before the pumps wait (bounded memory, back-pressure).
-const QUEUE_CHUNKS: usize = 64;
+/// Records queued for the transcript writer before the pumps wait (bounded memory,
+/// back-pressure from a slow disk). A record is what the tracker made of one relayed chunk:
+/// at most about 1 MiB of held message bytes (two parts of a large literal, each up to 256 KiB
+/// long in a buffer up to twice that), so the queue holds at most about 16 MiB.
+const QUEUE_RECORDS: usize = 16;
 
 /// After one side closed, how long the other may go on (a server's last responses).
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -56,7 +63,29 @@ struct Connection {
     start: Instant,
     config: Arc<RelayConfig>,
     shutdown: CancellationToken,
-    recorder: mpsc::Sender<RelayEvent>,
+    /// Follows the session in this task; both pumps reach it, neither holds it across an await.
+    recorder: Mutex<Recorder>,
+    /// To the transcript writer's task; `None` with `--out none`.
+    transcript: Option<mpsc::Sender<Record>>,
+}
+
+impl Drop for Connection {
+    /// Only a connection task that panicked gets here without its end: the writer still gets
+    /// an end line with what the tracker knew, if its queue has room.
+    fn drop(&mut self) {
+        let t_us = self.micros();
+        let recorder = self.recorder.get_mut().unwrap_or_else(|e| e.into_inner());
+        if recorder.ended() {
+            return;
+        }
+        let end = recorder.handle(RelayEvent::End {
+            t_us,
+            reason: "relay stopped".into(),
+        });
+        if let (Some(record), Some(sink)) = (end, &self.transcript) {
+            let _ = sink.try_send(record);
+        }
+    }
 }
 
 /// Relays and records one connection to its end.
@@ -84,29 +113,45 @@ pub async fn handle(
         tracing::error!("#{id} transcript write failed: {e}");
     }
     let _ = client.set_nodelay(true);
-    let (tx, rx) = mpsc::channel(QUEUE_CHUNKS);
-    let recorder = tokio::spawn(recorder::run(id, rx, writer));
+    let keeps = !writer.keeps_nothing();
+    let (transcript, writing) = if keeps {
+        let (tx, rx) = mpsc::channel(QUEUE_RECORDS);
+        (
+            Some(tx),
+            Some(tokio::spawn(recorder::write(id, rx, writer))),
+        )
+    } else {
+        (None, None)
+    };
     let conn = Connection {
         id,
         start,
         config,
         shutdown,
-        recorder: tx,
+        recorder: Mutex::new(Recorder::new(id, keeps)),
+        transcript,
     };
     tracing::info!("#{id} {client_addr} connected");
     let reason = conn.run(client).await;
-    let _ = conn
-        .recorder
-        .send(RelayEvent::End {
-            t_us: conn.micros(),
-            reason: reason.clone(),
-        })
-        .await;
+    conn.tell(RelayEvent::End {
+        t_us: conn.micros(),
+        reason: reason.clone(),
+    })
+    .await;
     drop(conn);
-    match recorder.await {
-        Ok(Some(path)) => tracing::info!("#{id} closed: {reason}; transcript {}", path.display()),
-        Ok(None) => tracing::info!("#{id} closed: {reason}"),
-        Err(e) => tracing::error!("#{id} recorder failed: {e}"),
+    let path = match writing {
+        None => None,
+        Some(task) => match task.await {
+            Ok(writer) => writer.path().map(PathBuf::from),
+            Err(e) => {
+                tracing::error!("#{id} transcript writer failed: {e}");
+                None
+            }
+        },
+    };
+    match path {
+        Some(path) => tracing::info!("#{id} closed: {reason}; transcript {}", path.display()),
+        None => tracing::info!("#{id} closed: {reason}"),
     }
 }
 
@@ -155,9 +200,17 @@ impl Connection {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
+    /// Records `event`: the tracker sees it now, the transcript writer gets what it made of it.
     async fn tell(&self, event: RelayEvent) {
-        // A recorder that is gone must not stop the relay.
-        let _ = self.recorder.send(event).await;
+        let record = self
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .handle(event);
+        if let (Some(record), Some(sink)) = (record, &self.transcript) {
+            // A writer that is gone must not stop the relay.
+            let _ = sink.send(record).await;
+        }
     }
 
     async fn error(&self, during: &str, message: &str) {
@@ -464,7 +517,27 @@ impl Connection {
         Phase::Closed(reason)
     }
 
-    /// Copies what `side` sends to its peer, queueing a copy for the recorder first.
+    /// Writes `chunk` to the other peer and records it (see [`write_then_record`]).
+    async fn forward<W: AsyncWrite + Unpin>(
+        &self,
+        to: &mut W,
+        side: Side,
+        t_us: u64,
+        chunk: Bytes,
+    ) -> std::io::Result<()> {
+        write_then_record(to, &chunk, self.record(side, t_us, &chunk)).await
+    }
+
+    async fn record(&self, side: Side, t_us: u64, chunk: &Bytes) {
+        self.tell(RelayEvent::Bytes {
+            side,
+            t_us,
+            data: chunk.clone(),
+        })
+        .await;
+    }
+
+    /// Copies what `side` sends to its peer and records it (see [`Connection::forward`]).
     async fn pump<R, W>(&self, mut from: R, mut to: W, side: Side, gate: Option<&Gate>) -> PumpEnd
     where
         R: AsyncRead + Unpin,
@@ -501,16 +574,10 @@ impl Connection {
                     }
                 }
             }
-            if !chunk.is_empty() {
-                self.tell(RelayEvent::Bytes {
-                    side,
-                    t_us,
-                    data: chunk.clone(),
-                })
-                .await;
-                if let Err(e) = to.write_all(&chunk).await {
-                    return PumpEnd::WriteError(side, e);
-                }
+            if !chunk.is_empty()
+                && let Err(e) = self.forward(&mut to, side, t_us, chunk).await
+            {
+                return PumpEnd::WriteError(side, e);
             }
             match after {
                 None => {}
@@ -560,6 +627,48 @@ impl Connection {
         })
         .await;
     }
+}
+
+/// Writes `chunk` to `to` and runs `record`, in the order that keeps the transcript causal
+/// without making the relay wait for the tracker: after the write when the peer takes the
+/// chunk at once (the usual case), but before waiting when the peer's buffer is full, because
+/// the other direction may run while this one waits, and the peer's answer to these bytes
+/// must not be recorded before them. The two pumps share one task, so nothing runs between a
+/// write that did not wait and the recording that follows it. A failed write is recorded too:
+/// the sender did send those bytes.
+async fn write_then_record<W: AsyncWrite + Unpin>(
+    to: &mut W,
+    chunk: &[u8],
+    record: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let mut record = Some(record);
+    let mut written = 0;
+    let result = loop {
+        if written == chunk.len() {
+            break Ok(());
+        }
+        let rest = &chunk[written..];
+        // One attempt; `Pending` means the peer's buffer is full.
+        let attempt = poll_fn(|cx| Poll::Ready(Pin::new(&mut *to).poll_write(cx, rest))).await;
+        let attempt = match attempt {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                if let Some(record) = record.take() {
+                    record.await;
+                }
+                poll_fn(|cx| Pin::new(&mut *to).poll_write(cx, rest)).await
+            }
+        };
+        match attempt {
+            Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) => break Err(e),
+        }
+    };
+    if let Some(record) = record {
+        record.await;
+    }
+    result
 }
 
 /// The STARTTLS boundary shared by the two pumps of one connection.
@@ -632,5 +741,119 @@ impl PumpEnd {
             }
             PumpEnd::Upgrade(_) => "STARTTLS".into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A peer that takes `take_first` bytes, then has a full buffer once, then takes the rest.
+    struct FullOnce {
+        taken: Arc<Mutex<Vec<u8>>>,
+        take_first: usize,
+        was_full: bool,
+        fail: bool,
+    }
+
+    impl FullOnce {
+        fn new(take_first: usize) -> (FullOnce, Arc<Mutex<Vec<u8>>>) {
+            let taken = Arc::new(Mutex::new(Vec::new()));
+            let peer = FullOnce {
+                taken: taken.clone(),
+                take_first,
+                was_full: false,
+                fail: false,
+            };
+            (peer, taken)
+        }
+    }
+
+    impl AsyncWrite for FullOnce {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let so_far = self.taken.lock().unwrap().len();
+            if so_far >= self.take_first && !self.was_full {
+                self.was_full = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            if self.fail {
+                return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            let n = if so_far < self.take_first {
+                buf.len().min(self.take_first - so_far)
+            } else {
+                buf.len()
+            };
+            self.taken.lock().unwrap().extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// How many bytes the peer had taken when the chunk was recorded.
+    async fn taken_at_record(peer: &mut FullOnce, taken: &Arc<Mutex<Vec<u8>>>) -> (usize, bool) {
+        let seen = Arc::new(Mutex::new(None));
+        let record = {
+            let seen = seen.clone();
+            let taken = taken.clone();
+            async move {
+                *seen.lock().unwrap() = Some(taken.lock().unwrap().len());
+            }
+        };
+        let ok = write_then_record(peer, b"a1 NOOP\r\na2 NOOP\r\n", record)
+            .await
+            .is_ok();
+        let at = seen.lock().unwrap().expect("recorded");
+        (at, ok)
+    }
+
+    #[tokio::test]
+    async fn a_chunk_the_peer_takes_at_once_is_recorded_after_it_is_written() {
+        let (mut peer, taken) = FullOnce::new(usize::MAX);
+        assert_eq!(taken_at_record(&mut peer, &taken).await, (18, true));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_that_must_wait_is_recorded_before_the_wait() {
+        // The peer has the first command, and may answer it, before the rest is written: the
+        // chunk is in the transcript by then.
+        let (mut peer, taken) = FullOnce::new(9);
+        assert_eq!(taken_at_record(&mut peer, &taken).await, (9, true));
+        assert_eq!(taken.lock().unwrap().as_slice(), b"a1 NOOP\r\na2 NOOP\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_chunk_whose_write_fails_is_recorded_all_the_same() {
+        let (mut peer, taken) = FullOnce::new(usize::MAX);
+        peer.fail = true;
+        peer.was_full = true;
+        let recorded = Arc::new(AtomicBool::new(false));
+        let flag = recorded.clone();
+        let result = write_then_record(&mut peer, b"a1 NOOP\r\n", async move {
+            flag.store(true, Ordering::SeqCst);
+        })
+        .await;
+        assert!(result.is_err());
+        assert!(recorded.load(Ordering::SeqCst));
+        assert!(taken.lock().unwrap().is_empty());
     }
 }

@@ -1,8 +1,9 @@
 //! The async shell around the protocol core: sockets, tasks, shutdown.
 //!
 //! [`server`] accepts clients and runs one [`connection`] task each; a connection copies bytes
-//! between client and upstream and feeds a [`recorder`] task that owns the session tracker and
-//! the transcript writer. Nothing here parses IMAP: that is [`crate::protocol`]'s job.
+//! between client and upstream, follows them with a [`recorder`] (the session tracker) and,
+//! when the session is recorded, hands the events to a task that owns the transcript writer.
+//! Nothing here parses IMAP: that is [`crate::protocol`]'s job.
 
 pub mod connection;
 pub mod read_ahead;

@@ -1,10 +1,13 @@
-//! The per-connection recorder: runs beside the relay, never in its way.
+//! The per-connection recorder: follows the session beside the relay, never in its way.
 //!
-//! It receives the chunks the pumps relayed, feeds them to the [`SessionTracker`], logs one
-//! line per completed command and passes every event to the [`TranscriptWriter`]. Events are
-//! written in batches: everything queued is processed, then written with one call.
-
-use std::path::PathBuf;
+//! It has two halves. [`Recorder`] runs in the connection's own task: it feeds the chunks the
+//! pumps relay to the [`SessionTracker`] and logs one line per completed command, at once and
+//! without a hand-off, because handing every chunk to another task cost more than the work
+//! itself (on these 2-core VMs a third of the relay's CPU time on bulk FETCH, and about 100 µs
+//! of every round trip, went to waking that task on the other core). When the session is
+//! recorded, the events go on to [`write`], a task that owns the [`TranscriptWriter`] and
+//! writes them in batches: everything queued is encoded, then written with one call. With
+//! `--out none` there is no such task and nothing is handed off.
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -41,113 +44,109 @@ pub enum RelayEvent {
     End { t_us: u64, reason: String },
 }
 
-/// Encoded bytes after which a batch is written even if more events are queued.
+/// What the recorder passes on to the transcript writer.
+#[derive(Debug)]
+pub enum Record {
+    /// What the tracker made of one relayed chunk, in order.
+    Events(Vec<Event>),
+    Tls(TlsRecord),
+    Dropped {
+        side: Side,
+        t_us: u64,
+        data: Bytes,
+        reason: String,
+    },
+    Error {
+        t_us: u64,
+        during: String,
+        message: String,
+    },
+    Note {
+        t_us: u64,
+        side: Option<Side>,
+        text: String,
+    },
+    /// The tracker's last events (an unfinished message, unanswered commands), then the end.
+    End(Vec<Event>, EndRecord),
+}
+
+/// Encoded bytes after which a batch is written even if more records are queued.
 const BATCH_BYTES: usize = 1 << 20;
 
-/// Records until the connection ends; returns the transcript's path.
-pub async fn run(
-    id: u64,
-    mut events: mpsc::Receiver<RelayEvent>,
-    writer: TranscriptWriter,
-) -> Option<PathBuf> {
-    let tracker = if writer.keeps_nothing() {
-        SessionTracker::heads_only()
-    } else {
-        SessionTracker::new()
-    };
-    let mut recorder = Recorder {
-        id,
-        tracker,
-        writer,
-        scratch: Vec::new(),
-        bytes_from: [0, 0],
-        messages: 0,
-        ended: false,
-    };
-    // Every batch is written as soon as it is encoded, so a `kill -9` loses at most what was
-    // queued at that moment. (Holding small batches back for 10 ms took 10-20 us off
-    // recording's added round trip, but broke that promise; not done.)
-    while let Some(event) = events.recv().await {
-        recorder.handle(event);
-        while recorder.writer.pending_len() < BATCH_BYTES {
-            match events.try_recv() {
-                Ok(event) => recorder.handle(event),
-                Err(_) => break,
-            }
-        }
-        recorder.flush().await;
-    }
-    if !recorder.ended {
-        // The connection task went away without saying why.
-        recorder.handle(RelayEvent::End {
-            t_us: 0,
-            reason: "relay stopped".into(),
-        });
-        recorder.flush().await;
-    }
-    let gap = recorder.writer.unnoted_gap();
-    if gap > 0 {
-        tracing::error!(
-            "#{id} the disk never took the transcript's last {gap} bytes: {} stops at the gap, without its end line",
-            recorder
-                .writer
-                .path()
-                .map_or("the transcript".into(), |p| p.display().to_string())
-        );
-    }
-    recorder.writer.path().map(PathBuf::from)
-}
-
-impl Recorder {
-    /// Writes what is pending; a failure is logged and the session goes on.
-    async fn flush(&mut self) {
-        if let Err(e) = self.writer.flush().await {
-            tracing::error!(
-                "#{} transcript write failed: {e}; relaying goes on, the transcript will show a gap",
-                self.id
-            );
-        }
-    }
-}
-
-struct Recorder {
+/// The half of the recorder that runs in the connection task.
+pub struct Recorder {
     id: u64,
     tracker: SessionTracker,
-    writer: TranscriptWriter,
     scratch: Vec<Event>,
     bytes_from: [u64; 2],
     messages: u64,
+    /// Whether the transcript is kept; `false` with `--out none`.
+    keeps: bool,
     ended: bool,
 }
 
 impl Recorder {
-    fn handle(&mut self, event: RelayEvent) {
-        match event {
+    /// `keeps`: whether a transcript is written (the tracker then keeps whole messages).
+    pub fn new(id: u64, keeps: bool) -> Recorder {
+        Recorder {
+            id,
+            tracker: if keeps {
+                SessionTracker::new()
+            } else {
+                SessionTracker::heads_only()
+            },
+            scratch: Vec::new(),
+            bytes_from: [0, 0],
+            messages: 0,
+            keeps,
+            ended: false,
+        }
+    }
+
+    /// Whether the end was recorded.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Follows one event; returns what the transcript writer must get, if anything.
+    pub fn handle(&mut self, event: RelayEvent) -> Option<Record> {
+        let record = match event {
             RelayEvent::Bytes { side, t_us, data } => {
                 self.bytes_from[side as usize] += data.len() as u64;
                 self.tracker.on_bytes(side, t_us, &data, &mut self.scratch);
-                self.drain();
+                self.drain()
             }
             RelayEvent::Tls(record) => {
                 self.tracker.tls_established();
-                self.writer.tls(record);
+                Some(Record::Tls(record))
             }
             RelayEvent::Dropped {
                 side,
                 t_us,
                 data,
                 reason,
-            } => self.writer.dropped(t_us, side, &data, &reason),
+            } => Some(Record::Dropped {
+                side,
+                t_us,
+                data,
+                reason,
+            }),
             RelayEvent::Error {
                 t_us,
                 during,
                 message,
-            } => self.writer.error(t_us, &during, &message),
-            RelayEvent::Note { t_us, side, text } => self.writer.note(t_us, side, &text),
+            } => Some(Record::Error {
+                t_us,
+                during,
+                message,
+            }),
+            RelayEvent::Note { t_us, side, text } => Some(Record::Note { t_us, side, text }),
             RelayEvent::End { t_us, reason } => {
+                self.ended = true;
+                // The tracker's last events (an unfinished message), then the end line.
                 self.tracker.finish(t_us, &mut self.scratch);
-                self.drain();
-                self.writer.end(EndRecord {
+                let last = self.drain();
+                let end = EndRecord {
                     t_us,
                     reason,
                     bytes_from_client: self.bytes_from[Side::Client as usize],
@@ -167,21 +166,135 @@ impl Recorder {
                         server_inflated: s.1,
                     }),
                     lost_bytes: 0,
-                });
-                self.ended = true;
+                };
+                let last = match last {
+                    Some(Record::Events(events)) => events,
+                    _ => Vec::new(),
+                };
+                return self.keeps.then_some(Record::End(last, end));
             }
-        }
+        };
+        if self.keeps { record } else { None }
     }
 
-    fn drain(&mut self) {
-        for event in self.scratch.drain(..) {
-            if let Event::Message(m) = &event {
+    /// Counts and logs the tracker's events; hands them on when they are kept.
+    fn drain(&mut self) -> Option<Record> {
+        for event in &self.scratch {
+            if let Event::Message(m) = event {
                 self.messages += 1;
                 if m.kind == Kind::Completion {
                     log_completion(self.id, m);
                 }
             }
-            self.writer.event(event);
+        }
+        if !self.keeps || self.scratch.is_empty() {
+            self.scratch.clear();
+            return None;
+        }
+        Some(Record::Events(std::mem::take(&mut self.scratch)))
+    }
+}
+
+/// Writes the transcript until the connection ends; returns the writer (its path, or for a
+/// transcript in memory, its text).
+pub async fn write(
+    id: u64,
+    mut records: mpsc::Receiver<Record>,
+    writer: TranscriptWriter,
+) -> TranscriptWriter {
+    let mut w = Writer {
+        id,
+        writer,
+        ended: false,
+    };
+    // Every batch is written as soon as it is encoded, so a `kill -9` loses at most what was
+    // queued at that moment. (Holding small batches back for 10 ms took 10-20 us off
+    // recording's added round trip, but broke that promise; not done.)
+    while let Some(record) = records.recv().await {
+        w.handle(record);
+        while w.writer.pending_len() < BATCH_BYTES {
+            match records.try_recv() {
+                Ok(record) => w.handle(record),
+                Err(_) => break,
+            }
+        }
+        w.flush().await;
+    }
+    if !w.ended {
+        // The connection task went away without saying why.
+        w.handle(Record::End(
+            Vec::new(),
+            EndRecord {
+                t_us: 0,
+                reason: "relay stopped".into(),
+                bytes_from_client: 0,
+                bytes_from_server: 0,
+                messages: 0,
+                unanswered: Vec::new(),
+                user: None,
+                compressed: None,
+                lost_bytes: 0,
+            },
+        ));
+        w.flush().await;
+    }
+    let gap = w.writer.unnoted_gap();
+    if gap > 0 {
+        tracing::error!(
+            "#{id} the disk never took the transcript's last {gap} bytes: {} stops at the gap, without its end line",
+            w.writer
+                .path()
+                .map_or("the transcript".into(), |p| p.display().to_string())
+        );
+    }
+    w.writer
+}
+
+/// The half of the recorder that owns the transcript.
+struct Writer {
+    id: u64,
+    writer: TranscriptWriter,
+    ended: bool,
+}
+
+impl Writer {
+    fn handle(&mut self, record: Record) {
+        match record {
+            Record::Events(events) => {
+                for event in events {
+                    self.writer.event(event);
+                }
+            }
+            Record::Tls(record) => self.writer.tls(record),
+            Record::Dropped {
+                side,
+                t_us,
+                data,
+                reason,
+            } => self.writer.dropped(t_us, side, &data, &reason),
+            Record::Error {
+                t_us,
+                during,
+                message,
+            } => self.writer.error(t_us, &during, &message),
+            Record::Note { t_us, side, text } => self.writer.note(t_us, side, &text),
+            Record::End(events, end) => {
+                for event in events {
+                    self.writer.event(event);
+                }
+                self.writer.end(end);
+                self.ended = true;
+            }
+        }
+    }
+
+    /// Writes what is pending; a failure is logged and the session goes on.
+    async fn flush(&mut self) {
+        if let Err(e) = self.writer.flush().await {
+            tracing::error!(
+                "#{} transcript write failed: {e}; relaying goes on, the transcript will show a gap",
+                self.id
+            );
         }
     }
 }
@@ -193,4 +306,128 @@ fn log_completion(id: u64, m: &crate::protocol::Message) {
     let status = m.status.map_or("?", |s| s.as_str());
     let ms = m.detail().latency_us.unwrap_or(0) as f64 / 1000.0;
     tracing::info!(target: "imapscope::command", "#{id} {tag} {summary} -> {status} {ms:.2} ms");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcript::format::{Record as Line, SessionRecord};
+    use crate::transcript::reader::parse_transcript;
+
+    fn bytes(side: Side, t_us: u64, data: &'static [u8]) -> RelayEvent {
+        RelayEvent::Bytes {
+            side,
+            t_us,
+            data: Bytes::from_static(data),
+        }
+    }
+
+    fn end(t_us: u64) -> RelayEvent {
+        RelayEvent::End {
+            t_us,
+            reason: "client closed".into(),
+        }
+    }
+
+    /// A short session: greeting, LOGIN with a password, its OK, and a command left unanswered.
+    fn session() -> Vec<RelayEvent> {
+        vec![
+            bytes(Side::Server, 0, b"* OK ready\r\n"),
+            bytes(Side::Client, 10, b"a1 LOGIN alice s3cret\r\n"),
+            bytes(Side::Server, 20, b"a1 OK Logged in\r\n"),
+            RelayEvent::Note {
+                t_us: 25,
+                side: None,
+                text: "a note".into(),
+            },
+            bytes(Side::Client, 30, b"a2 NOOP\r\n"),
+        ]
+    }
+
+    /// Runs `events` through a recorder and the writer task; returns the transcript.
+    async fn record(events: Vec<RelayEvent>) -> Vec<Line> {
+        let mut recorder = Recorder::new(7, true);
+        let (tx, rx) = mpsc::channel(4);
+        let mut writer = TranscriptWriter::in_memory(true);
+        writer.session(SessionRecord {
+            version: crate::transcript::FORMAT_VERSION,
+            imapscope: "test".into(),
+            id: 7,
+            client: "127.0.0.1:1".into(),
+            listen: "127.0.0.1:2".into(),
+            upstream: "127.0.0.1:3".into(),
+            start: "2026-11-26T00:00:00Z".into(),
+            redaction: true,
+        });
+        let writing = tokio::spawn(write(7, rx, writer));
+        for event in events {
+            if let Some(record) = recorder.handle(event) {
+                tx.send(record).await.unwrap();
+            }
+        }
+        drop(tx);
+        let text = writing.await.unwrap().take_memory();
+        assert!(
+            !String::from_utf8_lossy(&text).contains("s3cret"),
+            "redaction applies on this path"
+        );
+        parse_transcript(&text[..], "test").unwrap().records
+    }
+
+    #[test]
+    fn without_a_transcript_nothing_is_handed_on() {
+        let mut recorder = Recorder::new(1, false);
+        for event in session() {
+            assert!(recorder.handle(event).is_none());
+        }
+        assert!(!recorder.ended());
+        assert!(recorder.handle(end(40)).is_none());
+        assert!(recorder.ended());
+    }
+
+    #[tokio::test]
+    async fn the_writer_gets_every_message_in_order_and_the_end_counts_them() {
+        let mut events = session();
+        events.push(end(40));
+        let lines = record(events).await;
+        let messages: Vec<(u64, Side)> = lines
+            .iter()
+            .filter_map(|l| match l {
+                Line::Message(m) => Some((m.t_us, m.from)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                (0, Side::Server),
+                (10, Side::Client),
+                (20, Side::Server),
+                (30, Side::Client)
+            ]
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| matches!(l, Line::Note(n) if n.note == "a note"))
+        );
+        let Some(Line::End(end)) = lines.last() else {
+            panic!("no end line: {lines:?}");
+        };
+        assert_eq!(end.reason, "client closed");
+        assert_eq!(end.bytes_from_client, 32);
+        assert_eq!(end.bytes_from_server, 29);
+        assert_eq!(end.messages, 4);
+        assert_eq!(end.unanswered.len(), 1, "a2 NOOP had no answer");
+        assert_eq!(end.user.as_deref(), Some("alice"));
+    }
+
+    #[tokio::test]
+    async fn a_writer_left_without_an_end_still_writes_one() {
+        let lines = record(session()).await;
+        let Some(Line::End(end)) = lines.last() else {
+            panic!("no end line: {lines:?}");
+        };
+        assert_eq!(end.reason, "relay stopped");
+    }
 }
