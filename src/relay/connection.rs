@@ -579,6 +579,12 @@ impl Connection {
             {
                 return PumpEnd::WriteError(side, e);
             }
+            // Back to the scheduler after each chunk (tokio then polls its I/O driver before
+            // resuming this task). Measured in the load benchmark, with the two builds in the
+            // same turns: both legs TLS 1.67-1.76 s/GB with it against 2.05-2.34 without; plain
+            // bulk and round trips no worse. Since the tracker runs in this task, nothing else
+            // makes the pump give way between chunks.
+            tokio::task::yield_now().await;
             match after {
                 None => {}
                 Some(Stop::WaitVerdict(dropped)) => {
