@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RelayConfig;
 use super::read_ahead::ReadAhead;
-use super::recorder::{self, Record, Recorder, RelayEvent};
+use super::recorder::{self, Annotation, Record, Recorder, RelayEvent};
 use super::stream::Stream;
 use crate::protocol::Side;
 use crate::protocol::starttls::{ClientStep, ServerStep, StarttlsWatch};
@@ -214,11 +214,11 @@ impl Connection {
     }
 
     async fn error(&self, during: &str, message: &str) {
-        self.tell(RelayEvent::Error {
+        self.tell(RelayEvent::Said(Annotation::Error {
             t_us: self.micros(),
             during: during.to_string(),
             message: message.to_string(),
-        })
+        }))
         .await;
     }
 
@@ -279,13 +279,13 @@ impl Connection {
                         Ok(s) => s,
                         Err(message) => {
                             let mut down = Stream::Plain(down);
-                            self.tell(RelayEvent::Note {
+                            self.tell(RelayEvent::Said(Annotation::Note {
                                 t_us: self.micros(),
                                 side: Some(Side::Server),
                                 text: "the server's OK to STARTTLS was not relayed: the upstream \
                                        handshake failed"
                                     .into(),
-                            })
+                            }))
                             .await;
                             self.refuse(&mut down, &message).await;
                             return "upstream TLS handshake failed".into();
@@ -309,11 +309,11 @@ impl Connection {
     async fn refuse(&self, client: &mut Stream, message: &str) {
         tracing::warn!("#{} {message}", self.id);
         let bye = format!("* BYE [UNAVAILABLE] imapscope: {message}\r\n");
-        self.tell(RelayEvent::Note {
+        self.tell(RelayEvent::Said(Annotation::Note {
             t_us: self.micros(),
             side: Some(Side::Client),
             text: format!("imapscope answered the client itself: {}", bye.trim_end()),
-        })
+        }))
         .await;
         let _ = client.write_all(bye.as_bytes()).await;
         let _ = client.shutdown().await;
@@ -361,7 +361,7 @@ impl Connection {
                     record.cipher,
                     record.sni.as_deref().unwrap_or("(none)")
                 );
-                self.tell(RelayEvent::Tls(record)).await;
+                self.tell(RelayEvent::Said(Annotation::Tls(record))).await;
                 Ok(Stream::TlsToClient(Box::new(tls)))
             }
             Ok(Err(e)) => {
@@ -439,7 +439,7 @@ impl Connection {
                     record.cipher,
                     record.subject.as_deref().unwrap_or("?")
                 );
-                self.tell(RelayEvent::Tls(record)).await;
+                self.tell(RelayEvent::Said(Annotation::Tls(record))).await;
                 Ok(Stream::TlsToServer(Box::new(tls)))
             }
             Ok(Err(e)) => {
@@ -625,12 +625,12 @@ impl Connection {
             data.len(),
             side.as_str()
         );
-        self.tell(RelayEvent::Dropped {
+        self.tell(RelayEvent::Said(Annotation::Dropped {
             side,
             t_us,
             data,
             reason: INJECTION.into(),
-        })
+        }))
         .await;
     }
 }

@@ -21,6 +21,15 @@ use crate::transcript::format::{CompressedCounts, EndRecord, TlsRecord};
 pub enum RelayEvent {
     /// `side` sent these bytes; they were relayed.
     Bytes { side: Side, t_us: u64, data: Bytes },
+    /// Something that is not relayed bytes, for the transcript as it is.
+    Said(Annotation),
+    /// The connection is over.
+    End { t_us: u64, reason: String },
+}
+
+/// What the relay says about a session besides its bytes.
+#[derive(Debug)]
+pub enum Annotation {
     /// A TLS handshake finished on one leg; what follows is decrypted IMAP.
     Tls(TlsRecord),
     /// Bytes deliberately not relayed.
@@ -40,8 +49,6 @@ pub enum RelayEvent {
         side: Option<Side>,
         text: String,
     },
-    /// The connection is over.
-    End { t_us: u64, reason: String },
 }
 
 /// What the recorder passes on to the transcript writer.
@@ -49,23 +56,7 @@ pub enum RelayEvent {
 pub enum Record {
     /// What the tracker made of one relayed chunk, in order.
     Events(Vec<Event>),
-    Tls(TlsRecord),
-    Dropped {
-        side: Side,
-        t_us: u64,
-        data: Bytes,
-        reason: String,
-    },
-    Error {
-        t_us: u64,
-        during: String,
-        message: String,
-    },
-    Note {
-        t_us: u64,
-        side: Option<Side>,
-        text: String,
-    },
+    Said(Annotation),
     /// The tracker's last events (an unfinished message, unanswered commands), then the end.
     End(Vec<Event>, EndRecord),
 }
@@ -116,31 +107,12 @@ impl Recorder {
                 self.tracker.on_bytes(side, t_us, &data, &mut self.scratch);
                 self.drain()
             }
-            RelayEvent::Tls(record) => {
-                self.tracker.tls_established();
-                Some(Record::Tls(record))
+            RelayEvent::Said(said) => {
+                if let Annotation::Tls(_) = said {
+                    self.tracker.tls_established();
+                }
+                Some(Record::Said(said))
             }
-            RelayEvent::Dropped {
-                side,
-                t_us,
-                data,
-                reason,
-            } => Some(Record::Dropped {
-                side,
-                t_us,
-                data,
-                reason,
-            }),
-            RelayEvent::Error {
-                t_us,
-                during,
-                message,
-            } => Some(Record::Error {
-                t_us,
-                during,
-                message,
-            }),
-            RelayEvent::Note { t_us, side, text } => Some(Record::Note { t_us, side, text }),
             RelayEvent::End { t_us, reason } => {
                 self.ended = true;
                 // The tracker's last events (an unfinished message), then the end line.
@@ -265,19 +237,21 @@ impl Writer {
                     self.writer.event(event);
                 }
             }
-            Record::Tls(record) => self.writer.tls(record),
-            Record::Dropped {
-                side,
-                t_us,
-                data,
-                reason,
-            } => self.writer.dropped(t_us, side, &data, &reason),
-            Record::Error {
-                t_us,
-                during,
-                message,
-            } => self.writer.error(t_us, &during, &message),
-            Record::Note { t_us, side, text } => self.writer.note(t_us, side, &text),
+            Record::Said(said) => match said {
+                Annotation::Tls(record) => self.writer.tls(record),
+                Annotation::Dropped {
+                    side,
+                    t_us,
+                    data,
+                    reason,
+                } => self.writer.dropped(t_us, side, &data, &reason),
+                Annotation::Error {
+                    t_us,
+                    during,
+                    message,
+                } => self.writer.error(t_us, &during, &message),
+                Annotation::Note { t_us, side, text } => self.writer.note(t_us, side, &text),
+            },
             Record::End(events, end) => {
                 for event in events {
                     self.writer.event(event);
@@ -335,11 +309,11 @@ mod tests {
             bytes(Side::Server, 0, b"* OK ready\r\n"),
             bytes(Side::Client, 10, b"a1 LOGIN alice s3cret\r\n"),
             bytes(Side::Server, 20, b"a1 OK Logged in\r\n"),
-            RelayEvent::Note {
+            RelayEvent::Said(Annotation::Note {
                 t_us: 25,
                 side: None,
                 text: "a note".into(),
-            },
+            }),
             bytes(Side::Client, 30, b"a2 NOOP\r\n"),
         ]
     }
