@@ -41,10 +41,6 @@ use crate::transcript::{FORMAT_VERSION, TranscriptWriter, file_stem};
 const READ_MIN: usize = 4 * 1024;
 const READ_MAX: usize = 256 * 1024;
 
-/// Encrypted bytes rustls may queue on a TLS leg before a write waits (its default is 64 KiB):
-/// as large as a plain read, so a bulk FETCH costs as few system calls on TLS as on TCP.
-const TLS_WRITE_AHEAD: usize = READ_MAX;
-
 /// Records queued for the transcript writer before the pumps wait (bounded memory,
 /// back-pressure from a slow disk). A record is what the tracker made of one relayed chunk:
 /// at most about 1 MiB of held message bytes (two parts of a large literal, each up to 256 KiB
@@ -339,8 +335,7 @@ impl Connection {
             _ = self.shutdown.cancelled() => return Err("imapscope shut down".into()),
         };
         match result {
-            Ok(Ok(mut tls)) => {
-                tls.get_mut().1.set_buffer_limit(Some(TLS_WRITE_AHEAD));
+            Ok(Ok(tls)) => {
                 let (_, conn) = tls.get_ref();
                 let sni = conn.server_name().map(String::from);
                 let leaf = leg
@@ -417,8 +412,7 @@ impl Connection {
             _ = self.shutdown.cancelled() => return Err("imapscope is shutting down".into()),
         };
         match result {
-            Ok(Ok(mut tls)) => {
-                tls.get_mut().1.set_buffer_limit(Some(TLS_WRITE_AHEAD));
+            Ok(Ok(tls)) => {
                 let (_, conn) = tls.get_ref();
                 let sni = matches!(
                     ServerName::try_from(setup.upstream_host.as_str()),
