@@ -2,7 +2,7 @@
 //! what went by.
 //!
 //! Each direction is a pump: read what arrived, write it to the other peer, then let the
-//! [`Recorder`] follow it, in this task (see [`write_then_record`] for why the order stays
+//! [`Recorder`] follow it, in this task (see `write_then_record` for why the order stays
 //! causal). A recorded session's events go on to the transcript writer's task through a
 //! bounded queue: when the disk is slower than the network, relaying slows down instead of
 //! memory growing.

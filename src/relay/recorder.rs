@@ -3,11 +3,11 @@
 //! It has two halves. [`Recorder`] runs in the connection's own task: it feeds the chunks the
 //! pumps relay to the [`SessionTracker`] and logs one line per completed command, at once and
 //! without a hand-off, because handing every chunk to another task cost more than the work
-//! itself (on these 2-core VMs a third of the relay's CPU time on bulk FETCH, and about 100 µs
-//! of every round trip, went to waking that task on the other core). When the session is
-//! recorded, the events go on to [`write`], a task that owns the [`TranscriptWriter`] and
-//! writes them in batches: everything queued is encoded, then written with one call. With
-//! `--out none` there is no such task and nothing is handed off.
+//! itself (on these 2-core VMs, about a third of the relay's CPU time on bulk FETCH went to
+//! running that task on the other core by turns). When the session is recorded, the events
+//! go on to [`write()`], a task that owns the [`TranscriptWriter`] and writes them in
+//! batches: everything queued is encoded, then written with one call. With `--out none` there
+//! is no such task and nothing is handed off.
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
