@@ -1,13 +1,13 @@
 //! The load generator: direct vs socat vs imapscope (recording off and on, plain and TLS),
 //! side by side in one run, because on a shared 2-core machine only ratios hold.
 //!
-//! `cargo bench --bench load` (add `-- quick` for a short run, `-- tls` for the TLS row alone). The server is a purpose-built
-//! responder in a child process (not Dovecot, so the server is not the bottleneck): it answers
-//! `FETCH` with one large literal, `NOOP` and `FETCH FLAGS` with small answers, and `IDLE`
-//! with `+ idling`. `IMAPSCOPE_BENCH_OTHER=path/to/imapscope` adds a row for another build,
-//! measured in the same turns (an A/B comparison that the machine's noise hits alike).
-//! imapscope runs as its own process (the release binary), so its CPU time
-//! and memory are its own: read from /proc.
+//! `cargo bench --bench load` (add `-- quick` for a short run, `-- tls` for the TLS row
+//! alone). The server is a purpose-built responder in a child process (not Dovecot, so the
+//! server is not the bottleneck): it answers `FETCH` with one large literal, `NOOP` and
+//! `FETCH FLAGS` with small answers, and `IDLE` with `+ idling`. imapscope runs as its own
+//! process (the release binary), so its CPU time and memory are its own: read from /proc.
+//! `IMAPSCOPE_BENCH_OTHER=path/to/imapscope` adds a row for another build, measured in the
+//! same turns (an A/B comparison that the machine's noise hits alike).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
