@@ -105,7 +105,8 @@ impl Recorder {
             RelayEvent::Bytes { side, t_us, data } => {
                 self.bytes_from[side as usize] += data.len() as u64;
                 self.tracker.on_bytes(side, t_us, &data, &mut self.scratch);
-                self.drain()
+                let events = self.drain();
+                (!events.is_empty()).then_some(Record::Events(events))
             }
             RelayEvent::Said(said) => {
                 if let Annotation::Tls(_) = said {
@@ -139,18 +140,14 @@ impl Recorder {
                     }),
                     lost_bytes: 0,
                 };
-                let last = match last {
-                    Some(Record::Events(events)) => events,
-                    _ => Vec::new(),
-                };
                 return self.keeps.then_some(Record::End(last, end));
             }
         };
         if self.keeps { record } else { None }
     }
 
-    /// Counts and logs the tracker's events; hands them on when they are kept.
-    fn drain(&mut self) -> Option<Record> {
+    /// Counts and logs the tracker's events; returns them when they are kept.
+    fn drain(&mut self) -> Vec<Event> {
         for event in &self.scratch {
             if let Event::Message(m) = event {
                 self.messages += 1;
@@ -159,11 +156,11 @@ impl Recorder {
                 }
             }
         }
-        if !self.keeps || self.scratch.is_empty() {
+        if !self.keeps {
             self.scratch.clear();
-            return None;
+            return Vec::new();
         }
-        Some(Record::Events(std::mem::take(&mut self.scratch)))
+        std::mem::take(&mut self.scratch)
     }
 }
 
@@ -232,11 +229,7 @@ struct Writer {
 impl Writer {
     fn handle(&mut self, record: Record) {
         match record {
-            Record::Events(events) => {
-                for event in events {
-                    self.writer.event(event);
-                }
-            }
+            Record::Events(events) => self.events(events),
             Record::Said(said) => match said {
                 Annotation::Tls(record) => self.writer.tls(record),
                 Annotation::Dropped {
@@ -253,12 +246,16 @@ impl Writer {
                 Annotation::Note { t_us, side, text } => self.writer.note(t_us, side, &text),
             },
             Record::End(events, end) => {
-                for event in events {
-                    self.writer.event(event);
-                }
+                self.events(events);
                 self.writer.end(end);
                 self.ended = true;
             }
+        }
+    }
+
+    fn events(&mut self, events: Vec<Event>) {
+        for event in events {
+            self.writer.event(event);
         }
     }
 
