@@ -94,16 +94,21 @@ enum Command {
 
 #[derive(Args)]
 struct ReplayArgs {
-    /// Transcripts to replay, each on its own connection, one after the other.
-    #[arg(required = true, value_name = "TRANSCRIPT")]
+    /// The capture to replay: transcript files, directories of them, or glob patterns. Each
+    /// session runs on its own connection, in the order the sessions started.
+    #[arg(required = true, value_name = "CAPTURE")]
     transcripts: Vec<PathBuf>,
     /// The server to replay against, HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     upstream: String,
-    /// TLS towards the server: none, starttls (as the recording does) or tls.
-    /// Default: tls when the port is 993, else none.
+    /// How to start each connection: none or tls. Default: as each recording did (STARTTLS is
+    /// played as the recorded command it is).
     #[arg(long, value_enum, value_name = "MODE")]
     upstream_tls: Option<TlsMode>,
+    /// Run the sessions at once, each starting at its recorded offset from the first, as the
+    /// client opened them (pushes one connection saw because of another are then reproduced).
+    #[arg(long)]
+    concurrent: bool,
     /// Also trust this CA (PEM) for the server's certificate.
     #[arg(long, value_name = "FILE")]
     upstream_ca: Option<PathBuf>,
@@ -126,15 +131,21 @@ struct ReplayArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// Recordings to play, one per client connection, in order.
-    #[arg(required = true, value_name = "TRANSCRIPT")]
+    /// The capture to play: transcript files, directories of them, or glob patterns. Each
+    /// client connection plays the unused recording whose exchange it follows.
+    #[arg(required = true, value_name = "CAPTURE")]
     transcripts: Vec<PathBuf>,
     /// Where clients connect.
     #[arg(long, default_value = "127.0.0.1:1143", value_name = "ADDR")]
     listen: SocketAddr,
-    /// TLS towards the client: none, starttls or tls, with certificates from imapscope's CA.
-    #[arg(long, value_enum, default_value = "none", value_name = "MODE")]
-    client_tls: TlsMode,
+    /// TLS towards the client from its first byte (tls) or not (none), with certificates from
+    /// imapscope's CA. Default: as the capture was recorded; STARTTLS is played where recorded.
+    #[arg(long, value_enum, value_name = "MODE")]
+    client_tls: Option<TlsMode>,
+    /// Serve the whole capture this many times (a client run again and again), then exit;
+    /// 0: until stopped.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    rounds: usize,
     /// How closely a command must resemble the recorded one.
     #[arg(
         long = "match",
@@ -363,54 +374,55 @@ fn tls_setup(args: &RecordArgs, client: TlsMode, upstream: TlsMode) -> Result<Tl
 
 /// Exit status: 0 every recording used fully and exactly, 1 otherwise, 2 unusable input.
 async fn serve(args: ServeArgs) -> ExitCode {
-    use imapscope::replay::{FakeServer, ServeOptions};
-    let tls = if args.client_tls == TlsMode::None {
-        None
-    } else {
-        let authority = match Authority::ensure(&args.certs) {
-            Ok((a, _)) => Arc::new(a),
-            Err(e) => {
-                eprintln!("imapscope: {e}");
-                return ExitCode::from(2);
-            }
-        };
-        match tls::client_leg_config(authority, "localhost") {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("imapscope: client TLS configuration: {e}");
-                return ExitCode::from(2);
-            }
-        }
+    use imapscope::replay::serve::needs_tls;
+    use imapscope::replay::{Capture, FakeServer, ServeOptions};
+    let unusable = |message: String| {
+        eprintln!("imapscope: {message}");
+        ExitCode::from(2)
     };
-    let options = ServeOptions {
+    let capture = match Capture::load(&args.transcripts) {
+        Ok(c) => c,
+        Err(e) => return unusable(e.to_string()),
+    };
+    for note in &capture.skipped {
+        eprintln!("imapscope: {note}");
+    }
+    let mut options = ServeOptions {
         listen: args.listen,
         mode: args.match_mode,
         speed: args.speed,
         client_tls: args.client_tls,
-        tls,
+        tls: None,
+        rounds: args.rounds,
     };
-    let server = match FakeServer::start(&args.transcripts, options).await {
+    if needs_tls(&capture.scripts, &options) {
+        let authority = match Authority::ensure(&args.certs) {
+            Ok((a, _)) => Arc::new(a),
+            Err(e) => return unusable(e.to_string()),
+        };
+        match tls::client_leg_config(authority, "localhost") {
+            Ok(c) => options.tls = Some(c),
+            Err(e) => return unusable(format!("client TLS configuration: {e}")),
+        }
+    }
+    let recordings = capture.scripts.len();
+    let server = match FakeServer::from_capture(capture, options).await {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("imapscope: {e}");
-            return ExitCode::from(2);
-        }
+        Err(e) => return unusable(e.to_string()),
     };
-    tracing::info!(
-        "serving {} recording(s) on {}",
-        args.transcripts.len(),
-        server.addr()
-    );
-    let stop = shutdown_on_signals();
-    let report = tokio::select! {
-        r = server.wait() => r,
-        _ = stop.cancelled() => {
-            eprintln!("imapscope: interrupted");
-            return ExitCode::from(1);
-        }
-    };
+    tracing::info!("serving {recordings} recording(s) on {}", server.addr());
+    // Stopped by a signal: open sessions end, and what was served is reported.
+    let signals = shutdown_on_signals();
+    let stop = server.stop_handle();
+    let stopped = signals.clone();
+    tokio::spawn(async move {
+        stopped.cancelled().await;
+        stop.cancel();
+    });
+    let report = server.wait().await;
+    let interrupted = signals.is_cancelled();
     print!("{}", report.render());
-    if report.ok() {
+    if report.ok() && (!interrupted || args.rounds == 0) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -419,7 +431,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
 
 /// Exit status: 0 all matched, 1 a difference, 2 unusable input.
 async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
-    use imapscope::replay::{Extras, Login, ReplayOptions, Script};
+    use imapscope::replay::{Capture, Extras, Login, ReplayOptions};
     let unusable = |message: String| {
         eprintln!("imapscope: {message}");
         ExitCode::from(2)
@@ -431,26 +443,14 @@ async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
         },
         None => Login::from_env(),
     };
-    let port_993 = args
-        .upstream
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p == "993");
-    let tls = args.upstream_tls.unwrap_or(if port_993 {
-        TlsMode::Tls
-    } else {
-        TlsMode::None
-    });
-    let tls_config = if tls == TlsMode::None {
-        None
-    } else {
-        match tls::upstream_config(args.upstream_ca.as_deref(), args.insecure_upstream) {
-            Ok(c) => Some(c),
-            Err(e) => return unusable(format!("upstream TLS configuration: {e}")),
-        }
+    let tls_config = match tls::upstream_config(args.upstream_ca.as_deref(), args.insecure_upstream)
+    {
+        Ok(c) => Some(c),
+        Err(e) => return unusable(format!("upstream TLS configuration: {e}")),
     };
     let options = ReplayOptions {
         upstream: args.upstream.clone(),
-        tls,
+        tls: args.upstream_tls,
         tls_config,
         extras: if args.allow_extra {
             Extras::Allow
@@ -460,23 +460,20 @@ async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
         timeout: Duration::from_secs(args.timeout),
     };
     // Read everything first: unusable input stops the run before any traffic.
-    let mut scripts = Vec::new();
-    for path in &args.transcripts {
-        let name = path.display().to_string();
-        let transcript = match imapscope::transcript::read_transcript(path) {
-            Ok(t) => t,
-            Err(e) => return unusable(e.to_string()),
-        };
-        let script =
-            Script::from_transcript(&name, &transcript).and_then(|s| s.with_login(login.as_ref()));
-        match script {
-            Ok(s) => scripts.push(s),
-            Err(e) => return unusable(e.to_string()),
-        }
+    let capture = match Capture::load(&args.transcripts) {
+        Ok(c) => c,
+        Err(e) => return unusable(e.to_string()),
+    };
+    for note in &capture.skipped {
+        eprintln!("imapscope: {note}");
     }
+    let capture = match capture.with_login(login.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return unusable(e.to_string()),
+    };
+    let reports = imapscope::replay::replay_capture(&capture, &options, args.concurrent).await;
     let mut all_ok = true;
-    for script in &scripts {
-        let report = imapscope::replay::replay(script, &options).await;
+    for report in &reports {
         all_ok &= report.ok();
         if args.json {
             println!("{}", report.to_json());

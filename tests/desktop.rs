@@ -521,11 +521,11 @@ fn desktop_recording_replays_and_serves() {
             });
             let options = ServeOptions {
                 speed: 4.0,
-                client_tls: match tls {
+                client_tls: Some(match tls {
                     Tls::None => imapscope::tls::TlsMode::None,
                     Tls::Starttls => imapscope::tls::TlsMode::Starttls,
                     Tls::Implicit => imapscope::tls::TlsMode::Tls,
-                },
+                }),
                 tls: tls_config,
                 ..ServeOptions::default()
             };

@@ -1,10 +1,19 @@
 //! Canonical forms of server responses, for comparing a recording with a new run.
 //!
 //! The rules follow Dovecot's imaptest, which server developers already trust: a status
-//! response is compared on its status and response code, never its human text; volatile values
-//! (UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ, MODSEQ, INTERNALDATE, greeting and ID texts, Dovecot's
-//! `(0.001 + 0.000 secs)`) become variables, bound on first sight and checked for consistency
-//! afterwards; FETCH items may come in any order; FLAGS are sets and `\Recent` is ignored.
+//! response is compared on its status and response code, never its human text; values a server
+//! mints afresh become variables, bound on first sight and checked for consistency afterwards;
+//! FETCH items may come in any order; FLAGS are sets.
+//!
+//! A variable belongs to what it describes, not to its value: UIDVALIDITY, UIDNEXT,
+//! HIGHESTMODSEQ and MAILBOXID to a mailbox, INTERNALDATE, MODSEQ, SAVEDATE, EMAILID, THREADID
+//! (and Dovecot's X-GUID, Gmail's X-GM-MSGID/X-GM-THRID) to a message, that is its UID in its
+//! mailbox. Two messages that happened to share a date in the recording may differ in the new
+//! run, and the comparison must not tie them together.
+//!
+//! `\Recent` and `RECENT` say which session saw a message first: with several connections that
+//! depends on timing, not on the server's correctness, so `\Recent` is left out of flag sets and
+//! the number of `* n RECENT` and STATUS `RECENT` is not compared (imaptest does the same).
 //! Pure functions over bytes: the replayer and the fake server are shells around them.
 
 use std::collections::BTreeMap;
@@ -19,8 +28,17 @@ pub enum Var {
     UidValidity,
     UidNext,
     HighestModSeq,
+    MailboxId,
     ModSeq,
     InternalDate,
+    SaveDate,
+    EmailId,
+    ThreadId,
+    /// Dovecot's `X-GUID`.
+    Guid,
+    /// Gmail's `X-GM-MSGID` and `X-GM-THRID`.
+    GmailMessageId,
+    GmailThreadId,
 }
 
 impl fmt::Display for Var {
@@ -29,8 +47,15 @@ impl fmt::Display for Var {
             Var::UidValidity => "UIDVALIDITY",
             Var::UidNext => "UIDNEXT",
             Var::HighestModSeq => "HIGHESTMODSEQ",
+            Var::MailboxId => "MAILBOXID",
             Var::ModSeq => "MODSEQ",
             Var::InternalDate => "INTERNALDATE",
+            Var::SaveDate => "SAVEDATE",
+            Var::EmailId => "EMAILID",
+            Var::ThreadId => "THREADID",
+            Var::Guid => "X-GUID",
+            Var::GmailMessageId => "X-GM-MSGID",
+            Var::GmailThreadId => "X-GM-THRID",
         })
     }
 }
@@ -47,15 +72,25 @@ pub enum C {
     Set(Vec<Vec<u8>>),
     /// Key-value pairs whose order does not matter (FETCH items), sorted by key.
     Map(Vec<(Vec<u8>, C)>),
-    Var(Var, Vec<u8>),
+    /// A value the server mints: the variable, what it belongs to (a mailbox, a message), and
+    /// the value.
+    Var(Var, Vec<u8>, Vec<u8>),
     /// Anything matches (human text, ID values).
     Any,
 }
 
-/// Variable bindings: recorded value -> value seen in this run.
+/// What a message is about, for the variables in it: the mailbox selected when it was sent,
+/// and the mailbox its command writes to (APPEND, COPY, MOVE), for APPENDUID and COPYUID.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scope {
+    pub selected: Option<Vec<u8>>,
+    pub target: Option<Vec<u8>>,
+}
+
+/// Variable bindings: (variable, what it belongs to, recorded value) -> value seen in this run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Bindings {
-    map: BTreeMap<(Var, Vec<u8>), Vec<u8>>,
+    map: BTreeMap<(Var, Vec<u8>, Vec<u8>), Vec<u8>>,
 }
 
 impl Bindings {
@@ -63,17 +98,18 @@ impl Bindings {
         self.map.is_empty()
     }
 
-    /// `UIDVALIDITY 1795654743 -> 1795660000`, one per binding whose values differ, then a
-    /// count of the bindings that kept their value.
+    /// `UIDVALIDITY of INBOX 1795654743 -> 1795660000`, one per binding whose values differ,
+    /// then a count of the bindings that kept their value.
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
         let mut same = 0;
-        for ((var, recorded), seen) in &self.map {
+        for ((var, owner, recorded), seen) in &self.map {
             if recorded == seen {
                 same += 1;
             } else {
                 out.push(format!(
-                    "{var} {} -> {}",
+                    "{var}{} {} -> {}",
+                    of(owner),
                     String::from_utf8_lossy(recorded),
                     String::from_utf8_lossy(seen)
                 ));
@@ -85,22 +121,32 @@ impl Bindings {
         out
     }
 
-    pub fn pairs(&self) -> Vec<(String, String, String)> {
+    /// (variable, what it belongs to, recorded, received).
+    pub fn pairs(&self) -> Vec<(String, String, String, String)> {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         self.map
             .iter()
-            .map(|((v, r), s)| {
-                (
-                    v.to_string(),
-                    String::from_utf8_lossy(r).into_owned(),
-                    String::from_utf8_lossy(s).into_owned(),
-                )
-            })
+            .map(|((v, o, r), s)| (v.to_string(), text(o), text(r), text(s)))
             .collect()
     }
 }
 
-/// The canonical form of one server message.
+/// ` of INBOX UID 4`, or nothing when the owner is unknown.
+fn of(owner: &[u8]) -> String {
+    if owner.is_empty() {
+        String::new()
+    } else {
+        format!(" of {}", String::from_utf8_lossy(owner))
+    }
+}
+
+/// The canonical form of one server message, with no mailbox context.
 pub fn canon(bytes: &[u8]) -> Vec<C> {
+    canon_in(bytes, &Scope::default())
+}
+
+/// The canonical form of one server message sent within `scope`.
+pub fn canon_in(bytes: &[u8], scope: &Scope) -> Vec<C> {
     let head = parse_response(bytes);
     let Some(tag) = head.tag.as_deref() else {
         return vec![C::Word(bytes.trim_ascii().to_vec())];
@@ -116,7 +162,9 @@ pub fn canon(bytes: &[u8]) -> Vec<C> {
     }
     let tokens = &head.tokens[1..];
     if let Some(n) = head.number {
-        out.push(C::Num(n));
+        // `* n RECENT`: which session saw a message first (see the module doc).
+        let recent = head.name.as_deref() == Some("RECENT");
+        out.push(if recent { C::Any } else { C::Num(n) });
     }
     let Some(name) = head.name.clone() else {
         return out;
@@ -128,7 +176,7 @@ pub fn canon(bytes: &[u8]) -> Vec<C> {
             TokenKind::Code(items) => Some(items),
             _ => None,
         }) {
-            out.push(code_canon(bytes, code));
+            out.push(code_canon(bytes, code, scope));
         }
         return out;
     }
@@ -137,10 +185,14 @@ pub fn canon(bytes: &[u8]) -> Vec<C> {
         "CAPABILITY" | "ENABLED" => out.push(set(bytes, args, false)),
         "ID" => out.push(C::Any),
         "FLAGS" => out.push(args.first().map_or(C::Nil, |t| list_set(bytes, t))),
-        "FETCH" => out.push(args.first().map_or(C::Nil, |t| fetch_map(bytes, t))),
+        "FETCH" => {
+            let owner = message_owner(scope, head.number, args.first().map(|t| (bytes, t)));
+            out.push(args.first().map_or(C::Nil, |t| fetch_map(bytes, t, &owner)));
+        }
         "STATUS" => {
+            let mailbox = args.first().map(|t| word(bytes, t)).unwrap_or_default();
             out.extend(args.first().map(|t| value(bytes, t)));
-            out.extend(args.get(1).map(|t| status_items(bytes, t)));
+            out.extend(args.get(1).map(|t| status_items(bytes, t, &mailbox)));
         }
         "LIST" | "LSUB" => {
             out.extend(args.first().map(|t| list_set(bytes, t)));
@@ -164,7 +216,7 @@ fn value(bytes: &[u8], t: &Token) -> C {
         TokenKind::Number(n) => C::Num(*n),
         TokenKind::Nil => C::Nil,
         TokenKind::List(items) => C::List(items.iter().map(|i| value(bytes, i)).collect()),
-        TokenKind::Code(items) => code_canon(bytes, items),
+        TokenKind::Code(items) => code_canon(bytes, items, &Scope::default()),
         TokenKind::Text => C::Any,
         TokenKind::Literal {
             data: None, len, ..
@@ -191,19 +243,24 @@ fn list_set(bytes: &[u8], t: &Token) -> C {
     }
 }
 
-fn code_canon(bytes: &[u8], items: &[Token]) -> C {
+fn code_canon(bytes: &[u8], items: &[Token], scope: &Scope) -> C {
     let Some(first) = items.first() else {
         return C::List(Vec::new());
     };
     let name = upper(bytes, first);
     let rest = &items[1..];
-    let var = |v: Var, t: Option<&Token>| t.map_or(C::Nil, |t| C::Var(v, word(bytes, t)));
+    let selected = scope.selected.clone().unwrap_or_default();
+    let var = |v: Var, owner: &[u8], t: Option<&Token>| {
+        t.map_or(C::Nil, |t| C::Var(v, owner.to_vec(), flat(bytes, t)))
+    };
     let args = match name.as_slice() {
-        b"UIDVALIDITY" => vec![var(Var::UidValidity, rest.first())],
-        b"UIDNEXT" => vec![var(Var::UidNext, rest.first())],
-        b"HIGHESTMODSEQ" => vec![var(Var::HighestModSeq, rest.first())],
+        b"UIDVALIDITY" => vec![var(Var::UidValidity, &selected, rest.first())],
+        b"UIDNEXT" => vec![var(Var::UidNext, &selected, rest.first())],
+        b"HIGHESTMODSEQ" => vec![var(Var::HighestModSeq, &selected, rest.first())],
+        b"MAILBOXID" => vec![var(Var::MailboxId, &selected, rest.first())],
         b"APPENDUID" | b"COPYUID" => {
-            let mut v = vec![var(Var::UidValidity, rest.first())];
+            let target = scope.target.clone().unwrap_or_default();
+            let mut v = vec![var(Var::UidValidity, &target, rest.first())];
             v.extend(rest.iter().skip(1).map(|t| value(bytes, t)));
             v
         }
@@ -216,27 +273,70 @@ fn code_canon(bytes: &[u8], items: &[Token]) -> C {
     C::List(out)
 }
 
-/// FETCH data items: FLAGS as a set, INTERNALDATE and MODSEQ as variables.
-fn fetch_map(bytes: &[u8], t: &Token) -> C {
+/// A value as one byte string: a word's content, a list's items joined by spaces
+/// (`MAILBOXID (F3c8...)` and `MODSEQ (12)` wrap theirs in parentheses).
+fn flat(bytes: &[u8], t: &Token) -> Vec<u8> {
+    match &t.kind {
+        TokenKind::List(items) => items
+            .iter()
+            .map(|i| flat(bytes, i))
+            .collect::<Vec<_>>()
+            .join(&b' '),
+        _ => word(bytes, t),
+    }
+}
+
+/// What a FETCH response is about: its message's UID in the selected mailbox, or its sequence
+/// number when the response carries no UID.
+fn message_owner(scope: &Scope, number: Option<u64>, items: Option<(&[u8], &Token)>) -> Vec<u8> {
+    let uid = items.and_then(|(bytes, t)| match &t.kind {
+        TokenKind::List(items) => items
+            .chunks(2)
+            .find(|pair| upper(bytes, &pair[0]) == b"UID")
+            .and_then(|pair| pair.get(1))
+            .map(|v| flat(bytes, v)),
+        _ => None,
+    });
+    let mut owner = scope.selected.clone().unwrap_or_default();
+    if !owner.is_empty() {
+        owner.push(b' ');
+    }
+    match (uid, number) {
+        (Some(uid), _) => {
+            owner.extend_from_slice(format!("UID {}", String::from_utf8_lossy(&uid)).as_bytes())
+        }
+        (None, Some(n)) => owner.extend_from_slice(format!("message {n}").as_bytes()),
+        (None, None) => {}
+    }
+    owner
+}
+
+/// FETCH data items: FLAGS as a set; what the server mints for a message as variables of it.
+fn fetch_map(bytes: &[u8], t: &Token, owner: &[u8]) -> C {
+    let var = |v: Var, t: &Token| Some(C::Var(v, owner.to_vec(), flat(bytes, t)));
     item_map(bytes, t, |key, v| match key {
         b"FLAGS" => Some(list_set(bytes, v)),
-        b"INTERNALDATE" => Some(C::Var(Var::InternalDate, word(bytes, v))),
-        b"MODSEQ" => match &v.kind {
-            TokenKind::List(inner) if inner.len() == 1 => {
-                Some(C::Var(Var::ModSeq, word(bytes, &inner[0])))
-            }
-            _ => None,
-        },
+        b"INTERNALDATE" => var(Var::InternalDate, v),
+        b"MODSEQ" => var(Var::ModSeq, v),
+        b"SAVEDATE" => var(Var::SaveDate, v),
+        b"EMAILID" => var(Var::EmailId, v),
+        b"THREADID" => var(Var::ThreadId, v),
+        b"X-GUID" => var(Var::Guid, v),
+        b"X-GM-MSGID" => var(Var::GmailMessageId, v),
+        b"X-GM-THRID" => var(Var::GmailThreadId, v),
         _ => None,
     })
 }
 
-/// STATUS items: UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ as variables.
-fn status_items(bytes: &[u8], t: &Token) -> C {
+/// STATUS items: what the server mints for the mailbox as its variables; RECENT not compared.
+fn status_items(bytes: &[u8], t: &Token, mailbox: &[u8]) -> C {
+    let var = |v: Var, t: &Token| Some(C::Var(v, mailbox.to_vec(), flat(bytes, t)));
     item_map(bytes, t, |key, v| match key {
-        b"UIDVALIDITY" => Some(C::Var(Var::UidValidity, word(bytes, v))),
-        b"UIDNEXT" => Some(C::Var(Var::UidNext, word(bytes, v))),
-        b"HIGHESTMODSEQ" => Some(C::Var(Var::HighestModSeq, word(bytes, v))),
+        b"UIDVALIDITY" => var(Var::UidValidity, v),
+        b"UIDNEXT" => var(Var::UidNext, v),
+        b"HIGHESTMODSEQ" => var(Var::HighestModSeq, v),
+        b"MAILBOXID" => var(Var::MailboxId, v),
+        b"RECENT" => Some(C::Any),
         _ => None,
     })
 }
@@ -324,13 +424,16 @@ pub fn matches(expected: &[C], received: &[C], bindings: &mut Bindings) -> bool 
 fn value_matches(e: &C, r: &C, b: &mut Bindings) -> bool {
     match (e, r) {
         (C::Any, _) | (_, C::Any) => true,
-        (C::Var(ve, xe), C::Var(vr, xr)) if ve == vr => match b.map.get(&(*ve, xe.clone())) {
-            Some(bound) => bound == xr,
-            None => {
-                b.map.insert((*ve, xe.clone()), xr.clone());
-                true
+        (C::Var(ve, owner, xe), C::Var(vr, _, xr)) if ve == vr => {
+            let key = (*ve, owner.clone(), xe.clone());
+            match b.map.get(&key) {
+                Some(bound) => bound == xr,
+                None => {
+                    b.map.insert(key, xr.clone());
+                    true
+                }
             }
-        },
+        }
         (C::List(a), C::List(z)) => {
             a.len() == z.len() && a.iter().zip(z).all(|(x, y)| value_matches(x, y, b))
         }
@@ -439,5 +542,97 @@ mod tests {
             &mut b
         ));
         assert!(!m(b"* 3 EXISTS\r\n", b"* 4 EXISTS\r\n", &mut b));
+    }
+
+    fn in_box(e: &[u8], r: &[u8], mailbox: &str, b: &mut Bindings) -> bool {
+        let scope = Scope {
+            selected: Some(mailbox.as_bytes().to_vec()),
+            target: None,
+        };
+        matches(&canon_in(e, &scope), &canon_in(r, &scope), b)
+    }
+
+    #[test]
+    fn a_date_belongs_to_its_message_not_to_its_value() {
+        // Messages 3 and 4 shared a second in the recording, not in this run.
+        let mut b = Bindings::default();
+        assert!(in_box(
+            b"* 3 FETCH (UID 3 INTERNALDATE \"27-Nov-2026 08:54:28 +0000\")\r\n",
+            b"* 3 FETCH (UID 3 INTERNALDATE \"27-Nov-2026 08:54:34 +0000\")\r\n",
+            "INBOX",
+            &mut b
+        ));
+        assert!(in_box(
+            b"* 4 FETCH (UID 4 INTERNALDATE \"27-Nov-2026 08:54:28 +0000\")\r\n",
+            b"* 4 FETCH (UID 4 INTERNALDATE \"27-Nov-2026 08:54:35 +0000\")\r\n",
+            "INBOX",
+            &mut b
+        ));
+        // The same message must keep its date.
+        assert!(!in_box(
+            b"* 3 FETCH (UID 3 INTERNALDATE \"27-Nov-2026 08:54:28 +0000\")\r\n",
+            b"* 3 FETCH (UID 3 INTERNALDATE \"27-Nov-2026 08:54:35 +0000\")\r\n",
+            "INBOX",
+            &mut b
+        ));
+        // UIDVALIDITY belongs to a mailbox: two mailboxes may share one in the recording.
+        assert!(in_box(
+            b"* OK [UIDVALIDITY 1700] ok\r\n",
+            b"* OK [UIDVALIDITY 1800] ok\r\n",
+            "INBOX",
+            &mut b
+        ));
+        assert!(in_box(
+            b"* OK [UIDVALIDITY 1700] ok\r\n",
+            b"* OK [UIDVALIDITY 1801] ok\r\n",
+            "Sent",
+            &mut b
+        ));
+        assert!(
+            b.describe()
+                .iter()
+                .any(|d| d == "UIDVALIDITY of Sent 1700 -> 1801")
+        );
+    }
+
+    #[test]
+    fn identifiers_a_server_mints_are_variables() {
+        let mut b = Bindings::default();
+        assert!(in_box(
+            b"* OK [MAILBOXID (F2212ea87-6097-4256-9d51-71338625)] Ok\r\n",
+            b"* OK [MAILBOXID (F9a0d0cb1-3c1e-4a4b-8c49-2f1b0e2d)] Ok\r\n",
+            "INBOX",
+            &mut b
+        ));
+        assert!(in_box(
+            b"* 1 FETCH (UID 1 EMAILID (M6d99ac3275bb4e) THREADID (T64b478a75b7ea9) SAVEDATE \"27-Nov-2026 08:00:00 +0000\" MODSEQ (4))\r\n",
+            b"* 1 FETCH (MODSEQ (9) UID 1 EMAILID (M1111111111111) THREADID (T2222222222222) SAVEDATE \"27-Nov-2026 09:00:00 +0000\")\r\n",
+            "INBOX",
+            &mut b
+        ));
+        assert!(m(
+            b"* STATUS Sent (MESSAGES 1 MAILBOXID (Fabc) UIDVALIDITY 5 RECENT 1)\r\n",
+            b"* STATUS Sent (MESSAGES 1 MAILBOXID (Fdef) UIDVALIDITY 6 RECENT 0)\r\n",
+            &mut b
+        ));
+        // UIDs are not minted afresh by a re-seeded server: they are compared.
+        assert!(!in_box(
+            b"* 2 FETCH (UID 2 EMAILID (Ma))\r\n",
+            b"* 2 FETCH (UID 3 EMAILID (Ma))\r\n",
+            "INBOX",
+            &mut b
+        ));
+    }
+
+    #[test]
+    fn recent_is_not_compared() {
+        let mut b = Bindings::default();
+        assert!(m(b"* 3 RECENT\r\n", b"* 0 RECENT\r\n", &mut b));
+        assert!(m(
+            b"* 1 FETCH (FLAGS (\\Seen \\Recent))\r\n",
+            b"* 1 FETCH (FLAGS (\\Seen))\r\n",
+            &mut b
+        ));
+        assert!(!m(b"* 3 EXISTS\r\n", b"* 2 EXISTS\r\n", &mut b));
     }
 }

@@ -1,13 +1,20 @@
 //! Compares the server side of a recording with what a server said in a new run, and writes
 //! the result as a readable diff or as JSON. Sans-I/O: both sides come in as bytes already
 //! grouped by the command they answer.
+//!
+//! When a recorded response and a received one differ only inside (the same `* 3 FETCH`, a
+//! different body), the pair is shown together with a unified diff of their lines, so a person
+//! sees which header or body line changed rather than two summaries of the same size.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use serde::Serialize;
 
-use super::canon::{Bindings, C, canon, matches};
+use super::canon::{Bindings, C, Scope, canon_in, matches};
+use crate::protocol::message::{parse_command, parse_response};
+use crate::protocol::token::string_value;
 
 /// Which exchange a server message belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -34,6 +41,20 @@ pub enum Mark {
 pub struct DiffLine {
     pub mark: Mark,
     pub text: String,
+    /// For a received response paired with the recorded one it differs from: their lines,
+    /// unified-diff style (`-` recorded, `+` received, ` ` context, `@@` hunk heads).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub detail: Vec<String>,
+}
+
+impl DiffLine {
+    fn new(mark: Mark, text: String) -> DiffLine {
+        DiffLine {
+            mark,
+            text,
+            detail: Vec::new(),
+        }
+    }
 }
 
 /// One command and its responses, compared.
@@ -70,9 +91,13 @@ pub enum Extras {
 }
 
 /// Compares `expected` with `received` group by group: within a group, responses may come in
-/// any order; a tagged completion must match in status and code.
+/// any order; a tagged completion must match in status and code. `cut_off` names the commands
+/// the recording stopped inside (no completion was recorded: the client quit during IDLE, or
+/// was killed mid-FETCH): what the recording has of them must arrive, and whatever the server
+/// said after that point is not a difference.
 pub fn compare(
     commands: &BTreeMap<Group, String>,
+    cut_off: &BTreeSet<Group>,
     expected: &[(Group, Vec<u8>)],
     received: &[(Group, Vec<u8>)],
     extras: Extras,
@@ -90,57 +115,231 @@ pub fn compare(
         by_group.entry(*g).or_default();
     }
     let mut out = Comparison::default();
+    let mut selected: Option<Vec<u8>> = None;
     for (group, (exp, rec)) in by_group {
-        let rec_canon: Vec<Vec<C>> = rec.iter().map(|b| canon(b)).collect();
+        let command = commands.get(&group);
+        let scope = scope_of(command.map(String::as_str), &mut selected);
+        let rec_canon: Vec<Vec<C>> = rec.iter().map(|b| canon_in(b, &scope)).collect();
         let mut used = vec![false; rec.len()];
         let mut lines = Vec::new();
+        let mut missing = Vec::new();
         for e in &exp {
-            let ec = canon(e);
+            let ec = canon_in(e, &scope);
             let found = (0..rec.len())
                 .find(|&i| !used[i] && matches(&ec, &rec_canon[i], &mut out.bindings));
             match found {
                 Some(i) => {
                     used[i] = true;
                     out.matched += 1;
-                    lines.push(DiffLine {
-                        mark: Mark::Same,
-                        text: show(rec[i]),
-                    });
+                    lines.push(DiffLine::new(Mark::Same, show(rec[i])));
                 }
                 None => {
                     out.missing += 1;
-                    lines.push(DiffLine {
-                        mark: Mark::Missing,
-                        text: show(e),
-                    });
+                    missing.push((lines.len(), *e));
+                    lines.push(DiffLine::new(Mark::Missing, show(e)));
                 }
             }
         }
+        // Each received response that matched nothing: beside the recorded one it most likely
+        // stands for (same tag or `* n NAME`), with their difference; else at the end.
+        let mut paired: Vec<(usize, DiffLine)> = Vec::new();
+        let mut unpaired = Vec::new();
         for (i, r) in rec.iter().enumerate() {
             if used[i] {
                 continue;
             }
+            if cut_off.contains(&group) {
+                lines.push(DiffLine::new(
+                    Mark::Same,
+                    format!("{} (after the recording ended)", show(r)),
+                ));
+                continue;
+            }
             let untagged = r.starts_with(b"* ");
             if extras == Extras::Allow && untagged {
-                lines.push(DiffLine {
-                    mark: Mark::Same,
-                    text: format!("{} (extra, allowed)", show(r)),
-                });
+                lines.push(DiffLine::new(
+                    Mark::Same,
+                    format!("{} (extra, allowed)", show(r)),
+                ));
                 continue;
             }
             out.extra += 1;
-            lines.push(DiffLine {
-                mark: Mark::Extra,
-                text: show(r),
-            });
+            let mut line = DiffLine::new(Mark::Extra, show(r));
+            let partner = missing
+                .iter()
+                .position(|(_, e)| same_head(e, r))
+                .map(|p| missing.remove(p));
+            match partner {
+                Some((at, e)) => {
+                    // One short line each: the pair itself says it all.
+                    let long = |b: &[u8]| {
+                        b.len() > LONG_LINE || b.iter().filter(|&&c| c == b'\n').count() > 1
+                    };
+                    if long(e) || long(r) {
+                        line.detail = detail(e, r);
+                    }
+                    paired.push((at, line));
+                }
+                None => unpaired.push(line),
+            }
         }
+        // Inserted from the back, so earlier positions stay valid.
+        paired.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
+        for (at, line) in paired {
+            lines.insert(at + 1, line);
+        }
+        lines.extend(unpaired);
         out.groups.push(GroupReport {
             group,
-            command: commands.get(&group).cloned(),
+            command: command.cloned(),
             lines,
         });
     }
     out
+}
+
+/// The scope a command's responses are read in: the mailbox selected (a SELECT or EXAMINE
+/// selects its own, which `selected` keeps for the commands after it; CLOSE and UNSELECT end
+/// it) and the mailbox an APPEND, COPY or MOVE writes to.
+fn scope_of(command: Option<&str>, selected: &mut Option<Vec<u8>>) -> Scope {
+    let Some(command) = command else {
+        return Scope {
+            selected: selected.clone(),
+            target: None,
+        };
+    };
+    let bytes = command.as_bytes();
+    let head = parse_command(bytes);
+    let name = head
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    let args = head.args();
+    let arg = |i: usize| {
+        args.get(i)
+            .map(|t| string_value(bytes, t).unwrap_or_else(|| bytes[t.span.clone()].to_vec()))
+    };
+    let mut target = None;
+    match name.as_str() {
+        "SELECT" | "EXAMINE" => *selected = arg(0),
+        "CLOSE" | "UNSELECT" => *selected = None,
+        "APPEND" => target = arg(0),
+        "COPY" | "MOVE" => target = args.len().checked_sub(1).and_then(arg),
+        "UID" => {
+            let sub = arg(0).unwrap_or_default().to_ascii_uppercase();
+            if sub == b"COPY" || sub == b"MOVE" {
+                target = args.len().checked_sub(1).and_then(arg);
+            }
+        }
+        _ => {}
+    }
+    Scope {
+        selected: selected.clone(),
+        target,
+    }
+}
+
+/// Whether two responses are the same kind of thing: the same tag and name, and for FETCH
+/// the same message (`* 3 FETCH`, `a1 OK`, `* 2 EXISTS` and `* 3 EXISTS`).
+fn same_head(a: &[u8], b: &[u8]) -> bool {
+    let (ha, hb) = (parse_response(a), parse_response(b));
+    ha.tag.is_some()
+        && ha.tag == hb.tag
+        && ha.name == hb.name
+        && (ha.number == hb.number || ha.name.as_deref() != Some("FETCH"))
+}
+
+/// Lines of context around each difference.
+const CONTEXT: usize = 3;
+/// A line longer than this is shown as the region where it differs.
+const LONG_LINE: usize = 160;
+
+/// The lines of `recorded` and `received` that differ, unified-diff style with a few lines of
+/// context, long lines cut to the region that differs.
+pub fn detail(recorded: &[u8], received: &[u8]) -> Vec<String> {
+    let (old, new) = (
+        String::from_utf8_lossy(recorded),
+        String::from_utf8_lossy(received),
+    );
+    let diff = similar::TextDiff::configure()
+        // A pathological pair of 100 MB bodies must not hold the report up.
+        .timeout(Duration::from_secs(2))
+        .diff_lines(&*old, &*new);
+    let mut out = Vec::new();
+    for group in diff.grouped_ops(CONTEXT) {
+        let (Some(first), Some(last)) = (group.first(), group.last()) else {
+            continue;
+        };
+        let (o, n) = (first.old_range().start, first.new_range().start);
+        let (oe, ne) = (last.old_range().end, last.new_range().end);
+        out.push(format!("@@ -{},{} +{},{} @@", o + 1, oe - o, n + 1, ne - n));
+        for op in &group {
+            let changes: Vec<_> = diff.iter_changes(op).collect();
+            // A line replaced by one line: both cut to where they differ.
+            let (removed, added): (Vec<&similar::Change<&str>>, Vec<_>) = changes
+                .iter()
+                .filter(|c| c.tag() != similar::ChangeTag::Equal)
+                .partition(|c| c.tag() == similar::ChangeTag::Delete);
+            let pair = (removed.len() == 1 && added.len() == 1)
+                .then(|| region(removed[0].value(), added[0].value()));
+            for change in &changes {
+                let text = change.value().trim_end_matches(['\r', '\n']);
+                let line = match (change.tag(), &pair) {
+                    (similar::ChangeTag::Equal, _) => format!(" {}", clip(text)),
+                    (similar::ChangeTag::Delete, Some((r, _))) => format!("-{r}"),
+                    (similar::ChangeTag::Insert, Some((_, a))) => format!("+{a}"),
+                    (similar::ChangeTag::Delete, None) => format!("-{}", clip(text)),
+                    (similar::ChangeTag::Insert, None) => format!("+{}", clip(text)),
+                };
+                out.push(line);
+            }
+        }
+    }
+    out
+}
+
+/// A line for a person: whole when short, else its start.
+fn clip(line: &str) -> String {
+    if line.chars().count() <= LONG_LINE {
+        return line.to_string();
+    }
+    let mut s: String = line.chars().take(LONG_LINE).collect();
+    s.push('…');
+    s
+}
+
+/// Two versions of a long line, each cut to the region where they differ plus some context.
+fn region(a: &str, b: &str) -> (String, String) {
+    let (a, b) = (
+        a.trim_end_matches(['\r', '\n']),
+        b.trim_end_matches(['\r', '\n']),
+    );
+    if a.chars().count() <= LONG_LINE && b.chars().count() <= LONG_LINE {
+        return (a.to_string(), b.to_string());
+    }
+    let (ac, bc): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let prefix = ac.iter().zip(&bc).take_while(|(x, y)| x == y).count();
+    let suffix = ac[prefix..]
+        .iter()
+        .rev()
+        .zip(bc[prefix..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let cut = |c: &[char]| {
+        let from = prefix.saturating_sub(40);
+        let to = (c.len() - suffix + 40).min(c.len());
+        let mut s = String::new();
+        if from > 0 {
+            s.push('…');
+        }
+        s.extend(&c[from..to.min(from + 2 * LONG_LINE)]);
+        if to < c.len() || to > from + 2 * LONG_LINE {
+            s.push('…');
+        }
+        s
+    };
+    (cut(&ac), cut(&bc))
 }
 
 impl Comparison {
@@ -172,10 +371,13 @@ impl Comparison {
                     Mark::Missing => '-',
                     Mark::Extra => '+',
                 };
-                let _ = writeln!(s, "{mark} S: {}", line.text);
                 if line.mark != Mark::Same && !first_marked {
                     first_marked = true;
-                    let _ = writeln!(s, "  ^^^ first difference (- recorded, + received)");
+                    let _ = writeln!(s, "  vvv first difference (- recorded, + received)");
+                }
+                let _ = writeln!(s, "{mark} S: {}", line.text);
+                for d in &line.detail {
+                    let _ = writeln!(s, "      {d}");
                 }
             }
         }
@@ -208,6 +410,7 @@ mod tests {
 
     #[test]
     fn says_no_and_shows_where() {
+        let none = BTreeSet::new();
         let mut commands = BTreeMap::new();
         commands.insert(Group::Command(0), "a1 SELECT INBOX".to_string());
         let g = Group::Command(0);
@@ -221,20 +424,26 @@ mod tests {
             (g, b"* 3 EXISTS\r\n".to_vec()),
             (g, b"a1 OK [READ-WRITE] done (0.001 secs)\r\n".to_vec()),
         ];
-        let c = compare(&commands, &expected, &received, Extras::Forbid);
+        let c = compare(&commands, &none, &expected, &received, Extras::Forbid);
         assert!(!c.ok());
         assert_eq!((c.matched, c.missing, c.extra), (2, 1, 1));
         let text = c.render(false);
         assert!(text.contains("- S: * 2 EXISTS"), "{text}");
         assert!(text.contains("+ S: * 3 EXISTS"), "{text}");
         assert!(text.contains("first difference"), "{text}");
-        assert!(text.contains("UIDVALIDITY 5 -> 9"), "{text}");
-        let same = compare(&commands, &expected, &expected, Extras::Forbid);
+        assert!(text.contains("UIDVALIDITY of INBOX 5 -> 9"), "{text}");
+        // The differing pair stands together.
+        assert!(
+            text.contains("- S: * 2 EXISTS\n+ S: * 3 EXISTS\n"),
+            "{text}"
+        );
+        let same = compare(&commands, &none, &expected, &expected, Extras::Forbid);
         assert!(same.ok());
     }
 
     #[test]
     fn extra_untagged_can_be_allowed() {
+        let none = BTreeSet::new();
         let commands = BTreeMap::new();
         let g = Group::Command(0);
         let expected = vec![(g, b"a1 OK done\r\n".to_vec())];
@@ -242,7 +451,69 @@ mod tests {
             (g, b"* OK Still here\r\n".to_vec()),
             (g, b"a1 OK done\r\n".to_vec()),
         ];
-        assert!(!compare(&commands, &expected, &received, Extras::Forbid).ok());
-        assert!(compare(&commands, &expected, &received, Extras::Allow).ok());
+        assert!(!compare(&commands, &none, &expected, &received, Extras::Forbid).ok());
+        assert!(compare(&commands, &none, &expected, &received, Extras::Allow).ok());
+    }
+
+    #[test]
+    fn a_changed_line_in_a_message_body_is_shown_as_such() {
+        let none = BTreeSet::new();
+        let mut commands = BTreeMap::new();
+        commands.insert(Group::Command(0), "a3 FETCH 1 BODY[]".to_string());
+        let g = Group::Command(0);
+        let body = |subject: &str| {
+            let msg = format!(
+                "From: nell@example.com\r\nTo: bob@example.com\r\nSubject: {subject}\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n\r\nLine one\r\nLine two\r\nLine three\r\n"
+            );
+            format!("* 1 FETCH (UID 1 BODY[] {{{}}}\r\n{msg})\r\n", msg.len()).into_bytes()
+        };
+        let expected = vec![
+            (g, body("Lunch on Friday")),
+            (g, b"a3 OK done\r\n".to_vec()),
+        ];
+        let received = vec![
+            (g, body("Lunch on Monday")),
+            (g, b"a3 OK done\r\n".to_vec()),
+        ];
+        let c = compare(&commands, &none, &expected, &received, Extras::Forbid);
+        assert_eq!((c.matched, c.missing, c.extra), (1, 1, 1));
+        let text = c.render(false);
+        assert!(text.contains("      -Subject: Lunch on Friday\n"), "{text}");
+        assert!(text.contains("      +Subject: Lunch on Monday\n"), "{text}");
+        assert!(text.contains("       To: bob@example.com\n"), "{text}");
+        let json = serde_json::to_string(&c.groups).unwrap();
+        assert!(json.contains("+Subject: Lunch on Monday"), "{json}");
+    }
+
+    #[test]
+    fn a_long_line_is_cut_to_where_it_differs() {
+        let a = format!("{}OLD{}", "x".repeat(500), "y".repeat(500));
+        let b = format!("{}NEW{}", "x".repeat(500), "y".repeat(500));
+        let lines = detail(
+            format!("h\r\n{a}\r\n").as_bytes(),
+            format!("h\r\n{b}\r\n").as_bytes(),
+        );
+        let removed = lines.iter().find(|l| l.starts_with('-')).unwrap();
+        assert!(removed.contains("OLD") && removed.len() < 200, "{removed}");
+        assert!(removed.starts_with("-…"), "{removed}");
+    }
+
+    #[test]
+    fn a_command_the_recording_stopped_inside_checks_what_it_has() {
+        let mut commands = BTreeMap::new();
+        commands.insert(Group::Command(0), "a4 IDLE".to_string());
+        let g = Group::Command(0);
+        let cut = BTreeSet::from([g]);
+        let expected = vec![(g, b"+ idling\r\n".to_vec())];
+        // The server went on (a push, the completion after the client's DONE-less close).
+        let received = vec![
+            (g, b"+ idling\r\n".to_vec()),
+            (g, b"* 4 EXISTS\r\n".to_vec()),
+        ];
+        let c = compare(&commands, &cut, &expected, &received, Extras::Forbid);
+        assert!(c.ok(), "{}", c.render(true));
+        // What the recording has must still arrive.
+        let c = compare(&commands, &cut, &expected, &[], Extras::Forbid);
+        assert_eq!(c.missing, 1);
     }
 }

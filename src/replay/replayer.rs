@@ -8,7 +8,7 @@
 //! [`compare`] says whether the run matches.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,10 @@ use crate::tls::TlsMode;
 #[derive(Clone)]
 pub struct ReplayOptions {
     pub upstream: String,
-    pub tls: TlsMode,
-    /// Needed when `tls` is not `None`.
+    /// How to start the connection; `None`: as the recording did (implicit TLS when it was
+    /// implicit; STARTTLS is a command of the recording and is played as one).
+    pub tls: Option<TlsMode>,
+    /// Needed when the connection or a STARTTLS in the recording uses TLS.
     pub tls_config: Option<Arc<rustls::ClientConfig>>,
     pub extras: Extras,
     /// How long to wait for any one expected answer.
@@ -40,7 +42,7 @@ impl ReplayOptions {
     pub fn plain(upstream: &str) -> ReplayOptions {
         ReplayOptions {
             upstream: upstream.to_string(),
-            tls: TlsMode::None,
+            tls: None,
             tls_config: None,
             extras: Extras::Forbid,
             timeout: Duration::from_secs(10),
@@ -106,7 +108,7 @@ impl ReplayReport {
             "seconds": self.elapsed.as_secs_f64(),
             "differences": c.groups.iter().filter(|g| g.differs()).collect::<Vec<_>>(),
             "bindings": c.bindings.pairs().into_iter()
-                .map(|(var, recorded, received)| json!({"var": var, "recorded": recorded, "received": received}))
+                .map(|(var, of, recorded, received)| json!({"var": var, "of": of, "recorded": recorded, "received": received}))
                 .collect::<Vec<_>>(),
         })
     }
@@ -274,7 +276,7 @@ fn need_before(script: &Script, index: usize) -> Need {
     need
 }
 
-async fn connect(options: &ReplayOptions) -> Result<Stream, String> {
+async fn connect(options: &ReplayOptions, mode: TlsMode) -> Result<Stream, String> {
     let tcp = tokio::time::timeout(options.timeout, TcpStream::connect(&options.upstream))
         .await
         .map_err(|_| {
@@ -285,7 +287,7 @@ async fn connect(options: &ReplayOptions) -> Result<Stream, String> {
         })?
         .map_err(|e| format!("cannot connect to {}: {e}", options.upstream))?;
     let _ = tcp.set_nodelay(true);
-    if options.tls != TlsMode::Tls {
+    if mode != TlsMode::Tls {
         return Ok(Stream::Plain(tcp));
     }
     upgrade(tcp, options).await
@@ -295,7 +297,7 @@ async fn upgrade(tcp: TcpStream, options: &ReplayOptions) -> Result<Stream, Stri
     let config = options
         .tls_config
         .clone()
-        .ok_or("TLS requested without a TLS configuration")?;
+        .ok_or("the recording uses TLS, and no TLS configuration was given for the server")?;
     let host = crate::tls::host_of(&options.upstream).to_string();
     let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
     let tls = tokio_rustls::TlsConnector::from(config)
@@ -320,7 +322,7 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         error: None,
         elapsed: Duration::ZERO,
     };
-    let stream = match connect(options).await {
+    let stream = match connect(options, options.tls.unwrap_or(script.upstream_tls)).await {
         Ok(s) => s,
         Err(e) => {
             report.error = Some(e);
@@ -377,9 +379,58 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
             )
         })
         .collect();
-    report.comparison = compare(&commands, &expected, &received, options.extras);
+    report.comparison = compare(
+        &commands,
+        &cut_off(script, &recorded_index),
+        &expected,
+        &received,
+        options.extras,
+    );
     report.elapsed = start.elapsed();
     report
+}
+
+/// Replays every session of `capture`: one after the other in the order they started, or with
+/// `concurrent`, all at once, each starting at its recorded offset from the first (as the
+/// client opened them). Reports in capture order.
+pub async fn replay_capture(
+    capture: &super::Capture,
+    options: &ReplayOptions,
+    concurrent: bool,
+) -> Vec<ReplayReport> {
+    if !concurrent {
+        let mut reports = Vec::new();
+        for script in &capture.scripts {
+            reports.push(replay(script, options).await);
+        }
+        return reports;
+    }
+    let mut runs = tokio::task::JoinSet::new();
+    for (i, (script, offset)) in capture.scripts.iter().zip(capture.offsets()).enumerate() {
+        let (script, options) = (script.clone(), options.clone());
+        runs.spawn(async move {
+            tokio::time::sleep(offset).await;
+            (i, replay(&script, &options).await)
+        });
+    }
+    let mut reports: Vec<(usize, ReplayReport)> = runs.join_all().await;
+    reports.sort_by_key(|(i, _)| *i);
+    reports.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The commands the recording stopped inside: no completion was recorded for them.
+fn cut_off(script: &Script, index: &HashMap<u64, usize>) -> BTreeSet<Group> {
+    let completed: BTreeSet<u64> = script
+        .timeline
+        .iter()
+        .filter(|u| u.kind == Kind::Completion)
+        .filter_map(|u| u.reply_to)
+        .collect();
+    script
+        .commands()
+        .filter(|u| !completed.contains(&u.seq))
+        .filter_map(|u| index.get(&u.seq).map(|&i| Group::Command(i)))
+        .collect()
 }
 
 fn group_of(
@@ -439,14 +490,46 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
             }
         }
     }
-    // Every recorded completion, and the close if the server closed.
+    // Every recorded completion and continuation request, then what the server pushed after
+    // the last of them (IDLE when the client quit), then the close if the server closed.
     let need = need_before(script, script.timeline.len());
     live.wait("remaining completions", options.timeout, |l| {
-        need.completions
-            .iter()
-            .all(|(tag, n)| l.completions(tag) >= *n)
+        l.continuations() >= need.continuations
+            && need
+                .completions
+                .iter()
+                .all(|(tag, n)| l.completions(tag) >= *n)
     })
     .await?;
+    let last_answer = script
+        .timeline
+        .iter()
+        .rposition(|u| matches!(u.kind, Kind::Completion | Kind::ContinuationRequest));
+    let pushes = script.timeline[last_answer.map_or(0, |i| i + 1)..]
+        .iter()
+        .filter(|u| u.from == Side::Server && u.kind == Kind::Untagged)
+        .count();
+    if pushes > 0 {
+        let since = live
+            .received
+            .iter()
+            .rposition(|r| matches!(r.kind, Kind::Completion | Kind::ContinuationRequest))
+            .map_or(0, |i| i + 1);
+        // A push that never comes is reported by the comparison, not as an error.
+        let _ = live
+            .wait(
+                &format!("{pushes} untagged response(s) after the last answer"),
+                options.timeout,
+                |l| {
+                    l.received[since.min(l.received.len())..]
+                        .iter()
+                        .filter(|r| r.kind == Kind::Untagged)
+                        .count()
+                        >= pushes
+                },
+            )
+            .await;
+    }
     if script.end_reason.as_deref() == Some("server closed") {
         let _ = live.wait("close", options.timeout, |l| l.closed).await;
     }

@@ -7,6 +7,7 @@ use base64::Engine;
 
 use crate::protocol::message::parse_command;
 use crate::protocol::{Kind, Side};
+use crate::tls::TlsMode;
 use crate::transcript::Transcript;
 use crate::transcript::format::Record;
 
@@ -44,6 +45,12 @@ pub struct Script {
     pub redacted: bool,
     /// The greeting was made up by `imapscope import` (a rawlog has none): not compared.
     pub synthesized_greeting: bool,
+    /// When the recorded connection started (RFC 3339, UTC, as the session line has it).
+    pub start: Option<String>,
+    /// How each leg did TLS in the recording: a handshake before the greeting is implicit
+    /// TLS, one after it is STARTTLS.
+    pub upstream_tls: TlsMode,
+    pub client_tls: TlsMode,
 }
 
 /// Why a transcript cannot be played.
@@ -51,6 +58,10 @@ pub struct Script {
 pub enum ScriptError {
     #[error("{0}: the transcript has no greeting: the recorded session never reached the server")]
     NoGreeting(String),
+    #[error(
+        "{0}: the recorded client sent no command (a port probe or a health check): nothing to play"
+    )]
+    NoCommand(String),
     #[error(
         "{name}: the recording hides credentials ({what}); give them with --login USER:PASS \
          or IMAPSCOPE_LOGIN=USER:PASS"
@@ -64,6 +75,13 @@ pub enum ScriptError {
     },
     #[error("{name}: damaged record: {why}")]
     Damaged { name: String, why: String },
+}
+
+impl ScriptError {
+    /// A recording with nothing to play: skipped with a note, not an error of the run.
+    pub fn is_empty_session(&self) -> bool {
+        matches!(self, ScriptError::NoGreeting(_) | ScriptError::NoCommand(_))
+    }
 }
 
 /// A user name and password for redacted logins.
@@ -101,6 +119,9 @@ impl Script {
             end_reason: None,
             redacted: true,
             synthesized_greeting: false,
+            start: None,
+            upstream_tls: TlsMode::None,
+            client_tls: TlsMode::None,
         };
         let damaged = |why: String| ScriptError::Damaged {
             name: name.to_string(),
@@ -111,7 +132,22 @@ impl Script {
         let mut client_heads: HashMap<u64, usize> = HashMap::new();
         for record in &transcript.records {
             match record {
-                Record::Session(s) => script.redacted = s.redaction,
+                Record::Session(s) => {
+                    script.redacted = s.redaction;
+                    script.start = Some(s.start.clone());
+                }
+                Record::Tls(t) => {
+                    let mode = if script.greeting.is_some() {
+                        TlsMode::Starttls
+                    } else {
+                        TlsMode::Tls
+                    };
+                    match t.leg.as_str() {
+                        "upstream" => script.upstream_tls = mode,
+                        "client" => script.client_tls = mode,
+                        _ => {}
+                    }
+                }
                 Record::Message(m) => {
                     let bytes = m
                         .payload
@@ -184,6 +220,9 @@ impl Script {
         }
         if script.greeting.is_none() {
             return Err(ScriptError::NoGreeting(name.to_string()));
+        }
+        if script.commands().next().is_none() {
+            return Err(ScriptError::NoCommand(name.to_string()));
         }
         Ok(script)
     }

@@ -5,8 +5,11 @@
 //! send: the recorded responses, with the recorded tag replaced by the client's. Responses
 //! are sent as soon as the client has sent what the recorded client had sent before them; a
 //! command's own completion (or continuation request) is never held back. Pushes during IDLE
-//! keep their recorded delays, scaled by a speed factor. [`FakeServer`] is the async shell;
-//! it never connects anywhere.
+//! keep their recorded delays, scaled by a speed factor.
+//!
+//! [`FakeServer`] is the async shell; it never connects anywhere. It serves a capture (the
+//! connections one client made): which recording each incoming connection plays is decided by
+//! [`super::dispatch`], from what the connection sends, not from the order it arrives in.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,9 +20,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
+use super::capture::Capture;
+use super::dispatch::{Dispatch, Ended, Pool};
 use super::matcher::show;
 use super::script::{Script, ScriptError, Unit};
 use crate::protocol::message::parse_command;
@@ -27,7 +31,6 @@ use crate::protocol::token::{Token, TokenKind, string_value};
 use crate::protocol::{Event, Kind, SessionTracker, Side, Status};
 use crate::relay::stream::Stream;
 use crate::tls::TlsMode;
-use crate::transcript::read_transcript;
 
 /// How closely a client's command must resemble the recorded one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -94,7 +97,7 @@ impl SessionOutcome {
 
 /// The pure side of one served session. See the module documentation.
 pub struct ServeSession {
-    script: Script,
+    script: Arc<Script>,
     mode: MatchMode,
     speed: f64,
     tracker: SessionTracker,
@@ -113,7 +116,7 @@ pub struct ServeSession {
 }
 
 impl ServeSession {
-    pub fn new(script: Script, mode: MatchMode, speed: f64) -> ServeSession {
+    pub fn new(script: Arc<Script>, mode: MatchMode, speed: f64) -> ServeSession {
         let used = vec![false; script.timeline.len()];
         ServeSession {
             outcome: SessionOutcome {
@@ -132,6 +135,16 @@ impl ServeSession {
             t_us: 0,
             deflater: None,
         }
+    }
+
+    /// The recording's name.
+    pub fn name(&self) -> &str {
+        &self.script.name
+    }
+
+    /// How many commands the client has sent.
+    pub fn commands(&self) -> usize {
+        self.outcome.commands
     }
 
     /// The recorded greeting, to send first.
@@ -473,9 +486,13 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     pub mode: MatchMode,
     pub speed: f64,
-    pub client_tls: TlsMode,
-    /// Needed when `client_tls` is not `None`.
+    /// TLS towards the client from its first byte (`Tls`) or not; `None`: as the capture was
+    /// recorded. STARTTLS is played where the recording has it.
+    pub client_tls: Option<TlsMode>,
+    /// Needed when the capture or `client_tls` uses TLS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How many times to serve the whole capture before stopping; 0: until stopped.
+    pub rounds: usize,
 }
 
 impl Default for ServeOptions {
@@ -484,17 +501,20 @@ impl Default for ServeOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             mode: MatchMode::Strict,
             speed: 1.0,
-            client_tls: TlsMode::None,
+            client_tls: None,
             tls: None,
+            rounds: 1,
         }
     }
 }
 
-/// A fake IMAP server playing recordings, one per client connection, in order.
+/// A fake IMAP server playing a capture: each connection plays the recording whose exchange it
+/// follows (see [`super::dispatch`]), concurrently.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// use imapscope::replay::serve::{FakeServer, ServeOptions};
+/// // a file, a directory of transcripts, or a glob pattern
 /// let server = FakeServer::start(&["recordings/golden/login-select.jsonl"], ServeOptions::default()).await?;
 /// let addr = server.addr(); // point the client under test here
 /// // ... run the client ...
@@ -508,23 +528,43 @@ pub struct FakeServer {
     task: tokio::task::JoinHandle<ServeReport>,
 }
 
-/// What a fake server saw, one outcome per recording.
+/// What a fake server saw: one outcome per recording played (per round).
 #[derive(Debug, Clone, Default)]
 pub struct ServeReport {
     pub sessions: Vec<SessionOutcome>,
-    /// Recordings no client connected for.
+    /// Recordings of the last round no client connection played.
     pub unserved: Vec<String>,
+    /// Connections that sent commands after every recording they could follow was taken.
+    pub strays: Vec<SessionOutcome>,
+    /// Connections that closed before their first command (they consumed nothing).
+    pub probes: usize,
+    /// Whole passes over the capture.
+    pub rounds: usize,
 }
 
 impl ServeReport {
     pub fn ok(&self) -> bool {
-        self.unserved.is_empty() && self.sessions.iter().all(SessionOutcome::ok)
+        self.unserved.is_empty()
+            && self.strays.is_empty()
+            && self.sessions.iter().all(SessionOutcome::ok)
     }
 
     pub fn render(&self) -> String {
         let mut s: String = self.sessions.iter().map(SessionOutcome::render).collect();
         for u in &self.unserved {
             s.push_str(&format!("FAIL {u}: no client connected for it\n"));
+        }
+        for stray in &self.strays {
+            s.push_str(&format!(
+                "FAIL (a connection without a recording) {}",
+                stray.render()
+            ));
+        }
+        if self.probes > 0 {
+            s.push_str(&format!(
+                "{} connection(s) closed before their first command (nothing used)\n",
+                self.probes
+            ));
         }
         s
     }
@@ -540,28 +580,33 @@ impl ServeReport {
 }
 
 impl FakeServer {
-    /// Reads the transcripts and starts listening. Fails on unusable transcripts.
+    /// Reads the capture (transcript files, directories, glob patterns) and starts listening.
+    /// Fails on unusable transcripts.
     pub async fn start<P: AsRef<Path>>(
         transcripts: &[P],
         options: ServeOptions,
     ) -> Result<FakeServer, ServeError> {
-        let mut scripts = Vec::new();
-        for path in transcripts {
-            let path = path.as_ref();
-            let name = path.display().to_string();
-            let transcript = read_transcript(path).map_err(|e| ServeError::Input(e.to_string()))?;
-            scripts.push(Script::from_transcript(&name, &transcript)?);
-        }
-        FakeServer::from_scripts(scripts, options).await
+        let capture = Capture::load(transcripts).map_err(|e| ServeError::Input(e.to_string()))?;
+        FakeServer::from_capture(capture, options).await
+    }
+
+    pub async fn from_capture(
+        capture: Capture,
+        options: ServeOptions,
+    ) -> Result<FakeServer, ServeError> {
+        FakeServer::from_scripts(capture.scripts, options).await
     }
 
     pub async fn from_scripts(
         scripts: Vec<Script>,
         options: ServeOptions,
     ) -> Result<FakeServer, ServeError> {
-        if options.client_tls != TlsMode::None && options.tls.is_none() {
+        if scripts.is_empty() {
+            return Err(ServeError::Input("no recording to serve".into()));
+        }
+        if options.tls.is_none() && needs_tls(&scripts, &options) {
             return Err(ServeError::Input(
-                "client TLS needs a TLS configuration".into(),
+                "the capture uses TLS towards the client: a TLS configuration is needed".into(),
             ));
         }
         let listener = TcpListener::bind(options.listen)
@@ -577,8 +622,13 @@ impl FakeServer {
         self.addr
     }
 
-    /// Waits until every recording has been served (each client disconnected), or `finish`
-    /// is called: then stops accepting and reports.
+    /// Cancelling it stops the server as [`FakeServer::finish`] does.
+    pub fn stop_handle(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Waits until the capture has been served (`rounds` times), or `finish` is called: then
+    /// stops accepting and reports.
     pub async fn wait(self) -> ServeReport {
         self.task.await.unwrap_or_default()
     }
@@ -588,6 +638,12 @@ impl FakeServer {
         self.stop.cancel();
         self.task.await.unwrap_or_default()
     }
+}
+
+/// Whether serving `scripts` needs a TLS configuration.
+pub fn needs_tls(scripts: &[Script], options: &ServeOptions) -> bool {
+    options.client_tls.is_some_and(|m| m != TlsMode::None)
+        || scripts.iter().any(|s| s.client_tls != TlsMode::None)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -606,57 +662,107 @@ async fn run(
     options: ServeOptions,
     stop: CancellationToken,
 ) -> ServeReport {
-    let outcomes = Arc::new(Mutex::new(Vec::new()));
-    let mut pending = scripts.into_iter();
+    // Implicit TLS when the capture's client spoke TLS from its first byte.
+    let implicit = options.client_tls.map_or_else(
+        || scripts.iter().any(|s| s.client_tls == TlsMode::Tls),
+        |m| m == TlsMode::Tls,
+    );
+    let pool = Arc::new(std::sync::Mutex::new(Pool::new(scripts)));
+    let total = pool.lock().map_or(0, |p| p.len());
+    let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
+    let connections = stop.child_token();
     let tasks = tokio_util::task::TaskTracker::new();
-    let mut served = 0usize;
-    let total = pending.len();
-    while served < total {
-        let accepted = tokio::select! {
+    let mut report = ServeReport::default();
+    let mut played = 0usize;
+    let tally = |ended: Ended, report: &mut ServeReport, played: &mut usize| match ended {
+        Ended::Probe => report.probes += 1,
+        Ended::Stray(outcome) => report.strays.push(outcome),
+        Ended::Played(_, outcome) => {
+            report.sessions.push(outcome);
+            *played += 1;
+        }
+    };
+    loop {
+        tokio::select! {
             _ = stop.cancelled() => break,
-            a = listener.accept() => a,
-        };
-        let Ok((tcp, _)) = accepted else { continue };
-        let Some(script) = pending.next() else { break };
-        served += 1;
-        let outcomes = outcomes.clone();
-        let options = options.clone();
-        let stop = stop.clone();
-        tasks.spawn(async move {
-            let outcome = serve_connection(tcp, script, &options, stop).await;
-            outcomes.lock().await.push(outcome);
-        });
+            Some(ended) = ended_rx.recv() => {
+                tally(ended, &mut report, &mut played);
+                if played == total {
+                    report.rounds += 1;
+                    played = 0;
+                    if options.rounds != 0 && report.rounds >= options.rounds {
+                        break;
+                    }
+                    if let Ok(mut p) = pool.lock() {
+                        p.reset();
+                    }
+                }
+            }
+            accepted = listener.accept() => {
+                let Ok((tcp, _)) = accepted else { continue };
+                let (pool, options, stop, ended_tx) =
+                    (pool.clone(), options.clone(), connections.clone(), ended_tx.clone());
+                tasks.spawn(async move {
+                    let ended = serve_connection(tcp, &pool, implicit, &options, stop).await;
+                    let _ = ended_tx.send(ended);
+                });
+            }
+        }
     }
+    drop(listener);
+    connections.cancel();
     tasks.close();
     tasks.wait().await;
-    let mut sessions = std::mem::take(&mut *outcomes.lock().await);
-    sessions.sort_by(|a, b| a.transcript.cmp(&b.transcript));
-    ServeReport {
-        sessions,
-        unserved: pending.map(|s| s.name).collect(),
+    drop(ended_tx);
+    while let Some(ended) = ended_rx.recv().await {
+        tally(ended, &mut report, &mut played);
     }
+    if played > 0 || report.rounds == 0 {
+        report.unserved = pool.lock().map(|p| p.unclaimed()).unwrap_or_default();
+    }
+    report
 }
 
+/// Serves one connection: TLS if the capture started with it, the greeting, then each chunk
+/// the client sends through the dispatch.
 async fn serve_connection(
     tcp: TcpStream,
-    script: Script,
+    pool: &std::sync::Mutex<Pool>,
+    implicit: bool,
     options: &ServeOptions,
     stop: CancellationToken,
-) -> SessionOutcome {
+) -> Ended {
     let _ = tcp.set_nodelay(true);
-    let transcript = script.name.clone();
-    let mut session = ServeSession::new(script, options.mode, options.speed);
     let mut stream = Some(Stream::Plain(tcp));
+    if implicit {
+        match accept(stream.take(), options).await {
+            Ok(s) => stream = Some(s),
+            Err(e) => {
+                // A probe, or a client that does not trust the CA: nothing consumed.
+                eprintln!("imapscope serve: {e}");
+                return Ended::Probe;
+            }
+        }
+    }
+    let dispatch = pool
+        .lock()
+        .ok()
+        .and_then(|p| Dispatch::new(&p, options.mode, options.speed));
+    let Some(mut dispatch) = dispatch else {
+        let _ = write(
+            &mut stream,
+            b"* BYE [UNAVAILABLE] imapscope serve: every recording of the capture is being played\r\n",
+        )
+        .await;
+        return Ended::Probe;
+    };
     let mut told = 0;
     let error = async {
-        if options.client_tls == TlsMode::Tls {
-            stream = Some(accept(stream.take(), options).await?);
-        }
-        let greeting = session.greeting();
+        let greeting = dispatch.greeting();
         write(&mut stream, &greeting).await?;
         let mut buf = BytesMut::new();
         loop {
-            if session.finished() {
+            if dispatch.finished() {
                 if let Some(s) = stream.as_mut() {
                     let _ = s.shutdown().await;
                 }
@@ -677,12 +783,18 @@ async fn serve_connection(
                 return Ok(());
             }
             let chunk = buf.split();
-            let outputs = session.on_client(&chunk);
+            let outputs = match pool.lock() {
+                Ok(mut p) => dispatch.on_client(&chunk, &mut p),
+                Err(_) => return Err("the recordings' pool is unusable".into()),
+            };
             // Said as it happens, so the client's own log and this line can be read together.
-            for m in &session.mismatches()[told..] {
-                eprintln!("imapscope serve: {transcript}: unexpected command {m}");
+            for m in dispatch.mismatches().iter().skip(told) {
+                eprintln!(
+                    "imapscope serve: {}: unexpected command {m}",
+                    dispatch.name()
+                );
             }
-            told = session.mismatches().len();
+            told = dispatch.mismatches().len();
             for output in outputs {
                 match output {
                     Output::Bytes { bytes, delay } => {
@@ -698,9 +810,21 @@ async fn serve_connection(
     }
     .await
     .err();
-    let mut outcome = session.finish();
-    outcome.error = error;
-    outcome
+    let ended = match pool.lock() {
+        Ok(mut p) => dispatch.finish(&mut p),
+        Err(_) => Ended::Probe,
+    };
+    match ended {
+        Ended::Played(i, mut outcome) => {
+            outcome.error = outcome.error.or(error);
+            Ended::Played(i, outcome)
+        }
+        Ended::Stray(mut outcome) => {
+            outcome.error = outcome.error.or(error);
+            Ended::Stray(outcome)
+        }
+        Ended::Probe => Ended::Probe,
+    }
 }
 
 async fn write(stream: &mut Option<Stream>, bytes: &[u8]) -> Result<(), String> {
