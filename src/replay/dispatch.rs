@@ -223,3 +223,107 @@ impl Dispatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcript::reader::parse_transcript;
+
+    /// A recording: greeting, `a1 CAPABILITY`, `a2 SELECT mailbox`, `a3 LOGOUT`.
+    fn recording(name: &str, mailbox: &str, exists: u32) -> Script {
+        let lines = [
+            r#"{"type":"session","version":1,"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}"#.to_string(),
+            r#"{"type":"message","seq":1,"t_us":0,"from":"server","kind":"greeting","text":"* OK ready\r\n"}"#.to_string(),
+            r#"{"type":"message","seq":2,"t_us":1,"from":"client","kind":"command","tag":"a1","name":"CAPABILITY","text":"a1 CAPABILITY\r\n"}"#.to_string(),
+            r#"{"type":"message","seq":3,"t_us":2,"from":"server","kind":"untagged","name":"CAPABILITY","text":"* CAPABILITY IMAP4rev1\r\n","in_flight":[2]}"#.to_string(),
+            r#"{"type":"message","seq":4,"t_us":3,"from":"server","kind":"completion","tag":"a1","name":"OK","text":"a1 OK done\r\n","status":"OK","reply_to":2}"#.to_string(),
+            format!(r#"{{"type":"message","seq":5,"t_us":4,"from":"client","kind":"command","tag":"a2","name":"SELECT","text":"a2 SELECT {mailbox}\r\n"}}"#),
+            format!(r#"{{"type":"message","seq":6,"t_us":5,"from":"server","kind":"untagged","name":"EXISTS","text":"* {exists} EXISTS\r\n","in_flight":[5]}}"#),
+            r#"{"type":"message","seq":7,"t_us":6,"from":"server","kind":"completion","tag":"a2","name":"OK","text":"a2 OK selected\r\n","status":"OK","reply_to":5}"#.to_string(),
+        ];
+        let text = lines.join("\n");
+        let transcript = parse_transcript(text.as_bytes(), name).unwrap();
+        Script::from_transcript(name, &transcript).unwrap()
+    }
+
+    fn bytes(outputs: &[Output]) -> Vec<u8> {
+        outputs
+            .iter()
+            .flat_map(|o| match o {
+                Output::Bytes { bytes, .. } => bytes.clone(),
+                Output::StartTls => Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_connection_plays_the_recording_it_follows_whatever_the_arrival_order() {
+        let mut pool = Pool::new(vec![
+            recording("inbox", "INBOX", 3),
+            recording("drafts", "Drafts", 0),
+        ]);
+        // A probe: connects, is greeted, closes. It consumes nothing.
+        let mut probe = Dispatch::new(&pool, MatchMode::Strict, 1.0).unwrap();
+        probe.greeting();
+        assert!(matches!(probe.finish(&mut pool), Ended::Probe));
+        assert!(!pool.all_claimed());
+
+        // Two connections at once; the first to arrive does what "drafts" recorded.
+        let mut first = Dispatch::new(&pool, MatchMode::Strict, 1.0).unwrap();
+        let mut second = Dispatch::new(&pool, MatchMode::Strict, 1.0).unwrap();
+        assert_eq!(first.greeting(), b"* OK ready\r\n");
+        second.greeting();
+        let out = first.on_client(b"7 capability\r\n", &mut pool);
+        assert_eq!(bytes(&out), b"* CAPABILITY IMAP4rev1\r\n7 OK done\r\n");
+        let out = second.on_client(b"9 CAPABILITY\r\n", &mut pool);
+        assert_eq!(bytes(&out), b"* CAPABILITY IMAP4rev1\r\n9 OK done\r\n");
+        // Both recordings still fit both connections: nothing is claimed yet.
+        assert!(pool.unclaimed().len() == 2);
+        let out = first.on_client(b"8 select Drafts\r\n", &mut pool);
+        assert_eq!(bytes(&out), b"* 0 EXISTS\r\n8 OK selected\r\n");
+        assert_eq!(pool.unclaimed(), ["inbox"]);
+        let out = second.on_client(b"10 SELECT INBOX\r\n", &mut pool);
+        assert_eq!(bytes(&out), b"* 3 EXISTS\r\n10 OK selected\r\n");
+        assert!(pool.all_claimed());
+        assert!(second.mismatches().is_empty() && first.mismatches().is_empty());
+        let Ended::Played(i, outcome) = first.finish(&mut pool) else {
+            panic!("the first connection played nothing")
+        };
+        assert_eq!((i, outcome.ok()), (1, true), "{}", outcome.render());
+        let Ended::Played(i, outcome) = second.finish(&mut pool) else {
+            panic!("the second connection played nothing")
+        };
+        assert_eq!((i, outcome.ok()), (0, true), "{}", outcome.render());
+        assert!(Dispatch::new(&pool, MatchMode::Strict, 1.0).is_none());
+    }
+
+    #[test]
+    fn identical_recordings_are_claimed_when_the_connection_ends() {
+        let mut pool = Pool::new(vec![
+            recording("one", "INBOX", 3),
+            recording("two", "INBOX", 3),
+        ]);
+        let mut a = Dispatch::new(&pool, MatchMode::Strict, 1.0).unwrap();
+        let mut b = Dispatch::new(&pool, MatchMode::Strict, 1.0).unwrap();
+        for d in [&mut a, &mut b] {
+            d.greeting();
+            d.on_client(b"1 CAPABILITY\r\n2 SELECT INBOX\r\n", &mut pool);
+        }
+        assert!(matches!(b.finish(&mut pool), Ended::Played(0, _)));
+        assert!(matches!(a.finish(&mut pool), Ended::Played(1, _)));
+    }
+
+    #[test]
+    fn a_connection_no_recording_fits_is_told_and_reported() {
+        let mut pool = Pool::new(vec![recording("inbox", "INBOX", 3)]);
+        let mut d = Dispatch::new(&pool, MatchMode::Strict, 1.0).unwrap();
+        d.greeting();
+        let out = d.on_client(b"1 NOOP\r\n", &mut pool);
+        assert!(bytes(&out).starts_with(b"1 BAD [CLIENTBUG]"));
+        assert_eq!(d.mismatches().len(), 1);
+        let Ended::Played(_, outcome) = d.finish(&mut pool) else {
+            panic!("expected the recording to be charged with the mismatch")
+        };
+        assert!(!outcome.ok());
+    }
+}
