@@ -16,6 +16,7 @@ pub mod capture;
 pub mod dispatch;
 pub mod matcher;
 pub mod replayer;
+pub mod sasl;
 pub mod script;
 pub mod serve;
 

@@ -16,7 +16,7 @@ and prints one JSON object on stdout:
 
   {"folders": {"INBOX": {"total": 3, "offline": 3}, ...}, "messages_offline": N,
    "connections": C, "commands": ["CAPABILITY", ...], "bad": 0, "no": 0,
-   "seconds": 14.2, "subjects": [...]}
+   "seconds": 14.2, "subjects": [...], "skipped_folders": ["Junk", "Trash"]}
 
 Exit 0 on success; non-zero with a message (and the tail of the IMAP log) on stderr otherwise.
 Only Python's standard library is used. See README-thunderbird.md beside this file.
@@ -835,6 +835,10 @@ def main(argv):
         "no": imap.no,
         "seconds": round(seconds, 1),
         "subjects": sorted(status["subjects"]),
+        # Folders Thunderbird does not keep offline (Trash and Junk by default): it neither
+        # selects nor downloads them on a first sync, so their counts stay 0 above.
+        "skipped_folders": sorted(name for name, f in status["folders"].items()
+                                  if not f["offlineFolder"] and not f["noselect"]),
     }
     print(json.dumps(result))
     return 0
