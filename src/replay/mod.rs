@@ -6,15 +6,15 @@
 //!   (variables for volatile values, any order within a command) and render the diff.
 //! - [`replayer`] plays the client side against a live server.
 //! - [`serve`] plays the server side to a client under test: a fake IMAP server;
-//!   [`dispatch`] decides which recording of a capture each incoming connection plays.
+//!   [`pool`] holds a capture's exchanges, handed to whichever connection asks for one.
 //!
 //! The comparison and the serving decisions are pure; the replayer and the fake server are
 //! thin async shells around them.
 
 pub mod canon;
 pub mod capture;
-pub mod dispatch;
 pub mod matcher;
+pub mod pool;
 pub mod replayer;
 pub mod sasl;
 pub mod script;

@@ -1,15 +1,16 @@
 //! A fake IMAP server that plays the server side of recordings to a client under test.
 //!
-//! [`ServeSession`] is the pure part: it reads the client's bytes with a [`SessionTracker`],
-//! matches each command with the recording (`--match strict|name|lenient`), and says what to
+//! [`ServeSession`] is the pure part, one per connection: it reads the client's bytes with a
+//! [`SessionTracker`], matches each command with an unused exchange of the capture's
+//! [`Pool`] sent in the same session state (`--match strict|name|lenient`), and says what to
 //! send: the recorded responses, with the recorded tag replaced by the client's. Responses
 //! are sent as soon as the client has sent what the recorded client had sent before them; a
 //! command's own completion (or continuation request) is never held back. Pushes during IDLE
 //! keep their recorded delays, scaled by a speed factor.
 //!
 //! [`FakeServer`] is the async shell; it never connects anywhere. It serves a capture (the
-//! connections one client made): which recording each incoming connection plays is decided by
-//! [`super::dispatch`], from what the connection sends, not from the order it arrives in.
+//! connections one client made) to connections arriving in any order, concurrently: see
+//! [`super::pool`] for why exchanges, not whole recordings, are handed out.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,10 +24,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::capture::Capture;
-use super::dispatch::{Dispatch, Ended, Pool};
 use super::matcher::show;
+use super::pool::{Context, Pool};
 use super::script::{Script, ScriptError, Unit};
-use crate::protocol::message::parse_command;
+use crate::protocol::message::{parse_command, parse_response};
 use crate::protocol::token::{Token, TokenKind, string_value};
 use crate::protocol::{Event, Kind, SessionTracker, Side, Status};
 use crate::relay::stream::Stream;
@@ -97,18 +98,20 @@ impl SessionOutcome {
 
 /// The pure side of one served session. See the module documentation.
 pub struct ServeSession {
-    script: Arc<Script>,
     mode: MatchMode,
     speed: f64,
     tracker: SessionTracker,
     events: Vec<Event>,
-    used: Vec<bool>,
-    /// Recorded tag -> the client's tag.
-    tags: HashMap<String, String>,
-    /// The client's current multi-unit message (sync literals): recorded seq, parts used.
-    current: Option<(u64, usize)>,
-    /// The recorded AUTHENTICATE being played, by recorded seq.
-    sasl_for: Option<u64>,
+    /// The recording this connection last played an exchange of.
+    following: Option<usize>,
+    /// The session state the client is in, as the exchanges played so far left it.
+    context: Context,
+    /// (recording, recorded tag) -> the client's tag.
+    tags: HashMap<(usize, String), String>,
+    /// The client's current multi-unit message (sync literals): recording, seq, parts used.
+    current: Option<(usize, u64, usize)>,
+    /// The recorded AUTHENTICATE being played: recording, seq.
+    sasl_for: Option<(usize, u64)>,
     outcome: SessionOutcome,
     t_us: u64,
     /// After COMPRESS: what is sent is deflated first.
@@ -116,19 +119,15 @@ pub struct ServeSession {
 }
 
 impl ServeSession {
-    pub fn new(script: Arc<Script>, mode: MatchMode, speed: f64) -> ServeSession {
-        let used = vec![false; script.timeline.len()];
+    pub fn new(mode: MatchMode, speed: f64) -> ServeSession {
         ServeSession {
-            outcome: SessionOutcome {
-                transcript: script.name.clone(),
-                ..SessionOutcome::default()
-            },
-            script,
+            outcome: SessionOutcome::default(),
             mode,
             speed: if speed > 0.0 { speed } else { 1.0 },
             tracker: SessionTracker::new(),
             events: Vec::new(),
-            used,
+            following: None,
+            context: Context::NotAuthenticated,
             tags: HashMap::new(),
             current: None,
             sasl_for: None,
@@ -137,9 +136,9 @@ impl ServeSession {
         }
     }
 
-    /// The recording's name.
-    pub fn name(&self) -> &str {
-        &self.script.name
+    /// The recording this connection is following, if it played anything yet.
+    pub fn following(&self) -> Option<usize> {
+        self.following
     }
 
     /// How many commands the client has sent.
@@ -147,12 +146,15 @@ impl ServeSession {
         self.outcome.commands
     }
 
-    /// The recorded greeting, to send first.
-    pub fn greeting(&mut self) -> Vec<u8> {
-        let bytes = self
-            .script
-            .greeting
-            .as_ref()
+    /// The greeting of the first recording, to send first.
+    pub fn greeting(&mut self, pool: &Pool) -> Vec<u8> {
+        let greeting = (0..pool.len()).find_map(|s| pool.script(s).greeting.as_ref());
+        if let Some(g) = greeting
+            && parse_response(&g.bytes).name.as_deref() == Some("PREAUTH")
+        {
+            self.context = Context::Authenticated;
+        }
+        let bytes = greeting
             .map(|g| g.bytes.clone())
             .unwrap_or_else(|| b"* OK imapscope serve ready\r\n".to_vec());
         self.tracker
@@ -161,7 +163,7 @@ impl ServeSession {
     }
 
     /// The client sent `bytes`: what to answer.
-    pub fn on_client(&mut self, bytes: &[u8]) -> Vec<Output> {
+    pub fn on_client(&mut self, bytes: &[u8], pool: &mut Pool) -> Vec<Output> {
         self.t_us += 1;
         let mut events = std::mem::take(&mut self.events);
         self.tracker
@@ -169,77 +171,73 @@ impl ServeSession {
         let mut out = Vec::new();
         for event in events.drain(..) {
             let matched = match event {
-                Event::Message(m) if m.from == Side::Client => self.match_message(&m, &mut out),
+                Event::Message(m) if m.from == Side::Client => {
+                    self.match_message(&m, pool, &mut out)
+                }
                 Event::Part {
                     from: Side::Client, ..
-                } => self.match_part(),
+                } => self.match_part(pool),
                 _ => None,
             };
-            if let Some(index) = matched {
-                self.respond(index, &mut out);
+            if let Some((script, index)) = matched {
+                if self.following.is_none() {
+                    pool.opened();
+                }
+                self.following = Some(script);
+                self.respond(script, index, pool, &mut out);
             }
         }
         self.events = events;
         out
     }
 
-    /// All recorded client units used and the recording's server closed: time to hang up.
     /// Commands that matched nothing so far, each with its diagnostic.
     pub fn mismatches(&self) -> &[String] {
         &self.outcome.mismatches
     }
 
-    pub fn finished(&self) -> bool {
-        let all_used = self
-            .script
-            .timeline
-            .iter()
-            .zip(&self.used)
-            .all(|(u, used)| *used || u.from == Side::Server);
-        all_used
-            && self.next_unsent_server().is_none()
-            && self.script.end_reason.as_deref() == Some("server closed")
+    /// The recording followed has been played to its end and its server hung up: time to
+    /// hang up too.
+    pub fn finished(&self, pool: &Pool) -> bool {
+        let Some(s) = self.following else {
+            return false;
+        };
+        let script = pool.script(s);
+        script.end_reason.as_deref() == Some("server closed")
+            && (0..script.timeline.len()).all(|i| pool.is_used(s, i))
     }
 
-    /// The session is over: the report.
-    pub fn finish(mut self) -> SessionOutcome {
-        for (unit, used) in self.script.timeline.iter().zip(&self.used) {
-            if !used && unit.from == Side::Client && unit.kind == Kind::Command && !unit.is_part {
-                self.outcome.unused.push(show(&unit.shown));
-            }
+    /// The connection is over: what it did. The recording's name is that of the recording it
+    /// followed last.
+    pub fn finish(mut self, pool: &mut Pool) -> SessionOutcome {
+        if let Some(s) = self.following {
+            self.outcome.transcript = pool.script(s).name.clone();
+            pool.closed();
         }
         self.outcome
-    }
-
-    fn next_unsent_server(&self) -> Option<usize> {
-        self.script
-            .timeline
-            .iter()
-            .zip(&self.used)
-            .position(|(u, used)| u.from == Side::Server && !used)
     }
 
     fn match_message(
         &mut self,
         m: &crate::protocol::Message,
+        pool: &mut Pool,
         out: &mut Vec<Output>,
-    ) -> Option<usize> {
+    ) -> Option<(usize, usize)> {
         match m.kind {
             Kind::Command => {
                 self.outcome.commands += 1;
-                let found = self.find_command(&m.bytes);
-                match found {
-                    Ok(index) => {
-                        let unit = &self.script.timeline[index];
+                match self.find_command(&m.bytes, pool) {
+                    Ok((s, index)) => {
+                        let unit = pool.unit(s, index);
                         if let (Some(rec), Some(cli)) = (&unit.tag, &m.tag) {
-                            self.tags.insert(rec.clone(), cli.to_string());
+                            self.tags.insert((s, rec.clone()), cli.to_string());
                         }
-                        self.current = m.partial.then_some((unit.seq, 0));
+                        self.current = m.partial.then_some((s, unit.seq, 0));
                         if unit.name.as_deref() == Some("AUTHENTICATE") {
-                            self.sasl_for = Some(unit.seq);
+                            self.sasl_for = Some((s, unit.seq));
                         }
-                        self.used[index] = true;
-                        Some(index)
+                        pool.mark_used(s, index);
+                        Some((s, index))
                     }
                     Err(diagnostic) => {
                         let tag = m.tag.clone().unwrap_or_else(|| "*".into());
@@ -257,17 +255,27 @@ impl ServeSession {
             }
             Kind::SaslData | Kind::IdleDone => {
                 let want = m.kind;
-                let auth = self.sasl_for;
-                let index = self.script.timeline.iter().enumerate().position(|(i, u)| {
-                    !self.used[i]
-                        && u.from == Side::Client
-                        && u.kind == want
-                        && (want != Kind::SaslData || auth.is_none() || u.reply_to == auth)
+                // In the recording of the command they belong to.
+                let (s, auth) = match (want, self.sasl_for) {
+                    (Kind::SaslData, Some((s, seq))) => (Some(s), Some(seq)),
+                    _ => (self.following, None),
+                };
+                let index = s.and_then(|s| {
+                    let timeline = &pool.script(s).timeline;
+                    (0..timeline.len())
+                        .find(|&i| {
+                            let u = &timeline[i];
+                            !pool.is_used(s, i)
+                                && u.from == Side::Client
+                                && u.kind == want
+                                && (auth.is_none() || u.reply_to == auth)
+                        })
+                        .map(|i| (s, i))
                 });
                 match index {
-                    Some(i) => {
-                        self.used[i] = true;
-                        Some(i)
+                    Some((s, i)) => {
+                        pool.mark_used(s, i);
+                        Some((s, i))
                     }
                     None => {
                         self.outcome.mismatches.push(format!(
@@ -287,60 +295,54 @@ impl ServeSession {
         }
     }
 
-    fn match_part(&mut self) -> Option<usize> {
-        let (seq, n) = self.current?;
-        let index = self
-            .script
+    fn match_part(&mut self, pool: &mut Pool) -> Option<(usize, usize)> {
+        let (s, seq, n) = self.current?;
+        let index = pool
+            .script(s)
             .timeline
             .iter()
             .enumerate()
             .filter(|(_, u)| u.from == Side::Client && u.is_part && u.seq == seq)
             .nth(n)
             .map(|(i, _)| i);
-        self.current = Some((seq, n + 1));
-        if let Some(i) = index {
-            self.used[i] = true;
-        }
-        index
+        self.current = Some((s, seq, n + 1));
+        let i = index?;
+        pool.mark_used(s, i);
+        Some((s, i))
     }
 
-    /// The recorded command this client command stands for, or why there is none.
-    fn find_command(&self, bytes: &[u8]) -> Result<usize, String> {
+    /// The recorded exchange this client command stands for, or why there is none: an unused
+    /// command of the capture sent in the same session state, the same command (`strict`:
+    /// name and arguments; `name`: name; `lenient`: name, in any state). The recording being
+    /// followed is preferred, and in it the earliest.
+    fn find_command(&self, bytes: &[u8], pool: &Pool) -> Result<(usize, usize), String> {
         let head = parse_command(bytes);
         let name = head.name.clone().unwrap_or_default();
-        let candidates: Vec<usize> = self
-            .script
-            .timeline
-            .iter()
-            .enumerate()
-            .filter(|(i, u)| {
-                !self.used[*i] && u.from == Side::Client && u.kind == Kind::Command && !u.is_part
-            })
-            .map(|(i, _)| i)
-            .collect();
-        let same = |i: &usize| self.script.timeline[*i].name.as_deref() == Some(&*name);
+        let candidates = pool.open_commands(self.following);
+        let same_name = |&(s, i): &(usize, usize)| pool.unit(s, i).name.as_deref() == Some(&*name);
+        let same_state = |&(s, i): &(usize, usize)| *pool.context_before(s, i) == self.context;
         let found = match self.mode {
-            MatchMode::Strict => candidates
-                .first()
+            MatchMode::Strict => candidates.iter().copied().find(|c| {
+                same_name(c) && same_state(c) && same_arguments(pool.unit(c.0, c.1), bytes, &head)
+            }),
+            MatchMode::Name => candidates
+                .iter()
                 .copied()
-                .filter(|i| same(i) && same_arguments(&self.script.timeline[*i], bytes, &head)),
-            MatchMode::Name => candidates.first().copied().filter(same),
-            MatchMode::Lenient => candidates.iter().copied().find(same),
+                .find(|c| same_name(c) && same_state(c)),
+            MatchMode::Lenient => candidates.iter().copied().find(same_name),
         };
         found.ok_or_else(|| {
+            let shown = |&(s, i): &(usize, usize)| format!("`{}`", show(&pool.unit(s, i).shown));
             let expected = candidates
-                .first()
-                .map(|i| format!("`{}`", show(&self.script.timeline[*i].shown)))
-                .unwrap_or_else(|| "nothing more (the recording is used up)".into());
+                .iter()
+                .find(|c| same_state(c))
+                .or(candidates.first())
+                .map(shown)
+                .unwrap_or_else(|| "nothing more (the recordings are used up)".into());
             let closest = candidates
                 .iter()
-                .find(|i| same(i))
-                .map(|i| {
-                    format!(
-                        "; closest recorded: `{}`",
-                        show(&self.script.timeline[*i].shown)
-                    )
-                })
+                .find(|c| same_name(c))
+                .map(|c| format!("; closest recorded: {}", shown(c)))
                 .unwrap_or_default();
             format!(
                 "`{}`; expected {expected}{closest}",
@@ -349,10 +351,15 @@ impl ServeSession {
         })
     }
 
-    /// Sends the recorded answer to the client unit at `index`. See the module documentation.
-    fn respond(&mut self, index: usize, out: &mut Vec<Output>) {
-        let timeline = &self.script.timeline;
-        let matched = timeline[index].clone();
+    /// Sends the recorded answer to the client unit at `index` of recording `s`. See the
+    /// module documentation.
+    fn respond(&mut self, s: usize, index: usize, pool: &mut Pool, out: &mut Vec<Output>) {
+        let script = pool.script(s).clone();
+        let timeline = &script.timeline;
+        let matched = &timeline[index];
+        if matched.kind == Kind::Command && !matched.is_part {
+            self.context = pool.context_after(s, index).clone();
+        }
         let next_client = timeline[index + 1..]
             .iter()
             .position(|u| u.from == Side::Client)
@@ -377,8 +384,8 @@ impl ServeSession {
         let mut previous_t = matched.t_us;
         let mut after_continuation = false;
         for i in index + 1..until.min(timeline.len()) {
-            let unit = &self.script.timeline[i];
-            if unit.from != Side::Server || self.used[i] {
+            let unit = &timeline[i];
+            if unit.from != Side::Server || pool.is_used(s, i) {
                 continue;
             }
             let delay = if idle && after_continuation && unit.kind == Kind::Untagged {
@@ -388,11 +395,11 @@ impl ServeSession {
             };
             after_continuation |= unit.kind == Kind::ContinuationRequest;
             previous_t = unit.t_us;
-            let bytes = self.retag(unit);
+            let bytes = self.retag(s, unit);
             let accepted = unit.kind == Kind::Completion
                 && unit.reply_to == Some(matched.seq)
-                && crate::protocol::message::parse_response(&unit.bytes).status == Some(Status::Ok);
-            self.used[i] = true;
+                && parse_response(&unit.bytes).status == Some(Status::Ok);
+            pool.mark_used(s, i);
             out.push(self.say(bytes, delay));
             match matched.name.as_deref() {
                 Some("STARTTLS") if accepted => {
@@ -408,14 +415,14 @@ impl ServeSession {
     }
 
     /// The recorded message with the recorded tag replaced by the client's.
-    fn retag(&self, unit: &Unit) -> Vec<u8> {
+    fn retag(&self, s: usize, unit: &Unit) -> Vec<u8> {
         if unit.kind != Kind::Completion {
             return unit.bytes.clone();
         }
         match unit
             .tag
             .as_ref()
-            .and_then(|t| self.tags.get(t).map(|c| (t, c)))
+            .and_then(|t| self.tags.get(&(s, t.clone())).map(|c| (t, c)))
         {
             Some((recorded, client)) if unit.bytes.starts_with(recorded.as_bytes()) => {
                 let mut b = client.as_bytes().to_vec();
@@ -668,34 +675,29 @@ async fn run(
         |m| m == TlsMode::Tls,
     );
     let pool = Arc::new(std::sync::Mutex::new(Pool::new(scripts)));
-    let total = pool.lock().map_or(0, |p| p.len());
+    let names: Vec<String> = pool
+        .lock()
+        .map(|p| (0..p.len()).map(|i| p.script(i).name.clone()).collect())
+        .unwrap_or_default();
     let (ended_tx, mut ended_rx) = tokio::sync::mpsc::unbounded_channel();
     let connections = stop.child_token();
     let tasks = tokio_util::task::TaskTracker::new();
     let mut report = ServeReport::default();
-    let mut played = 0usize;
-    let tally = |ended: Ended, report: &mut ServeReport, played: &mut usize| match ended {
+    let tally = |ended: Ended, report: &mut ServeReport| match ended {
         Ended::Probe => report.probes += 1,
-        Ended::Stray(outcome) => report.strays.push(outcome),
-        Ended::Played(_, outcome) => {
-            report.sessions.push(outcome);
-            *played += 1;
+        Ended::Played => {}
+        Ended::Round(outcomes) => {
+            report.sessions.extend(outcomes);
+            report.rounds += 1;
         }
     };
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
             Some(ended) = ended_rx.recv() => {
-                tally(ended, &mut report, &mut played);
-                if played == total {
-                    report.rounds += 1;
-                    played = 0;
-                    if options.rounds != 0 && report.rounds >= options.rounds {
-                        break;
-                    }
-                    if let Ok(mut p) = pool.lock() {
-                        p.reset();
-                    }
+                tally(ended, &mut report);
+                if options.rounds != 0 && report.rounds >= options.rounds {
+                    break;
                 }
             }
             accepted = listener.accept() => {
@@ -715,16 +717,31 @@ async fn run(
     tasks.wait().await;
     drop(ended_tx);
     while let Some(ended) = ended_rx.recv().await {
-        tally(ended, &mut report, &mut played);
+        tally(ended, &mut report);
     }
-    if played > 0 || report.rounds == 0 {
-        report.unserved = pool.lock().map(|p| p.unclaimed()).unwrap_or_default();
+    // A round cut short by a stop: what it played, and what it did not.
+    if let Ok(mut p) = pool.lock() {
+        match p.cut_short() {
+            Some(outcomes) => report.sessions.extend(outcomes),
+            None if report.rounds == 0 => report.unserved = names,
+            None => {}
+        }
     }
     report
 }
 
+/// How a connection ended, for the accept loop's count.
+enum Ended {
+    /// It sent no command: it used nothing.
+    Probe,
+    /// It played exchanges; the round goes on.
+    Played,
+    /// It was the last of a round: the round's report.
+    Round(Vec<SessionOutcome>),
+}
+
 /// Serves one connection: TLS if the capture started with it, the greeting, then each chunk
-/// the client sends through the dispatch.
+/// the client sends.
 async fn serve_connection(
     tcp: TcpStream,
     pool: &std::sync::Mutex<Pool>,
@@ -744,25 +761,14 @@ async fn serve_connection(
             }
         }
     }
-    let dispatch = pool
-        .lock()
-        .ok()
-        .and_then(|p| Dispatch::new(&p, options.mode, options.speed));
-    let Some(mut dispatch) = dispatch else {
-        let _ = write(
-            &mut stream,
-            b"* BYE [UNAVAILABLE] imapscope serve: every recording of the capture is being played\r\n",
-        )
-        .await;
-        return Ended::Probe;
-    };
+    let mut session = ServeSession::new(options.mode, options.speed);
     let mut told = 0;
     let error = async {
-        let greeting = dispatch.greeting();
+        let greeting = session.greeting(&*pool.lock().map_err(|_| "the pool is unusable")?);
         write(&mut stream, &greeting).await?;
         let mut buf = BytesMut::new();
         loop {
-            if dispatch.finished() {
+            if session.finished(&*pool.lock().map_err(|_| "the pool is unusable")?) {
                 if let Some(s) = stream.as_mut() {
                     let _ = s.shutdown().await;
                 }
@@ -783,18 +789,15 @@ async fn serve_connection(
                 return Ok(());
             }
             let chunk = buf.split();
-            let outputs = match pool.lock() {
-                Ok(mut p) => dispatch.on_client(&chunk, &mut p),
-                Err(_) => return Err("the recordings' pool is unusable".into()),
+            let outputs = {
+                let mut p = pool.lock().map_err(|_| "the pool is unusable")?;
+                session.on_client(&chunk, &mut p)
             };
             // Said as it happens, so the client's own log and this line can be read together.
-            for m in dispatch.mismatches().iter().skip(told) {
-                eprintln!(
-                    "imapscope serve: {}: unexpected command {m}",
-                    dispatch.name()
-                );
+            for m in &session.mismatches()[told..] {
+                eprintln!("imapscope serve: unexpected command {m}");
             }
-            told = dispatch.mismatches().len();
+            told = session.mismatches().len();
             for output in outputs {
                 match output {
                     Output::Bytes { bytes, delay } => {
@@ -810,20 +813,17 @@ async fn serve_connection(
     }
     .await
     .err();
-    let ended = match pool.lock() {
-        Ok(mut p) => dispatch.finish(&mut p),
-        Err(_) => Ended::Probe,
+    if session.commands() == 0 && error.is_none() {
+        return Ended::Probe;
+    }
+    let Ok(mut p) = pool.lock() else {
+        return Ended::Played;
     };
-    match ended {
-        Ended::Played(i, mut outcome) => {
-            outcome.error = outcome.error.or(error);
-            Ended::Played(i, outcome)
-        }
-        Ended::Stray(mut outcome) => {
-            outcome.error = outcome.error.or(error);
-            Ended::Stray(outcome)
-        }
-        Ended::Probe => Ended::Probe,
+    let mut outcome = session.finish(&mut p);
+    outcome.error = outcome.error.or(error);
+    match p.connection_ended(outcome) {
+        Some(round) => Ended::Round(round),
+        None => Ended::Played,
     }
 }
 

@@ -1,0 +1,309 @@
+//! The exchanges of a capture, shared by the connections a fake server plays them to.
+//!
+//! A desktop client opens several connections at once, in a different order each run, and
+//! hands its work to whichever connection is free: in one run the connection that sent
+//! NAMESPACE goes on to LIST, in the next it selects INBOX while another one lists. So a
+//! connection cannot be handed "its" recording, not even by its first commands. What stays
+//! true from run to run is what each command is answered with in a given state: the same
+//! server answers `UID fetch 1:* (FLAGS)` with INBOX selected alike on every connection.
+//!
+//! So every command of every recording is an exchange in one pool, with the session state it
+//! was sent in ([`Context`]: not logged in, logged in, which mailbox selected). A connection's
+//! command is answered with an unused exchange that has the same command in the same state,
+//! preferring the recording it is already following and, there, the next one in order (VCR's
+//! "match on request", with IMAP's state as part of the request). The units that belong to a
+//! command (literal data, SASL responses, IDLE's DONE) stay in the recording of the command.
+//! A capture has been served when every exchange was used and every connection that used one
+//! has closed. Pure: the fake server's accept loop is the shell around it.
+
+use std::sync::Arc;
+
+use super::matcher::show;
+use super::script::{Script, Unit};
+use super::serve::SessionOutcome;
+use crate::protocol::message::{parse_command, parse_response};
+use crate::protocol::token::string_value;
+use crate::protocol::{Kind, Side, Status};
+
+/// The IMAP session state a command is sent in (RFC 9051 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Context {
+    NotAuthenticated,
+    Authenticated,
+    /// The mailbox selected, as the client named it (INBOX in upper case).
+    Selected(Vec<u8>),
+}
+
+/// The recordings of a capture and which of their units have been played.
+#[derive(Debug)]
+pub struct Pool {
+    scripts: Vec<Arc<Script>>,
+    used: Vec<Vec<bool>>,
+    /// Per recording and unit: the state a client command was sent in, and the state its
+    /// completion left (for units that are not commands: the state around them).
+    before: Vec<Vec<Context>>,
+    after: Vec<Vec<Context>>,
+    /// Connections that have played something and are still open.
+    open: usize,
+    /// What the connections of this round that have ended did.
+    ended: Vec<SessionOutcome>,
+}
+
+impl Pool {
+    pub fn new(scripts: Vec<Script>) -> Pool {
+        let scripts: Vec<Arc<Script>> = scripts.into_iter().map(Arc::new).collect();
+        let used = scripts
+            .iter()
+            .map(|s| vec![false; s.timeline.len()])
+            .collect();
+        let (before, after) = scripts.iter().map(|s| contexts(s)).unzip();
+        Pool {
+            scripts,
+            used,
+            before,
+            after,
+            open: 0,
+            ended: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.scripts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.scripts.is_empty()
+    }
+
+    pub fn script(&self, index: usize) -> &Arc<Script> {
+        &self.scripts[index]
+    }
+
+    pub fn unit(&self, script: usize, index: usize) -> &Unit {
+        &self.scripts[script].timeline[index]
+    }
+
+    pub fn is_used(&self, script: usize, index: usize) -> bool {
+        self.used[script][index]
+    }
+
+    pub fn mark_used(&mut self, script: usize, index: usize) {
+        self.used[script][index] = true;
+    }
+
+    /// The state the recorded command at (`script`, `index`) was sent in, and the state it
+    /// left the session in.
+    pub fn context_before(&self, script: usize, index: usize) -> &Context {
+        &self.before[script][index]
+    }
+
+    pub fn context_after(&self, script: usize, index: usize) -> &Context {
+        &self.after[script][index]
+    }
+
+    /// A connection played its first exchange.
+    pub fn opened(&mut self) {
+        self.open += 1;
+    }
+
+    /// A connection that had played something closed.
+    pub fn closed(&mut self) {
+        self.open = self.open.saturating_sub(1);
+    }
+
+    /// A connection that sent commands ended, having done `outcome`. When that completes the
+    /// round (every exchange played, every such connection closed), the round's report, one
+    /// outcome per recording, and the capture is ready to be served again. Decided here,
+    /// under the one lock, so no connection's outcome can fall into the wrong round.
+    pub fn connection_ended(&mut self, outcome: SessionOutcome) -> Option<Vec<SessionOutcome>> {
+        self.ended.push(outcome);
+        if !self.served() {
+            return None;
+        }
+        let round = self.round_outcomes();
+        self.reset();
+        Some(round)
+    }
+
+    /// A round cut short (the server was stopped): its report, if anything was played.
+    pub fn cut_short(&mut self) -> Option<Vec<SessionOutcome>> {
+        (self.touched() || !self.ended.is_empty()).then(|| self.round_outcomes())
+    }
+
+    /// One outcome per recording: the commands of it no connection asked for, and the
+    /// mismatches of the connections that were following it when they ended.
+    fn round_outcomes(&mut self) -> Vec<SessionOutcome> {
+        let mut out: Vec<SessionOutcome> = self
+            .unused_commands()
+            .into_iter()
+            .map(|(transcript, commands, unused)| SessionOutcome {
+                transcript,
+                commands,
+                unused,
+                ..SessionOutcome::default()
+            })
+            .collect();
+        for c in std::mem::take(&mut self.ended) {
+            match out.iter_mut().find(|o| o.transcript == c.transcript) {
+                Some(o) => {
+                    o.mismatches.extend(c.mismatches);
+                    o.error = o.error.take().or(c.error);
+                }
+                // A connection whose every command matched nothing.
+                None => out.push(SessionOutcome {
+                    transcript: "(no recording matched this connection)".into(),
+                    ..c
+                }),
+            }
+        }
+        out
+    }
+
+    /// Every client unit of every recording has been played and those connections closed.
+    pub fn served(&self) -> bool {
+        self.open == 0
+            && self.scripts.iter().zip(&self.used).all(|(s, used)| {
+                s.timeline
+                    .iter()
+                    .zip(used)
+                    .all(|(u, used)| *used || u.from == Side::Server)
+            })
+    }
+
+    /// Did any connection play something of this capture?
+    pub fn touched(&self) -> bool {
+        self.used.iter().flatten().any(|u| *u)
+    }
+
+    /// Every recording is unplayed again: the capture is served once more.
+    pub fn reset(&mut self) {
+        for used in &mut self.used {
+            used.iter_mut().for_each(|u| *u = false);
+        }
+    }
+
+    /// Per recording: its name, how many of its commands were played, and the commands no
+    /// connection asked for.
+    pub fn unused_commands(&self) -> Vec<(String, usize, Vec<String>)> {
+        self.scripts
+            .iter()
+            .zip(&self.used)
+            .map(|(s, used)| {
+                let commands = s.timeline.iter().zip(used).filter(|(u, _)| {
+                    u.from == Side::Client && u.kind == Kind::Command && !u.is_part
+                });
+                let played = commands.clone().filter(|(_, used)| **used).count();
+                let unused = commands
+                    .filter(|(_, used)| !**used)
+                    .map(|(u, _)| show(&u.shown))
+                    .collect();
+                (s.name.clone(), played, unused)
+            })
+            .collect()
+    }
+
+    /// Unused command heads, as (recording, unit), in the order a connection should prefer
+    /// them: `following`'s first, then each recording in start order; within a recording, in
+    /// order.
+    pub fn open_commands(&self, following: Option<usize>) -> Vec<(usize, usize)> {
+        let order = following
+            .into_iter()
+            .chain((0..self.scripts.len()).filter(|s| Some(*s) != following));
+        let mut out = Vec::new();
+        for s in order {
+            for (i, u) in self.scripts[s].timeline.iter().enumerate() {
+                if !self.used[s][i]
+                    && u.from == Side::Client
+                    && u.kind == Kind::Command
+                    && !u.is_part
+                {
+                    out.push((s, i));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The state before and after each unit of a recording, followed from its commands and their
+/// completions.
+fn contexts(script: &Script) -> (Vec<Context>, Vec<Context>) {
+    let mut state = match &script.greeting {
+        Some(g) if parse_response(&g.bytes).name.as_deref() == Some("PREAUTH") => {
+            Context::Authenticated
+        }
+        _ => Context::NotAuthenticated,
+    };
+    let n = script.timeline.len();
+    let mut before = vec![Context::NotAuthenticated; n];
+    let mut after = vec![Context::NotAuthenticated; n];
+    for (i, unit) in script.timeline.iter().enumerate() {
+        before[i] = state.clone();
+        if unit.kind == Kind::Completion
+            && let Some(command) = unit
+                .reply_to
+                .and_then(|seq| script.timeline.iter().find(|u| u.seq == seq && !u.is_part))
+        {
+            let ok = parse_response(&unit.bytes).status == Some(Status::Ok);
+            state = next_state(&state, command, ok);
+            // The command's own "after" is the state its completion left.
+            if let Some(c) = script
+                .timeline
+                .iter()
+                .position(|u| u.seq == command.seq && !u.is_part)
+            {
+                after[c] = state.clone();
+            }
+        }
+        if unit.kind != Kind::Command || unit.is_part {
+            after[i] = state.clone();
+        }
+    }
+    // A command whose completion was never recorded (IDLE at quit) leaves the state it found.
+    for (i, unit) in script.timeline.iter().enumerate() {
+        let completed = script
+            .timeline
+            .iter()
+            .any(|u| u.kind == Kind::Completion && u.reply_to == Some(unit.seq));
+        if unit.kind == Kind::Command && !unit.is_part && !completed {
+            after[i] = before[i].clone();
+        }
+    }
+    (before, after)
+}
+
+/// The state after `command` completed (`ok`: with OK).
+pub fn next_state(state: &Context, command: &Unit, ok: bool) -> Context {
+    let head = parse_command(&command.bytes);
+    let name = head
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    match (name.as_str(), ok) {
+        ("LOGIN" | "AUTHENTICATE", true) => Context::Authenticated,
+        ("SELECT" | "EXAMINE", true) => {
+            let mailbox = head
+                .args()
+                .first()
+                .map(|t| {
+                    string_value(&command.bytes, t)
+                        .unwrap_or_else(|| command.bytes[t.span.clone()].to_vec())
+                })
+                .unwrap_or_default();
+            Context::Selected(mailbox_key(mailbox))
+        }
+        // A failed SELECT leaves no mailbox selected (RFC 9051 6.3.2).
+        ("SELECT" | "EXAMINE", false) | ("CLOSE" | "UNSELECT", true) => Context::Authenticated,
+        _ => state.clone(),
+    }
+}
+
+/// INBOX is case-insensitive; other names are compared as sent.
+fn mailbox_key(mailbox: Vec<u8>) -> Vec<u8> {
+    if mailbox.eq_ignore_ascii_case(b"INBOX") {
+        b"INBOX".to_vec()
+    } else {
+        mailbox
+    }
+}
