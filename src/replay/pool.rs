@@ -307,3 +307,159 @@ fn mailbox_key(mailbox: Vec<u8>) -> Vec<u8> {
         mailbox
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::serve::{MatchMode, Output, ServeSession};
+    use super::*;
+    use crate::transcript::reader::parse_transcript;
+
+    /// A recording: greeting, then each (command, responses) in turn; tags `a1`, `a2`...
+    fn recording(name: &str, exchanges: &[(&str, &[&str])]) -> Script {
+        let mut lines = vec![
+            r#"{"type":"session","version":1,"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}"#.to_string(),
+            r#"{"type":"message","seq":1,"t_us":0,"from":"server","kind":"greeting","text":"* OK ready\r\n"}"#.to_string(),
+        ];
+        let mut seq = 1;
+        for (n, (command, untagged)) in exchanges.iter().enumerate() {
+            let tag = format!("a{}", n + 1);
+            seq += 1;
+            let cmd = seq;
+            let name = command.split(' ').next().unwrap().to_ascii_uppercase();
+            lines.push(format!(
+                r#"{{"type":"message","seq":{cmd},"t_us":{cmd},"from":"client","kind":"command","tag":"{tag}","name":"{name}","text":"{tag} {command}\r\n"}}"#
+            ));
+            for u in *untagged {
+                seq += 1;
+                lines.push(format!(
+                    r#"{{"type":"message","seq":{seq},"t_us":{seq},"from":"server","kind":"untagged","text":"{u}\r\n","in_flight":[{cmd}]}}"#
+                ));
+            }
+            seq += 1;
+            lines.push(format!(
+                r#"{{"type":"message","seq":{seq},"t_us":{seq},"from":"server","kind":"completion","tag":"{tag}","name":"OK","text":"{tag} OK done\r\n","status":"OK","reply_to":{cmd}}}"#
+            ));
+        }
+        let text = lines.join("\n");
+        let transcript = parse_transcript(text.as_bytes(), name).unwrap();
+        Script::from_transcript(name, &transcript).unwrap()
+    }
+
+    fn said(outputs: &[Output]) -> String {
+        outputs
+            .iter()
+            .map(|o| match o {
+                Output::Bytes { bytes, .. } => String::from_utf8_lossy(bytes).into_owned(),
+                Output::StartTls => String::new(),
+            })
+            .collect()
+    }
+
+    fn capture() -> Pool {
+        Pool::new(vec![
+            recording(
+                "first",
+                &[
+                    ("LOGIN nell pw", &[]),
+                    ("NAMESPACE", &["* NAMESPACE ((\\\"\\\" \\\"/\\\")) NIL NIL"]),
+                    ("LIST \\\"\\\" *", &["* LIST () \\\"/\\\" INBOX"]),
+                ],
+            ),
+            recording(
+                "second",
+                &[
+                    ("LOGIN nell pw", &[]),
+                    ("SELECT INBOX", &["* 3 EXISTS"]),
+                    ("FETCH 1:* FLAGS", &["* 1 FETCH (FLAGS ())"]),
+                ],
+            ),
+            recording(
+                "third",
+                &[
+                    ("LOGIN nell pw", &[]),
+                    ("SELECT Drafts", &["* 0 EXISTS"]),
+                    ("FETCH 1:* FLAGS", &[]),
+                ],
+            ),
+        ])
+    }
+
+    #[test]
+    fn work_handed_to_another_connection_is_answered_all_the_same() {
+        let mut pool = capture();
+        let (mut a, mut b, mut c) = (
+            ServeSession::new(MatchMode::Strict, 1.0),
+            ServeSession::new(MatchMode::Strict, 1.0),
+            ServeSession::new(MatchMode::Strict, 1.0),
+        );
+        for s in [&mut a, &mut b, &mut c] {
+            assert_eq!(s.greeting(&pool), b"* OK ready\r\n");
+            assert_eq!(
+                said(&s.on_client(b"1 login nell pw\r\n", &mut pool)),
+                "1 OK done\r\n"
+            );
+        }
+        // The connection that sent NAMESPACE now selects INBOX, and another one lists:
+        // not as recorded per connection, and answered all the same.
+        assert!(said(&a.on_client(b"2 NAMESPACE\r\n", &mut pool)).starts_with("* NAMESPACE"));
+        assert_eq!(
+            said(&a.on_client(b"3 SELECT INBOX\r\n", &mut pool)),
+            "* 3 EXISTS\r\n3 OK done\r\n"
+        );
+        assert_eq!(
+            said(&b.on_client(b"7 LIST \"\" *\r\n", &mut pool)),
+            "* LIST () \"/\" INBOX\r\n7 OK done\r\n"
+        );
+        assert_eq!(
+            said(&c.on_client(b"9 SELECT Drafts\r\n", &mut pool)),
+            "* 0 EXISTS\r\n9 OK done\r\n"
+        );
+        // The same command is answered as recorded in the mailbox each connection has open.
+        assert_eq!(
+            said(&c.on_client(b"10 FETCH 1:* FLAGS\r\n", &mut pool)),
+            "10 OK done\r\n"
+        );
+        assert_eq!(
+            said(&a.on_client(b"4 FETCH 1:* FLAGS\r\n", &mut pool)),
+            "* 1 FETCH (FLAGS ())\r\n4 OK done\r\n"
+        );
+        assert!(a.mismatches().is_empty() && b.mismatches().is_empty());
+        assert!(!pool.served(), "connections are still open");
+        let a = a.finish(&mut pool);
+        assert!(pool.connection_ended(a).is_none());
+        let b = b.finish(&mut pool);
+        assert!(pool.connection_ended(b).is_none());
+        let c = c.finish(&mut pool);
+        let round = pool.connection_ended(c).expect("the round is over");
+        assert!(round.iter().all(|o| o.ok()), "{round:?}");
+        assert_eq!(round.iter().map(|o| o.commands).sum::<usize>(), 9);
+        // Ready for the next round.
+        assert!(!pool.touched());
+    }
+
+    #[test]
+    fn a_connection_that_sends_nothing_uses_nothing() {
+        let pool = capture();
+        let mut probe = ServeSession::new(MatchMode::Strict, 1.0);
+        probe.greeting(&pool);
+        assert_eq!(probe.commands(), 0);
+        assert!(!pool.touched());
+    }
+
+    #[test]
+    fn a_command_in_the_wrong_state_is_refused_and_reported() {
+        let mut pool = capture();
+        let mut s = ServeSession::new(MatchMode::Strict, 1.0);
+        s.greeting(&pool);
+        // Not logged in: no recorded SELECT was sent in that state.
+        assert!(
+            said(&s.on_client(b"1 SELECT INBOX\r\n", &mut pool)).starts_with("1 BAD [CLIENTBUG]")
+        );
+        assert_eq!(s.mismatches().len(), 1, "{:?}", s.mismatches());
+        assert!(
+            s.mismatches()[0].contains("expected `a1 LOGIN"),
+            "{:?}",
+            s.mismatches()
+        );
+    }
+}
