@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as root: installs what the tests need
-# (a real Dovecot, Python, curl, OpenSSL) when missing, then checks formatting and lints
+# (a real Dovecot, Python, curl, OpenSSL, Thunderbird) when missing, then checks formatting and lints
 # and runs every test. The integration tests start their own Dovecot on loopback ports with
 # their own config; the system's /etc/dovecot is never used or started.
 set -euo pipefail
@@ -12,6 +12,9 @@ command -v doveadm >/dev/null || need+=(dovecot-core)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
+# The real Thunderbird, headless, and certutil to trust a CA in its profile (tests/thunderbird.rs).
+command -v thunderbird >/dev/null || need+=(thunderbird)
+command -v certutil >/dev/null || need+=(libnss3-tools)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}"
   if [ "$(id -u)" -ne 0 ]; then

@@ -146,6 +146,10 @@ struct ServeArgs {
     /// 0: until stopped.
     #[arg(long, default_value_t = 1, value_name = "N")]
     rounds: usize,
+    /// Once every connection has closed with recorded commands still unasked: seconds to wait
+    /// for the client to come back before the round ends as incomplete.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS")]
+    linger: f64,
     /// How closely a command must resemble the recorded one.
     #[arg(
         long = "match",
@@ -394,6 +398,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         client_tls: args.client_tls,
         tls: None,
         rounds: args.rounds,
+        linger: Duration::from_secs_f64(args.linger.max(0.0)),
     };
     if needs_tls(&capture.scripts, &options) {
         let authority = match Authority::ensure(&args.certs) {

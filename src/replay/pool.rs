@@ -47,6 +47,9 @@ pub struct Pool {
     open: usize,
     /// What the connections of this round that have ended did.
     ended: Vec<SessionOutcome>,
+    /// A connection of this round went astray: the round ends when the open ones close, used
+    /// up or not (a test run waiting on exchanges that will never be asked for helps no one).
+    failed: bool,
 }
 
 impl Pool {
@@ -64,6 +67,7 @@ impl Pool {
             after,
             open: 0,
             ended: Vec::new(),
+            failed: false,
         }
     }
 
@@ -116,6 +120,7 @@ impl Pool {
     /// outcome per recording, and the capture is ready to be served again. Decided here,
     /// under the one lock, so no connection's outcome can fall into the wrong round.
     pub fn connection_ended(&mut self, outcome: SessionOutcome) -> Option<Vec<SessionOutcome>> {
+        self.failed |= !outcome.mismatches.is_empty();
         self.ended.push(outcome);
         if !self.served() {
             return None;
@@ -125,9 +130,12 @@ impl Pool {
         Some(round)
     }
 
-    /// A round cut short (the server was stopped): its report, if anything was played.
+    /// A round cut short (the server was stopped, or no client came back for what is left):
+    /// its report, if anything was played, and the capture is ready to be served again.
     pub fn cut_short(&mut self) -> Option<Vec<SessionOutcome>> {
-        (self.touched() || !self.ended.is_empty()).then(|| self.round_outcomes())
+        let round = (self.touched() || !self.ended.is_empty()).then(|| self.round_outcomes());
+        self.reset();
+        round
     }
 
     /// One outcome per recording: the commands of it no connection asked for, and the
@@ -159,15 +167,22 @@ impl Pool {
         out
     }
 
-    /// Every client unit of every recording has been played and those connections closed.
+    /// Every client unit of every recording has been played (or a connection went astray),
+    /// and the connections that played them closed.
     pub fn served(&self) -> bool {
         self.open == 0
-            && self.scripts.iter().zip(&self.used).all(|(s, used)| {
-                s.timeline
-                    .iter()
-                    .zip(used)
-                    .all(|(u, used)| *used || u.from == Side::Server)
-            })
+            && (self.failed
+                || self.scripts.iter().zip(&self.used).all(|(s, used)| {
+                    s.timeline
+                        .iter()
+                        .zip(used)
+                        .all(|(u, used)| *used || u.from == Side::Server)
+                }))
+    }
+
+    /// Connections that played something and are still open.
+    pub fn open(&self) -> usize {
+        self.open
     }
 
     /// Did any connection play something of this capture?
@@ -177,6 +192,7 @@ impl Pool {
 
     /// Every recording is unplayed again: the capture is served once more.
     pub fn reset(&mut self) {
+        self.failed = false;
         for used in &mut self.used {
             used.iter_mut().for_each(|u| *u = false);
         }
@@ -202,23 +218,31 @@ impl Pool {
             .collect()
     }
 
-    /// Unused command heads, as (recording, unit), in the order a connection should prefer
-    /// them: `following`'s first, then each recording in start order; within a recording, in
-    /// order.
-    pub fn open_commands(&self, following: Option<usize>) -> Vec<(usize, usize)> {
+    /// Unused commands, as (recording, unit), in the order a connection should prefer them:
+    /// `following`'s first, then each recording in start order; within a recording, in order.
+    /// With `next_only`, only each recording's next unused command: recordings are played in
+    /// their order, though not necessarily on one connection.
+    pub fn open_commands(&self, following: Option<usize>, next_only: bool) -> Vec<(usize, usize)> {
         let order = following
             .into_iter()
             .chain((0..self.scripts.len()).filter(|s| Some(*s) != following));
         let mut out = Vec::new();
         for s in order {
-            for (i, u) in self.scripts[s].timeline.iter().enumerate() {
-                if !self.used[s][i]
-                    && u.from == Side::Client
-                    && u.kind == Kind::Command
-                    && !u.is_part
-                {
-                    out.push((s, i));
-                }
+            let open = self.scripts[s]
+                .timeline
+                .iter()
+                .enumerate()
+                .filter(|(i, u)| {
+                    !self.used[s][*i]
+                        && u.from == Side::Client
+                        && u.kind == Kind::Command
+                        && !u.is_part
+                })
+                .map(|(i, _)| (s, i));
+            if next_only {
+                out.extend(open.take(1));
+            } else {
+                out.extend(open);
             }
         }
         out

@@ -19,7 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::matcher::{Comparison, Extras, Group, compare, show};
-use super::script::Script;
+use super::sasl::SaslClient;
+use super::script::{SaslStep, Script};
 use crate::protocol::{Event, Kind, SessionTracker, Side, Status};
 use crate::relay::stream::Stream;
 use crate::tls::TlsMode;
@@ -456,6 +457,8 @@ fn group_of(
 async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Result<(), String> {
     live.wait("greeting", options.timeout, |l| !l.received.is_empty())
         .await?;
+    // The SASL exchanges being rebuilt, by their AUTHENTICATE's recorded seq.
+    let mut sasl: HashMap<u64, SaslClient> = HashMap::new();
     for (index, unit) in script.timeline.iter().enumerate() {
         if unit.from != Side::Client {
             continue;
@@ -478,7 +481,10 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
         if unit.kind == Kind::IdleDone {
             idle_wait(script, index, options, live).await?;
         }
-        let bytes = with_new_uidvalidities(script, index, live, &unit.bytes);
+        let bytes = match &unit.sasl {
+            Some(step) => sasl_bytes(unit, step, live, &mut sasl)?,
+            None => with_new_uidvalidities(script, index, live, &unit.bytes),
+        };
         live.send(&bytes).await?;
         if unit.kind == Kind::Command && unit.name.as_deref() == Some("STARTTLS") {
             starttls(unit, options, live).await?;
@@ -534,6 +540,57 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
         let _ = live.wait("close", options.timeout, |l| l.closed).await;
     }
     Ok(())
+}
+
+/// The bytes of a unit of a SASL exchange the recording hid: the AUTHENTICATE command (with
+/// its initial response when the recording had one), or the response to the challenge the
+/// server sent in this run.
+fn sasl_bytes(
+    unit: &super::script::Unit,
+    step: &SaslStep,
+    live: &Live,
+    clients: &mut HashMap<u64, SaslClient>,
+) -> Result<Vec<u8>, String> {
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    if unit.kind == Kind::Command {
+        let mut client = SaslClient::with_random_nonce(step.mechanism, step.credentials.clone());
+        let tag = unit.tag.clone().unwrap_or_default();
+        let verb = crate::protocol::message::parse_command(&unit.bytes)
+            .tokens
+            .get(1)
+            .map(|t| String::from_utf8_lossy(&unit.bytes[t.span.clone()]).into_owned())
+            .unwrap_or_else(|| "AUTHENTICATE".into());
+        let mut line = format!("{tag} {verb} {}", step.spelled);
+        if step.initial_response {
+            let ir = client.initial_response().unwrap_or_default();
+            line.push(' ');
+            line.push_str(&if ir.is_empty() {
+                "=".to_string()
+            } else {
+                base64::Engine::encode(b64, ir)
+            });
+        }
+        line.push_str("\r\n");
+        clients.insert(unit.seq, client);
+        return Ok(line.into_bytes());
+    }
+    let auth = unit.reply_to.unwrap_or_default();
+    let client = clients
+        .get_mut(&auth)
+        .ok_or("a SASL response without its AUTHENTICATE")?;
+    // The challenge: the last continuation request this server sent, base64 after "+ ".
+    let challenge = live
+        .received
+        .iter()
+        .rev()
+        .find(|r| r.kind == Kind::ContinuationRequest)
+        .map(|r| {
+            let text = r.bytes.strip_prefix(b"+").unwrap_or(&r.bytes).trim_ascii();
+            base64::Engine::decode(b64, text).unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let response = client.respond(&challenge);
+    Ok(format!("{}\r\n", base64::Engine::encode(b64, response)).into_bytes())
 }
 
 /// The client unit with the UIDVALIDITY values the recorded server had announced replaced by

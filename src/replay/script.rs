@@ -3,8 +3,7 @@
 
 use std::collections::HashMap;
 
-use base64::Engine;
-
+use super::sasl::{Credentials, Mechanism};
 use crate::protocol::message::parse_command;
 use crate::protocol::{Kind, Side};
 use crate::tls::TlsMode;
@@ -30,6 +29,20 @@ pub struct Unit {
     pub redacted: Vec<String>,
     /// The bytes as recorded (secrets hidden), for showing; `bytes` may hold credentials.
     pub shown: Vec<u8>,
+    /// For an AUTHENTICATE whose exchange was redacted, and its SASL responses: how to log in
+    /// in the new run, where a challenge-response mechanism answers the server's new challenge.
+    pub sasl: Option<Box<SaslStep>>,
+}
+
+/// What the replayer needs to answer one step of a SASL exchange it rebuilds.
+#[derive(Debug, Clone)]
+pub struct SaslStep {
+    pub mechanism: Mechanism,
+    /// The mechanism as the client spelled it, for the command line.
+    pub spelled: String,
+    pub credentials: Credentials,
+    /// The command carried an initial response (SASL-IR).
+    pub initial_response: bool,
 }
 
 /// A transcript ready to be played.
@@ -84,11 +97,13 @@ impl ScriptError {
     }
 }
 
-/// A user name and password for redacted logins.
+/// A user name and password for redacted logins, and a bearer token for XOAUTH2 and
+/// OAUTHBEARER.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Login {
     pub user: String,
     pub password: String,
+    pub token: Option<String>,
 }
 
 impl Login {
@@ -98,7 +113,16 @@ impl Login {
         Some(Login {
             user: user.to_string(),
             password: password.to_string(),
+            token: None,
         })
+    }
+
+    fn credentials(&self) -> Credentials {
+        Credentials {
+            user: self.user.clone(),
+            password: self.password.clone(),
+            token: self.token.clone(),
+        }
     }
 
     /// From `IMAPSCOPE_LOGIN`.
@@ -166,6 +190,7 @@ impl Script {
                         reply_to: m.reply_to,
                         in_flight: m.in_flight.to_vec(),
                         redacted: m.redacted.clone(),
+                        sasl: None,
                     };
                     if m.kind == Kind::Greeting {
                         script.synthesized_greeting =
@@ -264,9 +289,25 @@ impl Script {
         let wrong = Login {
             user: login.user.clone(),
             password: format!("{}-imapscope-replay-wrong", login.password),
+            token: login
+                .token
+                .as_ref()
+                .map(|t| format!("{t}-imapscope-replay-wrong")),
         };
         let login_for = |seq: u64| if failed.contains(&seq) { &wrong } else { login };
-        let mut mechanisms: HashMap<u64, (String, usize)> = HashMap::new();
+        // The AUTHENTICATEs whose exchange was redacted (initial response or SASL responses).
+        let redacted_auth: Vec<u64> = self
+            .timeline
+            .iter()
+            .filter(|u| !u.redacted.is_empty())
+            .filter_map(|u| match u.kind {
+                Kind::Command if u.name.as_deref() == Some("AUTHENTICATE") => Some(u.seq),
+                Kind::SaslData => u.reply_to,
+                _ => None,
+            })
+            .collect();
+        // Each AUTHENTICATE's plan, by its seq: its SASL responses are answered from it.
+        let mut plans: HashMap<u64, Box<SaslStep>> = HashMap::new();
         let mut rebuilt_whole: Vec<u64> = Vec::new();
         let mut out = Vec::with_capacity(self.timeline.len());
         for mut unit in std::mem::take(&mut self.timeline) {
@@ -285,30 +326,39 @@ impl Script {
             }
             if unit.kind == Kind::Command && unit.name.as_deref() == Some("AUTHENTICATE") {
                 let head = parse_command(&unit.bytes);
-                let mech = head
+                let spelled = head
                     .args()
                     .first()
-                    .map(|t| {
-                        String::from_utf8_lossy(&unit.bytes[t.span.clone()]).to_ascii_uppercase()
-                    })
+                    .map(|t| String::from_utf8_lossy(&unit.bytes[t.span.clone()]).into_owned())
                     .unwrap_or_default();
-                mechanisms.insert(unit.seq, (mech.clone(), 0));
-                if unit.redacted.iter().any(|r| r == "sasl-ir") {
-                    let ir = sasl_response(&mech, 0, login_for(unit.seq)).ok_or_else(|| {
+                if redacted_auth.contains(&unit.seq) {
+                    let mechanism = Mechanism::from_name(&spelled).ok_or_else(|| {
                         ScriptError::CannotRebuild {
                             name: self.name.clone(),
-                            what: format!("AUTHENTICATE {mech} initial response"),
-                            why: "imapscope can rebuild PLAIN and LOGIN responses only".into(),
+                            what: format!("AUTHENTICATE {spelled} exchange"),
+                            why: "imapscope can log in with PLAIN, LOGIN, CRAM-MD5, \
+                                  SCRAM-SHA-1, SCRAM-SHA-256, XOAUTH2 and OAUTHBEARER"
+                                .into(),
                         }
                     })?;
-                    unit.bytes = format!(
-                        "{} AUTHENTICATE {mech} {ir}\r\n",
-                        unit.tag.clone().unwrap_or_default()
-                    )
-                    .into_bytes();
-                    if let Some(m) = mechanisms.get_mut(&unit.seq) {
-                        m.1 = 1;
+                    let login = login_for(unit.seq);
+                    if mechanism.needs_token() && login.token.is_none() {
+                        return Err(ScriptError::NeedLogin {
+                            name: self.name.clone(),
+                            what: format!(
+                                "the AUTHENTICATE {spelled} bearer token; give it with \
+                                 --oauth-token or IMAPSCOPE_OAUTH_TOKEN"
+                            ),
+                        });
                     }
+                    let plan = Box::new(SaslStep {
+                        mechanism,
+                        spelled,
+                        credentials: login.credentials(),
+                        initial_response: unit.redacted.iter().any(|r| r == "sasl-ir"),
+                    });
+                    plans.insert(unit.seq, plan.clone());
+                    unit.sasl = Some(plan);
                 }
             } else if unit.kind == Kind::Command && unit.name.as_deref() == Some("LOGIN") {
                 if !unit.redacted.is_empty() {
@@ -323,20 +373,8 @@ impl Script {
                     .into_bytes();
                     rebuilt_whole.push(unit.seq);
                 }
-            } else if unit.kind == Kind::SaslData && !unit.redacted.is_empty() {
-                let auth = unit.reply_to.unwrap_or(0);
-                let (mech, step) = mechanisms.get(&auth).cloned().unwrap_or_default();
-                let response = sasl_response(&mech, step, login_for(auth)).ok_or_else(|| {
-                    ScriptError::CannotRebuild {
-                        name: self.name.clone(),
-                        what: format!("AUTHENTICATE {mech} response"),
-                        why: "imapscope can rebuild PLAIN and LOGIN responses only".into(),
-                    }
-                })?;
-                if let Some(m) = mechanisms.get_mut(&auth) {
-                    m.1 += 1;
-                }
-                unit.bytes = format!("{response}\r\n").into_bytes();
+            } else if unit.kind == Kind::SaslData {
+                unit.sasl = unit.reply_to.and_then(|auth| plans.get(&auth).cloned());
             }
             out.push(unit);
         }
@@ -349,19 +387,6 @@ impl Script {
         self.timeline
             .iter()
             .filter(|u| u.from == Side::Client && u.kind == Kind::Command && !u.is_part)
-    }
-}
-
-/// The base64 response of step `step` of a SASL exchange.
-fn sasl_response(mechanism: &str, step: usize, login: &Login) -> Option<String> {
-    let b64 = |s: &[u8]| base64::engine::general_purpose::STANDARD.encode(s);
-    match (mechanism, step) {
-        ("PLAIN", 0) => Some(b64(
-            format!("\0{}\0{}", login.user, login.password).as_bytes()
-        )),
-        ("LOGIN", 0) => Some(b64(login.user.as_bytes())),
-        ("LOGIN", 1) => Some(b64(login.password.as_bytes())),
-        _ => None,
     }
 }
 

@@ -36,11 +36,12 @@ use crate::tls::TlsMode;
 /// How closely a client's command must resemble the recorded one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum MatchMode {
-    /// The next recorded command, same name and same arguments (normalized: case of atoms,
-    /// quoting; a redacted password matches any).
+    /// The next command of one of the recordings, sent in the same session state, with the
+    /// same name and arguments (normalized: case of atoms, quoting; a redacted password
+    /// matches any).
     #[default]
     Strict,
-    /// The next recorded command, same name.
+    /// The next command of one of the recordings, in the same state, with the same name.
     Name,
     /// Any recorded command not yet used with the same name: the client may reorder.
     Lenient,
@@ -311,14 +312,14 @@ impl ServeSession {
         Some((s, i))
     }
 
-    /// The recorded exchange this client command stands for, or why there is none: an unused
-    /// command of the capture sent in the same session state, the same command (`strict`:
-    /// name and arguments; `name`: name; `lenient`: name, in any state). The recording being
-    /// followed is preferred, and in it the earliest.
+    /// The recorded exchange this client command stands for, or why there is none: the next
+    /// unused command of one of the capture's recordings, sent in the same session state, the
+    /// same command (`strict`: name and arguments; `name`: name; `lenient`: name, any unused
+    /// command in any state). The recording being followed is preferred.
     fn find_command(&self, bytes: &[u8], pool: &Pool) -> Result<(usize, usize), String> {
         let head = parse_command(bytes);
         let name = head.name.clone().unwrap_or_default();
-        let candidates = pool.open_commands(self.following);
+        let candidates = pool.open_commands(self.following, self.mode != MatchMode::Lenient);
         let same_name = |&(s, i): &(usize, usize)| pool.unit(s, i).name.as_deref() == Some(&*name);
         let same_state = |&(s, i): &(usize, usize)| *pool.context_before(s, i) == self.context;
         let found = match self.mode {
@@ -500,6 +501,9 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// How many times to serve the whole capture before stopping; 0: until stopped.
     pub rounds: usize,
+    /// When every connection has closed with exchanges still unplayed: how long to wait for
+    /// the client to come back before the round ends as incomplete.
+    pub linger: Duration,
 }
 
 impl Default for ServeOptions {
@@ -511,6 +515,7 @@ impl Default for ServeOptions {
             client_tls: None,
             tls: None,
             rounds: 1,
+            linger: Duration::from_secs(5),
         }
     }
 }
@@ -691,16 +696,40 @@ async fn run(
             report.rounds += 1;
         }
     };
+    // Set while no connection is open and the round is not over: when the client is not
+    // coming back for the rest.
+    let mut lingering: Option<tokio::time::Instant> = None;
     loop {
+        let linger = async {
+            match lingering {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = stop.cancelled() => break,
             Some(ended) = ended_rx.recv() => {
                 tally(ended, &mut report);
+                let idle = pool.lock().is_ok_and(|p| p.open() == 0 && p.touched());
                 if options.rounds != 0 && report.rounds >= options.rounds {
                     break;
                 }
+                lingering = idle.then(|| tokio::time::Instant::now() + options.linger);
+            }
+            _ = linger => {
+                lingering = None;
+                let outcomes = pool.lock().ok().and_then(|mut p| {
+                    (p.open() == 0).then(|| p.cut_short()).flatten()
+                });
+                if let Some(outcomes) = outcomes {
+                    tally(Ended::Round(outcomes), &mut report);
+                    if options.rounds != 0 && report.rounds >= options.rounds {
+                        break;
+                    }
+                }
             }
             accepted = listener.accept() => {
+                lingering = None;
                 let Ok((tcp, _)) = accepted else { continue };
                 let (pool, options, stop, ended_tx) =
                     (pool.clone(), options.clone(), connections.clone(), ended_tx.clone());
