@@ -118,6 +118,15 @@ struct ReplayArgs {
     /// Credentials for recordings whose LOGIN/AUTHENTICATE were redacted (else IMAPSCOPE_LOGIN).
     #[arg(long, value_name = "USER:PASS")]
     login: Option<String>,
+    /// Bearer token for recordings that logged in with XOAUTH2 or OAUTHBEARER (with --login
+    /// for the user name).
+    #[arg(
+        long,
+        env = "IMAPSCOPE_OAUTH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    oauth_token: Option<String>,
     /// Tolerate untagged responses the recording does not have.
     #[arg(long)]
     allow_extra: bool,
@@ -448,6 +457,10 @@ async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
         },
         None => Login::from_env(),
     };
+    let login = login.map(|mut l| {
+        l.token = args.oauth_token.clone();
+        l
+    });
     let tls_config = match tls::upstream_config(args.upstream_ca.as_deref(), args.insecure_upstream)
     {
         Ok(c) => Some(c),

@@ -149,8 +149,9 @@ fn capture(mode: &str, scratch: &Path) -> (PathBuf, PathBuf, Sync) {
         "Thunderbird opens several connections: {}",
         sync.raw
     );
+    // Thunderbird quits inside IDLE: that last IDLE has no completion; everything else does.
     for (path, t) in &transcripts {
-        assert_paired(path, t);
+        assert_paired_until_cut_off(path, t, &["IDLE"]);
     }
     assert_no_secrets(&out, &[PASSWORD]);
     scope.terminate();
@@ -190,7 +191,7 @@ fn replays_green(dir: &Path, mode: &str, concurrent: bool) {
 fn serves_to_thunderbird(dir: &Path, certs: &Path, mode: &str, expected: &Sync, rounds: usize) {
     let [port] = free_ports();
     let scratch = tempfile::tempdir().unwrap();
-    let serve = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_imapscope"))
         .arg("serve")
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -209,6 +210,15 @@ fn serves_to_thunderbird(dir: &Path, certs: &Path, mode: &str, expected: &Sync, 
         assert!(std::time::Instant::now() < deadline, "serve did not listen");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    /// Ends serve if the test fails before serve does.
+    struct Reap(u32);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = Command::new("kill").arg(self.0.to_string()).status();
+        }
+    }
+    let _reap = Reap(serve.id());
+    let _ = &mut serve;
     for round in 0..rounds {
         let sync = thunderbird(
             port,

@@ -154,6 +154,7 @@ impl Pool {
         for c in std::mem::take(&mut self.ended) {
             match out.iter_mut().find(|o| o.transcript == c.transcript) {
                 Some(o) => {
+                    o.repeated += c.repeated;
                     o.mismatches.extend(c.mismatches);
                     o.error = o.error.take().or(c.error);
                 }
@@ -216,6 +217,23 @@ impl Pool {
                 (s.name.clone(), played, unused)
             })
             .collect()
+    }
+
+    /// Commands already played, as (recording, unit).
+    pub fn played_commands(&self) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for (s, script) in self.scripts.iter().enumerate() {
+            for (i, u) in script.timeline.iter().enumerate() {
+                if self.used[s][i]
+                    && u.from == Side::Client
+                    && u.kind == Kind::Command
+                    && !u.is_part
+                {
+                    out.push((s, i));
+                }
+            }
+        }
+        out
     }
 
     /// Unused commands, as (recording, unit), in the order a connection should prefer them:

@@ -67,6 +67,8 @@ pub struct SessionOutcome {
     /// Recorded commands the client never sent.
     pub unused: Vec<String>,
     pub commands: usize,
+    /// Commands asked again that the recording answered once: played again, not a failure.
+    pub repeated: usize,
     pub error: Option<String>,
 }
 
@@ -83,6 +85,12 @@ impl SessionOutcome {
             self.transcript,
             self.commands
         );
+        if self.repeated > 0 {
+            s.push_str(&format!(
+                ", {} asked again and answered as recorded",
+                self.repeated
+            ));
+        }
         if let Some(e) = &self.error {
             s.push_str(&format!(" ({e})"));
         }
@@ -117,7 +125,23 @@ pub struct ServeSession {
     t_us: u64,
     /// After COMPRESS: what is sent is deflated first.
     deflater: Option<crate::protocol::compress::Deflater>,
+    /// The exchange being answered is one played before, asked again.
+    repeat: bool,
 }
+
+/// Commands that only read, whose recorded answer may be played again when a client asks
+/// twice what it asked once in the recording (connections racing to the same NAMESPACE).
+const REPEATABLE: &[&str] = &[
+    "CAPABILITY",
+    "NAMESPACE",
+    "ID",
+    "LIST",
+    "LSUB",
+    "STATUS",
+    "NOOP",
+    "GETQUOTAROOT",
+    "GETQUOTA",
+];
 
 impl ServeSession {
     pub fn new(mode: MatchMode, speed: f64) -> ServeSession {
@@ -134,6 +158,7 @@ impl ServeSession {
             sasl_for: None,
             t_us: 0,
             deflater: None,
+            repeat: false,
         }
     }
 
@@ -228,7 +253,19 @@ impl ServeSession {
             Kind::Command => {
                 self.outcome.commands += 1;
                 match self.find_command(&m.bytes, pool) {
-                    Ok((s, index)) => {
+                    Ok((s, index, true)) => {
+                        // Asked again (two connections raced to the same NAMESPACE): the
+                        // recorded answer is played again, and nothing is used up.
+                        self.repeat = true;
+                        let unit = pool.unit(s, index);
+                        if let (Some(rec), Some(cli)) = (&unit.tag, &m.tag) {
+                            self.tags.insert((s, rec.clone()), cli.to_string());
+                        }
+                        self.outcome.repeated += 1;
+                        Some((s, index))
+                    }
+                    Ok((s, index, false)) => {
+                        self.repeat = false;
                         let unit = pool.unit(s, index);
                         if let (Some(rec), Some(cli)) = (&unit.tag, &m.tag) {
                             self.tags.insert((s, rec.clone()), cli.to_string());
@@ -316,7 +353,7 @@ impl ServeSession {
     /// unused command of one of the capture's recordings, sent in the same session state, the
     /// same command (`strict`: name and arguments; `name`: name; `lenient`: name, any unused
     /// command in any state). The recording being followed is preferred.
-    fn find_command(&self, bytes: &[u8], pool: &Pool) -> Result<(usize, usize), String> {
+    fn find_command(&self, bytes: &[u8], pool: &Pool) -> Result<(usize, usize, bool), String> {
         let head = parse_command(bytes);
         let name = head.name.clone().unwrap_or_default();
         let candidates = pool.open_commands(self.following, self.mode != MatchMode::Lenient);
@@ -332,7 +369,24 @@ impl ServeSession {
                 .find(|c| same_name(c) && same_state(c)),
             MatchMode::Lenient => candidates.iter().copied().find(same_name),
         };
-        found.ok_or_else(|| {
+        if let Some((s, i)) = found {
+            return Ok((s, i, false));
+        }
+        // A command the capture has answered already, in the same state, with the same
+        // arguments, and without a literal or a SASL exchange: a read the client made twice.
+        let again = pool.played_commands().into_iter().find(|c| {
+            let unit = pool.unit(c.0, c.1);
+            same_name(c)
+                && same_state(c)
+                && !unit.bytes.ends_with(b"}\r\n")
+                && unit.name.as_deref() != Some("AUTHENTICATE")
+                && REPEATABLE.contains(&unit.name.as_deref().unwrap_or_default())
+                && same_arguments(unit, bytes, &head)
+        });
+        if let Some((s, i)) = again {
+            return Ok((s, i, true));
+        }
+        Err({
             let shown = |&(s, i): &(usize, usize)| format!("`{}`", show(&pool.unit(s, i).shown));
             let expected = candidates
                 .iter()
@@ -386,7 +440,13 @@ impl ServeSession {
         let mut after_continuation = false;
         for i in index + 1..until.min(timeline.len()) {
             let unit = &timeline[i];
-            if unit.from != Side::Server || pool.is_used(s, i) {
+            // Played again: its answer (tagged or untagged) whether or not used before.
+            let again = self.repeat
+                && (unit.reply_to == Some(matched.seq) || unit.in_flight.contains(&matched.seq));
+            if unit.from != Side::Server
+                || (pool.is_used(s, i) && !again)
+                || (self.repeat && !again)
+            {
                 continue;
             }
             let delay = if idle && after_continuation && unit.kind == Kind::Untagged {
@@ -400,7 +460,9 @@ impl ServeSession {
             let accepted = unit.kind == Kind::Completion
                 && unit.reply_to == Some(matched.seq)
                 && parse_response(&unit.bytes).status == Some(Status::Ok);
-            pool.mark_used(s, i);
+            if !self.repeat {
+                pool.mark_used(s, i);
+            }
             out.push(self.say(bytes, delay));
             match matched.name.as_deref() {
                 Some("STARTTLS") if accepted => {

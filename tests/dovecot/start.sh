@@ -2,7 +2,9 @@
 # Usage: start.sh DIR IMAP_PORT IMAPS_PORT
 # Creates a self-contained Dovecot instance in DIR (loopback only), starts it
 # and prints the master PID on stdout. Must run as root. Never touches /etc/dovecot.
-# Env overrides: DOVECOT_USER (default nobody), DOVECOT_GROUP (default: primary group of user).
+# Env overrides: DOVECOT_USER (default nobody), DOVECOT_GROUP (default: primary group of user),
+# DOVECOT_AUTH_MECHANISMS (default "plain login"; the passwords are stored in plain text, so
+# cram-md5, scram-sha-1 and scram-sha-256 work too).
 set -euo pipefail
 
 if [ $# -ne 3 ]; then
@@ -63,6 +65,7 @@ sed -e "s|@DIR@|$DIR|g" \
     -e "s|@IMAPS_PORT@|$IMAPS_PORT|g" \
     -e "s|@USER@|$RUN_USER|g" \
     -e "s|@GROUP@|$RUN_GROUP|g" \
+    -e "s|@AUTH_MECHANISMS@|${DOVECOT_AUTH_MECHANISMS:-plain login}|g" \
     "$HERE/dovecot.conf.in" > "$DIR/dovecot.conf"
 
 # Daemon forks into the background; its stderr/stdout go to a file.
