@@ -192,8 +192,8 @@ fn a_changed_server_response_makes_replay_fail_with_a_diff() {
 
 #[test]
 fn a_different_client_command_makes_serve_fail() {
-    let (child, port) = serve_unprobed(&golden("login-select"));
-    // The `errors` client logs in with a wrong password first: not what was recorded.
+    let (child, port) = serve_unprobed(&golden("auth-plain"));
+    // The `errors` client logs in with LOGIN: the recording authenticated with PLAIN.
     let client = run_client("errors", port);
     assert!(!client.status.success());
     let served = child.wait_with_output().expect("imapscope serve");

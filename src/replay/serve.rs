@@ -36,12 +36,12 @@ use crate::tls::TlsMode;
 /// How closely a client's command must resemble the recorded one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum MatchMode {
-    /// The next command of one of the recordings, sent in the same session state, with the
-    /// same name and arguments (normalized: case of atoms, quoting; a redacted password
-    /// matches any).
+    /// An unused recorded command sent in the same session state (not logged in, logged in,
+    /// which mailbox), with the same name and arguments (normalized: case of atoms, quoting;
+    /// a redacted password matches any). Each recording's next command is preferred.
     #[default]
     Strict,
-    /// The next command of one of the recordings, in the same state, with the same name.
+    /// An unused recorded command in the same state with the same name.
     Name,
     /// Any recorded command not yet used with the same name: the client may reorder.
     Lenient,
@@ -349,14 +349,23 @@ impl ServeSession {
         Some((s, i))
     }
 
-    /// The recorded exchange this client command stands for, or why there is none: the next
-    /// unused command of one of the capture's recordings, sent in the same session state, the
-    /// same command (`strict`: name and arguments; `name`: name; `lenient`: name, any unused
-    /// command in any state). The recording being followed is preferred.
+    /// The recorded exchange this client command stands for, or why there is none: an unused
+    /// command of the capture sent in the same session state, the same command (`strict`:
+    /// name and arguments; `name`: name; `lenient`: name, in any state). The recording being
+    /// followed is preferred, then each recording's next command, then any.
     fn find_command(&self, bytes: &[u8], pool: &Pool) -> Result<(usize, usize, bool), String> {
         let head = parse_command(bytes);
         let name = head.name.clone().unwrap_or_default();
-        let candidates = pool.open_commands(self.following, self.mode != MatchMode::Lenient);
+        // Each recording's next command first; then any unused one, since connections move
+        // at their own pace (one may select INBOX before another has logged in, and the
+        // SELECT it needs is the one recorded after that login).
+        let heads = pool.open_commands(self.following, true);
+        let rest = pool.open_commands(self.following, false);
+        let candidates: Vec<(usize, usize)> = heads
+            .iter()
+            .copied()
+            .chain(rest.into_iter().filter(|c| !heads.contains(c)))
+            .collect();
         let same_name = |&(s, i): &(usize, usize)| pool.unit(s, i).name.as_deref() == Some(&*name);
         let same_state = |&(s, i): &(usize, usize)| *pool.context_before(s, i) == self.context;
         let found = match self.mode {
@@ -854,7 +863,7 @@ async fn serve_connection(
     }
     let mut session = ServeSession::new(options.mode, options.speed);
     let mut told = 0;
-    let error = async {
+    let body = async {
         let greeting = session.greeting(&*pool.lock().map_err(|_| "the pool is unusable")?);
         write(&mut stream, &greeting).await?;
         let mut buf = BytesMut::new();
@@ -901,9 +910,12 @@ async fn serve_connection(
                 }
             }
         }
-    }
-    .await
-    .err();
+    };
+    // A stop ends the session wherever it waits (a recorded IDLE delay, a write).
+    let error = tokio::select! {
+        r = body => r.err(),
+        _ = stop.cancelled() => None,
+    };
     if session.commands() == 0 && error.is_none() {
         return Ended::Probe;
     }
