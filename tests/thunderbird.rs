@@ -268,6 +268,22 @@ fn starttls_compress_capture_replays_and_serves_a_fresh_thunderbird_three_times(
     serves_to_thunderbird(&dir, &certs, "starttls", &sync, 3);
 }
 
+/// The golden Thunderbird capture (`scripts/record-golden-thunderbird.sh`) replays green
+/// against a freshly seeded Dovecot and makes a fresh Thunderbird sync what it synced.
+#[test]
+fn golden_thunderbird_capture_replays_both_ways() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = repo().join("recordings/golden/thunderbird");
+    replays_green(&dir, "starttls", false);
+    let raw = std::fs::read_to_string(dir.join("sync.json")).expect("sync.json beside the capture");
+    let expected = Sync {
+        json: serde_json::from_str(raw.trim()).expect("sync.json is the harness's JSON"),
+        raw,
+    };
+    let certs = tempfile::tempdir().unwrap();
+    serves_to_thunderbird(&dir, certs.path(), "starttls", &expected, 1);
+}
+
 #[test]
 fn implicit_tls_capture_replays_and_serves() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
