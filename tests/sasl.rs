@@ -1,0 +1,79 @@
+//! Logins whose answer depends on the server's challenge (CRAM-MD5, SCRAM-SHA-1/256), made
+//! by real clients (Python's imaplib, curl) through `imapscope record`: the transcripts hide
+//! them, and `replay --login` must log in again against another Dovecot, whose challenges
+//! differ, by answering this run's challenge.
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use support::*;
+
+const MECHANISMS: &str = "plain login cram-md5 scram-sha-1 scram-sha-256";
+
+#[test]
+fn challenge_response_logins_replay_against_another_server() {
+    let recorded_on = Dovecot::start_with_mechanisms(MECHANISMS);
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&recorded_on.addr(), out.path(), &[]);
+    let port = scope.port().to_string();
+    for mechanism in ["CRAM-MD5", "SCRAM-SHA-1", "SCRAM-SHA-256"] {
+        let said = python("sasl_login.py", &[mechanism, &port]);
+        assert!(said.contains("logged in"), "{said}");
+    }
+    // curl's own CRAM-MD5.
+    let curl = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20"])
+        .args(["--login-options", "AUTH=CRAM-MD5"])
+        .args(["--user", &format!("nell:{PASSWORD}")])
+        .arg(format!("imap://127.0.0.1:{port}/INBOX"))
+        .args(["--request", "EXAMINE INBOX"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl is needed for these tests");
+    assert!(
+        curl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    let transcripts = wait_for_ended(out.path(), 4);
+    for (path, t) in &transcripts {
+        assert_paired(path, t);
+    }
+    assert_no_secrets(out.path(), &[PASSWORD]);
+    scope.terminate();
+
+    let replay_on = Dovecot::start_with_mechanisms(MECHANISMS);
+    let replay = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .arg("replay")
+        .arg(out.path())
+        .args(["--upstream", &replay_on.addr()])
+        .args(["--login", &format!("nell:{PASSWORD}")])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&replay.stdout);
+    assert!(
+        replay.status.success(),
+        "{shown}{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert_eq!(shown.matches("PASS").count(), 4, "{shown}");
+
+    // Without the password there is nothing to answer the challenge with: exit 2, and why.
+    let without = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .arg("replay")
+        .arg(out.path())
+        .args(["--upstream", &replay_on.addr()])
+        .env_remove("IMAPSCOPE_LOGIN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(without.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&without.stderr).contains("--login"),
+        "{}",
+        String::from_utf8_lossy(&without.stderr)
+    );
+}
