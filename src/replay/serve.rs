@@ -447,8 +447,8 @@ impl ServeSession {
         let idle = matched.kind == Kind::Command && matched.name.as_deref() == Some("IDLE");
         let mut previous_t = matched.t_us;
         let mut after_continuation = false;
-        for i in index + 1..until.min(timeline.len()) {
-            let unit = &timeline[i];
+        let end = until.min(timeline.len());
+        for (i, unit) in timeline.iter().enumerate().take(end).skip(index + 1) {
             // Played again: its answer (tagged or untagged) whether or not used before.
             let again = self.repeat
                 && (unit.reply_to == Some(matched.seq) || unit.in_flight.contains(&matched.seq));
