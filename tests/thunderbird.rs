@@ -275,6 +275,35 @@ fn golden_thunderbird_capture_replays_both_ways() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = repo().join("recordings/golden/thunderbird");
     replays_green(&dir, "starttls", false);
+
+    // A changed line in a message the server sent fails the replay, with that line shown.
+    let tampered = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let text = text.replace("this is the first golden", "this is the frist golden");
+        std::fs::write(tampered.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let dovecot = seeded();
+    let (code, shown) = imapscope(&[
+        "replay",
+        tampered.path().to_str().unwrap(),
+        "--upstream",
+        &dovecot.addr(),
+        "--upstream-ca",
+        dovecot.dir.path().join("server.pem").to_str().unwrap(),
+        "--login",
+        &format!("nell:{PASSWORD}"),
+    ]);
+    assert_eq!(code, 1, "{shown}");
+    assert!(
+        shown.contains("-this is the frist golden message"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("+this is the first golden message"),
+        "{shown}"
+    );
     let raw = std::fs::read_to_string(dir.join("sync.json")).expect("sync.json beside the capture");
     let expected = Sync {
         json: serde_json::from_str(raw.trim()).expect("sync.json is the harness's JSON"),

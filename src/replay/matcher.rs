@@ -6,7 +6,7 @@
 //! different body), the pair is shown together with a unified diff of their lines, so a person
 //! sees which header or body line changed rather than two summaries of the same size.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -141,8 +141,15 @@ pub fn compare(
             }
         }
         // Each received response that matched nothing: beside the recorded one it most likely
-        // stands for (same tag or `* n NAME`), with their difference; else at the end.
-        let mut paired: Vec<(usize, DiffLine)> = Vec::new();
+        // stands for (same tag or `* n NAME`), with their difference; else at the end. Heads
+        // are read once per line, so a large group pairs in linear time.
+        let mut by_head: HashMap<Head, VecDeque<usize>> = HashMap::new();
+        for (n, (_, e)) in missing.iter().enumerate() {
+            if let Some(h) = head_of(e) {
+                by_head.entry(h).or_default().push_back(n);
+            }
+        }
+        let mut paired: BTreeMap<usize, DiffLine> = BTreeMap::new();
         let mut unpaired = Vec::new();
         for (i, r) in rec.iter().enumerate() {
             if used[i] {
@@ -165,10 +172,10 @@ pub fn compare(
             }
             out.extra += 1;
             let mut line = DiffLine::new(Mark::Extra, show(r));
-            let partner = missing
-                .iter()
-                .position(|(_, e)| same_head(e, r))
-                .map(|p| missing.remove(p));
+            let partner = head_of(r)
+                .and_then(|h| by_head.get_mut(&h))
+                .and_then(VecDeque::pop_front)
+                .map(|n| missing[n]);
             match partner {
                 Some((at, e)) => {
                     // One short line each: the pair itself says it all.
@@ -178,15 +185,18 @@ pub fn compare(
                     if long(e) || long(r) {
                         line.detail = detail(e, r);
                     }
-                    paired.push((at, line));
+                    paired.insert(at, line);
                 }
                 None => unpaired.push(line),
             }
         }
-        // Inserted from the back, so earlier positions stay valid.
-        paired.sort_by_key(|(at, _)| std::cmp::Reverse(*at));
-        for (at, line) in paired {
-            lines.insert(at + 1, line);
+        if !paired.is_empty() {
+            let mut merged = Vec::with_capacity(lines.len() + paired.len());
+            for (at, line) in lines.into_iter().enumerate() {
+                merged.push(line);
+                merged.extend(paired.remove(&at));
+            }
+            lines = merged;
         }
         lines.extend(unpaired);
         out.groups.push(GroupReport {
@@ -240,14 +250,16 @@ fn scope_of(command: Option<&str>, selected: &mut Option<Vec<u8>>) -> Scope {
     }
 }
 
-/// Whether two responses are the same kind of thing: the same tag and name, and for FETCH
-/// the same message (`* 3 FETCH`, `a1 OK`, `* 2 EXISTS` and `* 3 EXISTS`).
-fn same_head(a: &[u8], b: &[u8]) -> bool {
-    let (ha, hb) = (parse_response(a), parse_response(b));
-    ha.tag.is_some()
-        && ha.tag == hb.tag
-        && ha.name == hb.name
-        && (ha.number == hb.number || ha.name.as_deref() != Some("FETCH"))
+/// What makes two responses the same kind of thing: the same tag and name, and for FETCH the
+/// same message (`* 3 FETCH`, `a1 OK`; `* 2 EXISTS` and `* 3 EXISTS` alike).
+type Head = (String, Option<String>, Option<u64>);
+
+fn head_of(bytes: &[u8]) -> Option<Head> {
+    let h = parse_response(bytes);
+    let tag = h.tag.as_deref()?.to_string();
+    let name = h.name.as_deref().map(str::to_string);
+    let number = h.number.filter(|_| name.as_deref() == Some("FETCH"));
+    Some((tag, name, number))
 }
 
 /// Lines of context around each difference.

@@ -592,7 +592,7 @@ impl Default for ServeOptions {
 }
 
 /// A fake IMAP server playing a capture: each connection plays the recording whose exchange it
-/// follows (see [`super::dispatch`]), concurrently.
+/// follows (see [`super::pool`]), concurrently.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
