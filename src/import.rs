@@ -128,6 +128,66 @@ fn merge(input: Vec<Line>, output: Vec<Line>) -> Vec<(Side, Option<u64>, Vec<u8>
     out
 }
 
+/// Puts server data back after the command it answers, where a compressed rawlog's time
+/// stamps put it before.
+///
+/// After COMPRESS, Dovecot logs the *compressed* stream, split wherever a `\n` byte happens
+/// to fall in it, and stamps each such piece when its first byte was written. One piece can
+/// hold the answer to one command and the untagged data of the next, written milliseconds
+/// later, after that next command arrived: merged by stamps, the untagged data lands before
+/// the command, with nothing in flight. Dovecot sends untagged data only while a command runs
+/// (or IDLE, which is in flight too), so in the compressed part untagged data with nothing in
+/// flight is held until the next command, and belongs to it.
+#[derive(Default)]
+struct CausalOrder {
+    compressed: bool,
+    held: Vec<crate::protocol::Event>,
+}
+
+impl CausalOrder {
+    fn push(&mut self, event: crate::protocol::Event, out: &mut Vec<crate::protocol::Event>) {
+        use crate::protocol::{Event, Kind};
+        match &event {
+            Event::Compress { .. } => {
+                self.flush(out);
+                self.compressed = true;
+                out.push(event);
+            }
+            Event::Message(m)
+                if self.compressed
+                    && m.from == Side::Server
+                    && m.kind == Kind::Untagged
+                    && m.in_flight.is_empty() =>
+            {
+                self.held.push(event)
+            }
+            Event::Part {
+                from: Side::Server, ..
+            } if !self.held.is_empty() => self.held.push(event),
+            Event::Message(m)
+                if m.from == Side::Client && m.kind == Kind::Command && !self.held.is_empty() =>
+            {
+                let seq = m.seq;
+                out.push(event);
+                for mut held in self.held.drain(..) {
+                    if let Event::Message(h) = &mut held {
+                        h.in_flight = std::sync::Arc::from([seq]);
+                    }
+                    out.push(held);
+                }
+            }
+            _ => {
+                self.flush(out);
+                out.push(event);
+            }
+        }
+    }
+
+    fn flush(&mut self, out: &mut Vec<crate::protocol::Event>) {
+        out.append(&mut self.held);
+    }
+}
+
 /// Imports the rawlog at `path` into a transcript written to `dest`. `user` names the user
 /// for the synthesized LOGIN (default: the rawlog's directory name, as `rawlog_dir=.../%u`).
 pub async fn import_rawlog(
@@ -205,6 +265,8 @@ pub async fn import_rawlog(
     let mut bytes = [0u64; 2];
     let mut messages = 2;
     let mut last_t = 0;
+    let mut causal = CausalOrder::default();
+    let mut ordered = Vec::new();
     for (side, t, data) in &chunks {
         let t_us = t.zip(first_t).map_or(last_t, |(t, f)| t - f);
         last_t = t_us;
@@ -214,11 +276,18 @@ pub async fn import_rawlog(
             if matches!(e, crate::protocol::Event::Message(_)) {
                 messages += 1;
             }
+            causal.push(e, &mut ordered);
+        }
+        for e in ordered.drain(..) {
             writer.event(e);
         }
     }
     tracker.finish(last_t, &mut events);
     for e in events.drain(..) {
+        causal.push(e, &mut ordered);
+    }
+    causal.flush(&mut ordered);
+    for e in ordered.drain(..) {
         writer.event(e);
     }
     writer.end(EndRecord {
@@ -292,6 +361,43 @@ mod tests {
                 Side::Server,
                 Side::Client,
                 Side::Server
+            ]
+        );
+    }
+
+    #[test]
+    fn compressed_untagged_data_follows_the_command_it_answers() {
+        use crate::protocol::{Event, Kind};
+        let mut tracker = SessionTracker::new();
+        let mut events = Vec::new();
+        tracker.on_bytes(Side::Server, 1, b"* OK ready\r\n", &mut events);
+        tracker.on_bytes(Side::Server, 2, b"* 3 EXISTS\r\n", &mut events);
+        tracker.on_bytes(Side::Client, 3, b"a1 SELECT INBOX\r\n", &mut events);
+        let [greeting, exists, select] = <[Event; 3]>::try_from(events).unwrap();
+        let mut causal = CausalOrder::default();
+        let mut out = Vec::new();
+        causal.push(greeting, &mut out);
+        causal.push(Event::Compress { t_us: 1 }, &mut out);
+        causal.push(exists, &mut out);
+        assert_eq!(out.len(), 2, "the untagged data is held");
+        causal.push(select, &mut out);
+        let order: Vec<(Kind, Vec<u64>)> = out
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(m) => Some((m.kind, m.in_flight.to_vec())),
+                _ => None,
+            })
+            .collect();
+        let select_seq = match &out[2] {
+            Event::Message(m) => m.seq,
+            _ => panic!("the command comes first"),
+        };
+        assert_eq!(
+            order,
+            [
+                (Kind::Greeting, vec![]),
+                (Kind::Command, vec![]),
+                (Kind::Untagged, vec![select_seq])
             ]
         );
     }
