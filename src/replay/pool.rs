@@ -504,4 +504,28 @@ mod tests {
             s.mismatches()
         );
     }
+
+    #[test]
+    fn a_read_asked_twice_is_answered_again_and_counted() {
+        let mut pool = capture();
+        let (mut a, mut b) = (
+            ServeSession::new(MatchMode::Strict, 1.0),
+            ServeSession::new(MatchMode::Strict, 1.0),
+        );
+        for s in [&mut a, &mut b] {
+            s.greeting(&pool);
+            s.on_client(b"1 LOGIN nell pw\r\n", &mut pool);
+        }
+        // Both connections race to NAMESPACE; the capture has it once.
+        let first = said(&a.on_client(b"2 NAMESPACE\r\n", &mut pool));
+        let again = said(&b.on_client(b"5 NAMESPACE\r\n", &mut pool));
+        assert!(first.starts_with("* NAMESPACE") && first.ends_with("2 OK done\r\n"));
+        assert_eq!(again, first.replace("2 OK", "5 OK"));
+        assert!(b.mismatches().is_empty(), "{:?}", b.mismatches());
+        // A command that writes is never played twice.
+        let twice = said(&b.on_client(b"6 LOGIN nell pw\r\n", &mut pool));
+        assert!(twice.starts_with("6 BAD"), "{twice}");
+        let outcome = b.finish(&mut pool);
+        assert_eq!(outcome.repeated, 1);
+    }
 }

@@ -278,6 +278,7 @@ impl ServeSession {
                         Some((s, index))
                     }
                     Err(diagnostic) => {
+                        self.repeat = false;
                         let tag = m.tag.clone().unwrap_or_else(|| "*".into());
                         out.push(self.say(
                             format!(
