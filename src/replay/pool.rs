@@ -279,23 +279,26 @@ fn contexts(script: &Script) -> (Vec<Context>, Vec<Context>) {
     let n = script.timeline.len();
     let mut before = vec![Context::NotAuthenticated; n];
     let mut after = vec![Context::NotAuthenticated; n];
+    // Each command head by seq, and the commands that got a completion (one pass each, so a
+    // session of many commands costs linear time).
+    let heads: std::collections::HashMap<u64, usize> = script
+        .timeline
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| u.from == Side::Client && !u.is_part)
+        .map(|(i, u)| (u.seq, i))
+        .collect();
+    let mut completed = vec![false; n];
     for (i, unit) in script.timeline.iter().enumerate() {
         before[i] = state.clone();
         if unit.kind == Kind::Completion
-            && let Some(command) = unit
-                .reply_to
-                .and_then(|seq| script.timeline.iter().find(|u| u.seq == seq && !u.is_part))
+            && let Some(&c) = unit.reply_to.and_then(|seq| heads.get(&seq))
         {
             let ok = parse_response(&unit.bytes).status == Some(Status::Ok);
-            state = next_state(&state, command, ok);
+            state = next_state(&state, &script.timeline[c], ok);
             // The command's own "after" is the state its completion left.
-            if let Some(c) = script
-                .timeline
-                .iter()
-                .position(|u| u.seq == command.seq && !u.is_part)
-            {
-                after[c] = state.clone();
-            }
+            after[c] = state.clone();
+            completed[c] = true;
         }
         if unit.kind != Kind::Command || unit.is_part {
             after[i] = state.clone();
@@ -303,11 +306,7 @@ fn contexts(script: &Script) -> (Vec<Context>, Vec<Context>) {
     }
     // A command whose completion was never recorded (IDLE at quit) leaves the state it found.
     for (i, unit) in script.timeline.iter().enumerate() {
-        let completed = script
-            .timeline
-            .iter()
-            .any(|u| u.kind == Kind::Completion && u.reply_to == Some(unit.seq));
-        if unit.kind == Kind::Command && !unit.is_part && !completed {
+        if unit.kind == Kind::Command && !unit.is_part && !completed[i] {
             after[i] = before[i].clone();
         }
     }
