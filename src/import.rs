@@ -100,32 +100,105 @@ fn merge(input: Vec<Line>, output: Vec<Line>) -> Vec<(Side, Option<u64>, Vec<u8>
         return all;
     }
     // No times: a client line, then the server's lines up to the completion of that command.
+    follow_exchange(input, output, true)
+}
+
+/// Orders lines by the exchange: each client line, then the server's lines up to the
+/// completion of that command (or a continuation request). `after_login`: the server's
+/// first lines answer a login that happened before the log started.
+fn follow_exchange(
+    input: Vec<Line>,
+    output: Vec<Line>,
+    after_login: bool,
+) -> Vec<(Side, Option<u64>, Vec<u8>)> {
+    // The tags the server completed: a client line whose first word is none of them is data
+    // (a literal, a SASL response), not a command to wait for.
+    let completed: std::collections::HashSet<Vec<u8>> = output
+        .iter()
+        .map(|s| s.bytes.split(|&b| b == b' ').next().unwrap_or(b"").to_vec())
+        .filter(|t| t != b"*" && t != b"+")
+        .collect();
     let mut out = Vec::new();
     let mut server = output.into_iter().peekable();
-    // The server's first lines answer the login that happened before the log started.
-    while let Some(l) = server.next_if(|l| !l.bytes.starts_with(b"* ") || out.is_empty()) {
-        let done = !l.bytes.starts_with(b"* ");
-        out.push((Side::Server, None, l.bytes));
-        if done {
-            break;
-        }
-    }
-    for l in input {
-        let tag = l.bytes.split(|&b| b == b' ').next().unwrap_or(b"").to_vec();
-        out.push((Side::Client, None, l.bytes));
-        for s in server.by_ref() {
-            let done = (!tag.is_empty()
-                && s.bytes.starts_with(&tag)
-                && s.bytes.get(tag.len()) == Some(&b' '))
-                || s.bytes.starts_with(b"+");
-            out.push((Side::Server, None, s.bytes));
+    if after_login {
+        while let Some(l) = server.next_if(|l| !l.bytes.starts_with(b"* ") || out.is_empty()) {
+            let done = !l.bytes.starts_with(b"* ");
+            out.push((Side::Server, l.t_us, l.bytes));
             if done {
                 break;
             }
         }
     }
-    out.extend(server.map(|s| (Side::Server, None, s.bytes)));
+    let mut last_command: Vec<u8> = Vec::new();
+    for l in input {
+        let first = l.bytes.split(|&b| b == b' ').next().unwrap_or(b"").to_vec();
+        // DONE ends IDLE: what follows it is the IDLE's completion.
+        let tag = if l.bytes.trim_ascii().eq_ignore_ascii_case(b"DONE") {
+            last_command.clone()
+        } else if completed.contains(&first) {
+            last_command = first.clone();
+            first
+        } else {
+            out.push((Side::Client, l.t_us, l.bytes));
+            continue;
+        };
+        out.push((Side::Client, l.t_us, l.bytes));
+        for s in server.by_ref() {
+            let done = (!tag.is_empty()
+                && s.bytes.starts_with(&tag)
+                && s.bytes.get(tag.len()) == Some(&b' '))
+                || s.bytes.starts_with(b"+");
+            out.push((Side::Server, s.t_us, s.bytes));
+            if done {
+                break;
+            }
+        }
+    }
+    out.extend(server.map(|s| (Side::Server, s.t_us, s.bytes)));
     out
+}
+
+/// Where COMPRESS took effect: the index of the client's `TAG COMPRESS DEFLATE` line and of
+/// the server's `TAG OK` to it.
+fn compress_boundary(input: &[Line], output: &[Line]) -> Option<(usize, usize)> {
+    let ci = input.iter().position(|l| {
+        let upper = l.bytes.to_ascii_uppercase();
+        memchr::memmem::find(&upper, b" COMPRESS DEFLATE").is_some()
+    })?;
+    let tag = input[ci].bytes.split(|&b| b == b' ').next()?.to_vec();
+    let mut ok = tag.clone();
+    ok.extend_from_slice(b" OK");
+    let co = output.iter().position(|l| l.bytes.starts_with(&ok))?;
+    Some((ci, co))
+}
+
+/// The lines of a compressed part of a rawlog, inflated. Each line carries the stamp of the
+/// logged piece its first byte came out of (the pieces are cut at `\n` bytes of the
+/// compressed stream, so their stamps say little more).
+fn inflated_lines(pieces: &[Line]) -> Result<Vec<Line>, String> {
+    let mut inflater = crate::protocol::compress::Inflater::new();
+    let mut plain: Vec<u8> = Vec::new();
+    // (offset in `plain` where a piece's output starts, its stamp)
+    let mut stamps: Vec<(usize, Option<u64>)> = Vec::new();
+    for piece in pieces {
+        stamps.push((plain.len(), piece.t_us));
+        inflater.inflate(&piece.bytes, &mut plain)?;
+    }
+    let mut lines = Vec::new();
+    let mut at = 0;
+    for line in plain.split_inclusive(|&b| b == b'\n') {
+        let stamp = stamps
+            .iter()
+            .rev()
+            .find(|(offset, _)| *offset <= at)
+            .and_then(|(_, t)| *t);
+        lines.push(Line {
+            t_us: stamp,
+            bytes: line.to_vec(),
+        });
+        at += line.len();
+    }
+    Ok(lines)
 }
 
 /// Puts server data back after the command it answers, where a compressed rawlog's time
@@ -208,7 +281,35 @@ pub async fn import_rawlog(
         })
         .unwrap_or_else(|| "user".into());
     let first_t = input.iter().chain(&output).filter_map(|l| l.t_us).min();
-    let chunks = merge(input, output);
+    // After COMPRESS the rawlog holds compressed pieces whose stamps cannot order the two
+    // directions: that part is inflated and ordered by the exchange, and deflated again for
+    // the tracker below, which inflates it as it would on the wire.
+    let mut recompress_from = usize::MAX;
+    let chunks = match compress_boundary(&input, &output) {
+        Some((ci, co)) => {
+            let (mut input, mut output) = (input, output);
+            let (rest_in, rest_out) = (input.split_off(ci + 1), output.split_off(co + 1));
+            match (inflated_lines(&rest_in), inflated_lines(&rest_out)) {
+                (Ok(plain_in), Ok(plain_out)) => {
+                    let mut chunks = merge(input, output);
+                    recompress_from = chunks.len();
+                    chunks.extend(follow_exchange(plain_in, plain_out, false));
+                    chunks
+                }
+                // Not a DEFLATE stream after all: as logged.
+                _ => {
+                    input.extend(rest_in);
+                    output.extend(rest_out);
+                    merge(input, output)
+                }
+            }
+        }
+        None => merge(input, output),
+    };
+    let mut deflaters = [
+        crate::protocol::compress::Deflater::new(),
+        crate::protocol::compress::Deflater::new(),
+    ];
 
     let mut writer = TranscriptWriter::in_memory(true);
     let start = first_t
@@ -267,9 +368,17 @@ pub async fn import_rawlog(
     let mut last_t = 0;
     let mut causal = CausalOrder::default();
     let mut ordered = Vec::new();
-    for (side, t, data) in &chunks {
-        let t_us = t.zip(first_t).map_or(last_t, |(t, f)| t - f);
+    for (index, (side, t, data)) in chunks.iter().enumerate() {
+        // Never backwards: ordered by the exchange, stamps may not follow.
+        let t_us = t.zip(first_t).map_or(last_t, |(t, f)| t - f).max(last_t);
         last_t = t_us;
+        let deflated;
+        let data = if index >= recompress_from {
+            deflated = deflaters[*side as usize].deflate(data);
+            &deflated
+        } else {
+            data
+        };
         bytes[*side as usize] += data.len() as u64;
         tracker.on_bytes(*side, t_us, data, &mut events);
         for e in events.drain(..) {
@@ -399,6 +508,78 @@ mod tests {
                 (Kind::Command, vec![]),
                 (Kind::Untagged, vec![select_seq])
             ]
+        );
+    }
+
+    /// A rawlog as Dovecot writes it: each piece stamped, and a stamp after every `\n` byte in
+    /// it, compressed or not.
+    fn rawlog(pieces: &[(u64, &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (t, bytes) in pieces {
+            for segment in bytes.split_inclusive(|&b| b == b'\n') {
+                out.extend_from_slice(
+                    format!("{}.{:06} ", t / 1_000_000, t % 1_000_000).as_bytes(),
+                );
+                out.extend_from_slice(segment);
+            }
+            if !bytes.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_compressed_rawlog_is_ordered_by_the_exchange_not_by_its_stamps() {
+        use crate::protocol::compress::Deflater;
+        let (mut client, mut server) = (Deflater::new(), Deflater::new());
+        let t0 = 1_795_654_744_000_000u64;
+        // The server's piece is stamped before the client's SELECT, as a piece cut at a `\n`
+        // of the compressed stream can be; its bytes answer the SELECT.
+        let select = client.deflate(b"a2 SELECT INBOX\r\na3 NOOP\r\n");
+        let answer = server.deflate(b"* 3 EXISTS\r\na2 OK done\r\na3 OK noop\r\n");
+        let input = rawlog(&[(t0 + 100, b"a1 COMPRESS DEFLATE\r\n"), (t0 + 500, &select)]);
+        let output = rawlog(&[
+            (t0 + 50, b"a0 OK Logged in\r\n"),
+            (t0 + 200, b"a1 OK Begin compression\r\n"),
+            (t0 + 300, &answer),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("nell")).unwrap();
+        let stem = dir.path().join("nell/20261127-100000.1.1");
+        std::fs::write(stem.with_extension("1.in"), input).unwrap();
+        std::fs::write(stem.with_extension("1.out"), output).unwrap();
+        let dest = dir.path().join("t.jsonl");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(import_rawlog(&stem.with_extension("1.in"), &dest, None))
+            .unwrap();
+        let t = crate::transcript::read_transcript(&dest).unwrap();
+        let shown: Vec<String> = t
+            .records
+            .iter()
+            .filter_map(|r| match r {
+                crate::transcript::format::Record::Message(m) => Some(format!(
+                    "{}:{}",
+                    m.from.as_str(),
+                    m.payload.text.clone().unwrap_or_default().trim_end()
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            &shown[3..],
+            [
+                "client:a1 COMPRESS DEFLATE",
+                "server:a1 OK Begin compression",
+                "client:a2 SELECT INBOX",
+                "server:* 3 EXISTS",
+                "server:a2 OK done",
+                "client:a3 NOOP",
+                "server:a3 OK noop",
+            ],
+            "{shown:?}"
         );
     }
 }
