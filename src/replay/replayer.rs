@@ -553,13 +553,10 @@ fn sasl_bytes(
 ) -> Result<Vec<u8>, String> {
     let b64 = &base64::engine::general_purpose::STANDARD;
     if unit.kind == Kind::Command {
-        let mut client = SaslClient::with_random_nonce(step.mechanism, step.credentials.clone());
+        let mut client = SaslClient::with_random_nonce(step.mechanism, step.login.clone());
         let tag = unit.tag.clone().unwrap_or_default();
-        let verb = crate::protocol::message::parse_command(&unit.bytes)
-            .tokens
-            .get(1)
-            .map(|t| String::from_utf8_lossy(&unit.bytes[t.span.clone()]).into_owned())
-            .unwrap_or_else(|| "AUTHENTICATE".into());
+        let verb =
+            super::script::command_word(&unit.bytes).unwrap_or_else(|| "AUTHENTICATE".into());
         let mut line = format!("{tag} {verb} {}", step.spelled);
         if step.initial_response {
             let ir = client.initial_response().unwrap_or_default();

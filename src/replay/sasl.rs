@@ -9,16 +9,9 @@
 //! in, bytes out; the nonce is passed in.
 
 use hmac::{Hmac, KeyInit, Mac};
-use sha2::Digest;
 
-/// What a replay logs in with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Credentials {
-    pub user: String,
-    pub password: String,
-    /// An OAuth 2.0 bearer token, for XOAUTH2 and OAUTHBEARER.
-    pub token: Option<String>,
-}
+use super::script::Login;
+use sha2::Digest;
 
 /// A mechanism this module can answer for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +49,7 @@ impl Mechanism {
 #[derive(Debug, Clone)]
 pub struct SaslClient {
     mechanism: Mechanism,
-    credentials: Credentials,
+    login: Login,
     nonce: String,
     /// Responses given so far.
     step: usize,
@@ -66,10 +59,10 @@ pub struct SaslClient {
 
 impl SaslClient {
     /// `nonce`: random printable characters without `,` (SCRAM's client nonce).
-    pub fn new(mechanism: Mechanism, credentials: Credentials, nonce: String) -> SaslClient {
+    pub fn new(mechanism: Mechanism, login: Login, nonce: String) -> SaslClient {
         SaslClient {
             mechanism,
-            credentials,
+            login,
             nonce,
             step: 0,
             first_bare: String::new(),
@@ -77,12 +70,12 @@ impl SaslClient {
     }
 
     /// With a nonce from the system's random source.
-    pub fn with_random_nonce(mechanism: Mechanism, credentials: Credentials) -> SaslClient {
+    pub fn with_random_nonce(mechanism: Mechanism, login: Login) -> SaslClient {
         let mut raw = [0u8; 18];
         // Without randomness SCRAM would still work, only with a predictable nonce.
         let _ = getrandom::fill(&mut raw);
         let nonce = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, raw);
-        SaslClient::new(mechanism, credentials, nonce)
+        SaslClient::new(mechanism, login, nonce)
     }
 
     /// The response sent with the command (SASL-IR), for mechanisms that speak first.
@@ -97,7 +90,7 @@ impl SaslClient {
     pub fn respond(&mut self, challenge: &[u8]) -> Vec<u8> {
         let step = self.step;
         self.step += 1;
-        let c = &self.credentials;
+        let c = &self.login;
         match (self.mechanism, step) {
             (Mechanism::Plain, 0) => format!("\0{}\0{}", c.user, c.password).into_bytes(),
             (Mechanism::Login, 0) => c.user.clone().into_bytes(),
@@ -152,13 +145,8 @@ impl SaslClient {
         let salt = base64::Engine::decode(b64, salt.as_bytes()).unwrap_or_default();
         let rounds: u32 = rounds.parse().unwrap_or(4096);
         let mut salted = vec![0u8; <H as Digest>::output_size()];
-        pbkdf2::pbkdf2::<Hmac<H>>(
-            self.credentials.password.as_bytes(),
-            &salt,
-            rounds,
-            &mut salted,
-        )
-        .expect("PBKDF2 takes a key of any length");
+        pbkdf2::pbkdf2::<Hmac<H>>(self.login.password.as_bytes(), &salt, rounds, &mut salted)
+            .expect("PBKDF2 takes a key of any length");
         let hmac = |key: &[u8], data: &[u8]| {
             let mut mac =
                 <Hmac<H> as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
@@ -188,8 +176,8 @@ fn scram_name(user: &str) -> String {
 mod tests {
     use super::*;
 
-    fn creds(user: &str, password: &str) -> Credentials {
-        Credentials {
+    fn creds(user: &str, password: &str) -> Login {
+        Login {
             user: user.into(),
             password: password.into(),
             token: Some("ya29.token".into()),

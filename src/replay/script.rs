@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::sasl::{Credentials, Mechanism};
+use super::sasl::Mechanism;
 use crate::protocol::message::parse_command;
 use crate::protocol::{Kind, Side};
 use crate::tls::TlsMode;
@@ -40,7 +40,7 @@ pub struct SaslStep {
     pub mechanism: Mechanism,
     /// The mechanism as the client spelled it, for the command line.
     pub spelled: String,
-    pub credentials: Credentials,
+    pub login: Login,
     /// The command carried an initial response (SASL-IR).
     pub initial_response: bool,
 }
@@ -115,14 +115,6 @@ impl Login {
             password: password.to_string(),
             token: None,
         })
-    }
-
-    fn credentials(&self) -> Credentials {
-        Credentials {
-            user: self.user.clone(),
-            password: self.password.clone(),
-            token: self.token.clone(),
-        }
     }
 
     /// From `IMAPSCOPE_LOGIN`.
@@ -354,7 +346,7 @@ impl Script {
                     let plan = Box::new(SaslStep {
                         mechanism,
                         spelled,
-                        credentials: login.credentials(),
+                        login: login.clone(),
                         initial_response: unit.redacted.iter().any(|r| r == "sasl-ir"),
                     });
                     plans.insert(unit.seq, plan.clone());
@@ -391,7 +383,7 @@ impl Script {
 }
 
 /// The command word as the client spelled it (`login`, `LOGIN`).
-fn command_word(bytes: &[u8]) -> Option<String> {
+pub(crate) fn command_word(bytes: &[u8]) -> Option<String> {
     let head = parse_command(bytes);
     let t = head.tokens.get(1)?;
     Some(String::from_utf8_lossy(&bytes[t.span.clone()]).into_owned())
