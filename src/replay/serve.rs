@@ -162,11 +162,6 @@ impl ServeSession {
         }
     }
 
-    /// The recording this connection is following, if it played anything yet.
-    pub fn following(&self) -> Option<usize> {
-        self.following
-    }
-
     /// How many commands the client has sent.
     pub fn commands(&self) -> usize {
         self.outcome.commands
