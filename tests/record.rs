@@ -153,6 +153,91 @@ fn raw_session_is_relayed_and_recorded_byte_for_byte() {
     });
 }
 
+/// A server may answer a command before its literal: a refused synchronizing literal is never
+/// sent (RFC 9051 7.5), a refused LITERAL+ one still is. Either way the transcript follows on.
+#[test]
+fn commands_answered_before_their_literal_stay_paired() {
+    let dovecot = Dovecot::start();
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&dovecot.addr(), out.path(), &[]);
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("the greeting", |l| l.starts_with(b"* OK"));
+    // The password as a synchronizing literal, the user name quoted.
+    c.send(format!("e1 LOGIN \"nell\" {{{}}}\r\n", PASSWORD.len()).as_bytes());
+    c.until_continuation();
+    c.send(format!("{PASSWORD}\r\n").as_bytes());
+    assert!(c.until_tagged("e1").contains("e1 OK"));
+    // Synchronizing literals refused with NO (a missing mailbox) and BAD (a bad flag): the
+    // client sends no data and goes on.
+    c.send(b"a2 APPEND nosuchbox {21}\r\n");
+    assert!(c.until_tagged("a2").contains("a2 NO [TRYCREATE]"));
+    assert!(c.command("a3", "NOOP").contains("a3 OK"));
+    c.send(b"a4 APPEND nosuchbox ~{21}\r\n");
+    assert!(c.until_tagged("a4").contains("a4 NO [TRYCREATE]"));
+    c.send(b"a5 APPEND INBOX (\\Bogus) {21}\r\n");
+    assert!(c.until_tagged("a5").contains("a5 BAD"));
+    // LITERAL+: Dovecot answers after the line, while the data is still to come.
+    c.send(b"a6 APPEND nosuchbox {93+}\r\n");
+    assert!(c.until_tagged("a6").contains("a6 NO [TRYCREATE]"));
+    c.send(&[b'x'; 93]);
+    c.send(b"\r\n");
+    c.send(b"a7 APPEND nosuchbox ~{21+}\r\n");
+    assert!(c.until_tagged("a7").contains("a7 NO [TRYCREATE]"));
+    c.send(b"a7 data that is not a command\r\n"[..21].as_ref());
+    c.send(b"\r\n");
+    assert!(c.command("a8", "NOOP").contains("a8 OK"));
+    c.send(b"a9 LOGOUT\r\n");
+    c.until_eof();
+
+    let all = wait_for_ended(out.path(), 1);
+    let (path, t) = &all[0];
+    assert_paired(path, t);
+    assert_eq!(bytes_from(t, Side::Server), c.received);
+    let ms = messages(t);
+    let commands: Vec<_> = ms
+        .iter()
+        .filter(|m| m.kind == Kind::Command)
+        .map(|m| m.tag.as_deref().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        commands,
+        ["e1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9"]
+    );
+    let refusals = t
+        .records
+        .iter()
+        .filter(|r| matches!(r, Record::Note(n) if n.note.contains("answered before the literal")))
+        .count();
+    assert_eq!(refusals, 3, "a2, a4 and a5 sent no literal");
+    let Some(Record::End(end)) = t.records.last() else {
+        panic!("no end line")
+    };
+    assert!(end.unanswered.is_empty(), "{:?}", end.unanswered);
+    assert_eq!(end.user.as_deref(), Some("nell"));
+    assert_eq!(end.bytes_from_client, c.sent.len() as u64);
+    // Past the LOGIN (redacted), the client's bytes are recorded as sent.
+    let after_login = |b: &[u8]| b[b.windows(4).position(|w| w == b"a2 A").unwrap()..].to_vec();
+    assert_eq!(
+        after_login(&bytes_from(t, Side::Client)),
+        after_login(&c.sent)
+    );
+    // Only the password is hidden; the user name is what `ls` shows.
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(!text.contains(PASSWORD));
+    assert!(text.contains(r#"e1 LOGIN \"nell\" <redacted>"#), "{text}");
+    let ls = std::process::Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(["ls", &out.path().to_string_lossy()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("nell"));
+    // The live log pairs each command too.
+    for (tag, what) in [("a3", "NOOP -> OK"), ("a2", "APPEND"), ("a6", "APPEND")] {
+        scope.wait_for_log(&format!("{tag} {what}"), 1, |l| {
+            l.contains(&format!("#1 {tag} {what}")) && !l.contains(" ? ")
+        });
+    }
+}
+
 #[test]
 fn imaplib_and_curl_sessions_keep_passwords_off_disk() {
     let dovecot = Dovecot::start();

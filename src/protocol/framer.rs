@@ -71,6 +71,14 @@ enum State {
     Literal {
         remaining: u64,
     },
+    /// A client line announced a synchronizing literal: the data comes only after the server's
+    /// `+`. If the server answers the command instead (NO, BAD), no data follows and the
+    /// client's next line is a new command. Whoever reads the server tells the framer which
+    /// ([`Framer::literal_accepted`], [`Framer::literal_refused`]); bytes that come before
+    /// either are taken as the literal, as from a client that does not wait.
+    AwaitingContinuation {
+        len: u64,
+    },
     Opaque,
 }
 
@@ -117,6 +125,28 @@ impl Framer {
         self.state = State::new_line(true);
     }
 
+    /// A client line announced a synchronizing literal and no data has come yet.
+    pub fn awaits_continuation(&self) -> bool {
+        matches!(self.state, State::AwaitingContinuation { .. })
+    }
+
+    /// The server sent `+`: the announced literal follows.
+    pub fn literal_accepted(&mut self) {
+        if let State::AwaitingContinuation { len } = self.state {
+            self.state = literal_state(len);
+        }
+    }
+
+    /// The server answered the command instead of sending `+`: no literal follows and the
+    /// command is over. Returns whether a literal was awaited.
+    pub fn literal_refused(&mut self) -> bool {
+        let awaited = self.awaits_continuation();
+        if awaited {
+            self.state = State::new_line(true);
+        }
+        awaited
+    }
+
     /// True between messages: the last fragment ended a message.
     pub fn at_message_start(&self) -> bool {
         matches!(
@@ -136,6 +166,11 @@ impl Framer {
             return None;
         }
         match &mut self.state {
+            State::AwaitingContinuation { len } => {
+                // Data before the server's `+`: a client that does not wait.
+                self.state = literal_state(*len);
+                self.next(input)
+            }
             State::Opaque => {
                 let bytes = *input;
                 *input = &[];
@@ -188,10 +223,11 @@ impl Framer {
                     literal_suffix(content)
                 };
                 self.state = match literal {
-                    Some(header) if header.len > 0 => State::Literal {
-                        remaining: header.len,
-                    },
-                    Some(_) => State::new_line(false),
+                    // Only a client waits for `+`; a server's literal follows at once.
+                    Some(header) if self.side == Side::Client && !header.non_sync => {
+                        State::AwaitingContinuation { len: header.len }
+                    }
+                    Some(header) => literal_state(header.len),
                     None => State::new_line(true),
                 };
                 Some(Fragment::Line {
@@ -204,6 +240,15 @@ impl Framer {
                 })
             }
         }
+    }
+}
+
+/// Where the framer goes once `len` bytes of literal data are due.
+fn literal_state(len: u64) -> State {
+    if len > 0 {
+        State::Literal { remaining: len }
+    } else {
+        State::new_line(false)
     }
 }
 

@@ -54,10 +54,13 @@ pub fn secrets(kind: Kind, head: &Head, bytes: &[u8], complete: bool) -> Vec<Sec
                 _ => return Vec::new(),
             };
             if !complete {
-                let start = head
-                    .args()
-                    .first()
-                    .map_or(line_content_end(bytes), |t| t.span.start);
+                // LOGIN's user name is no secret once a token follows it (`a LOGIN "nell" {6}`,
+                // the password as a synchronizing literal): hide from the password on.
+                let first_hidden = match (name, login_user_is_whole(head)) {
+                    ("LOGIN", true) => head.args().get(1),
+                    _ => head.args().first(),
+                };
+                let start = first_hidden.map_or(line_content_end(bytes), |t| t.span.start);
                 return vec![Secret {
                     range: start..bytes.len(),
                     what: "arguments",
@@ -100,10 +103,20 @@ pub fn apply(bytes: &[u8], secrets: &[Secret]) -> Vec<u8> {
     out
 }
 
-/// The user named by a LOGIN command.
-pub fn login_user(head: &Head, bytes: &[u8]) -> Option<String> {
+/// The user named by a LOGIN command. `complete` is false when `bytes` is only the head of
+/// the command: the user name counts only if a token follows it, so that it is whole.
+pub fn login_user(head: &Head, bytes: &[u8], complete: bool) -> Option<String> {
+    if !complete && !login_user_is_whole(head) {
+        return None;
+    }
     let t = head.args().first()?;
     string_value(bytes, t).map(|v| String::from_utf8_lossy(&v).into_owned())
+}
+
+/// Whether a LOGIN head holds its whole user name: a token (the password, or its literal
+/// announcement) follows it.
+fn login_user_is_whole(head: &Head) -> bool {
+    head.args().len() >= 2
 }
 
 /// The SASL mechanism and initial response of an AUTHENTICATE command.

@@ -109,6 +109,9 @@ pub struct StarttlsWatch {
     client: LineWatch,
     server: LineWatch,
     pending: Option<String>,
+    /// The tag of the client's latest command, to know whether a server answer refuses the
+    /// synchronizing literal the client's framer waits for.
+    last_tag: Option<String>,
 }
 
 impl Default for StarttlsWatch {
@@ -123,6 +126,7 @@ impl StarttlsWatch {
             client: LineWatch::new(Side::Client),
             server: LineWatch::new(Side::Server),
             pending: None,
+            last_tag: None,
         }
     }
 
@@ -132,8 +136,10 @@ impl StarttlsWatch {
     }
 
     pub fn client(&mut self, bytes: &[u8]) -> ClientStep {
+        let last_tag = &mut self.last_tag;
         let found = self.client.scan(bytes, |line, _, end| {
             let head = parse_command(line);
+            *last_tag = head.tag.as_deref().map(str::to_owned);
             (head.name.as_deref() == Some("STARTTLS")).then(|| (end, head.tag.unwrap_or_default()))
         });
         match found {
@@ -151,12 +157,33 @@ impl StarttlsWatch {
     }
 
     pub fn server(&mut self, bytes: &[u8]) -> ServerStep {
+        let client = &mut self.client;
+        let last_tag = self.last_tag.as_deref();
+        // Keeps the client's framing in step: the server's `+` lets a synchronizing literal
+        // follow; an answer instead means none follows (a refused APPEND, say).
+        let mut follow = |line: &[u8]| {
+            if !client.framer.awaits_continuation() {
+                return;
+            }
+            if line.starts_with(b"+") {
+                client.framer.literal_accepted();
+            } else if last_tag.is_some_and(|t| {
+                line.strip_prefix(t.as_bytes())
+                    .is_some_and(|rest| rest.starts_with(b" "))
+            }) {
+                client.framer.literal_refused();
+                client.line_starts_message = true;
+            }
+        };
         let Some(tag) = self.pending.clone() else {
-            // Nothing asked: keep the framing in step, nothing to decide.
-            self.server.scan(bytes, |_, _, _| None::<()>);
+            self.server.scan(bytes, |line, _, _| {
+                follow(line);
+                None::<()>
+            });
             return ServerStep::Forward;
         };
         let answer = self.server.scan(bytes, |line, start, end| {
+            follow(line);
             let head = parse_response(line);
             if head.tag.as_deref() == Some(tag.as_str()) {
                 head.status.map(|s| (s == Status::Ok, start, end))
@@ -222,6 +249,31 @@ mod tests {
             w.server(b"* 1 EXISTS\r\ns OK go\r\n"),
             ServerStep::Accepted { start: 12, end: 21 }
         );
+    }
+
+    #[test]
+    fn starttls_after_a_refused_literal_is_found() {
+        let mut w = StarttlsWatch::new();
+        assert_eq!(
+            w.client(b"a2 APPEND nosuchbox {21}\r\n"),
+            ClientStep::Forward
+        );
+        assert_eq!(
+            w.server(b"a2 NO [TRYCREATE] Mailbox doesn't exist\r\n"),
+            ServerStep::Forward
+        );
+        assert_eq!(
+            w.client(b"a3 STARTTLS\r\n"),
+            ClientStep::Starttls {
+                end: 13,
+                tag: "a3".into()
+            }
+        );
+        // Accepted, the literal is data, whatever it says.
+        let mut w = StarttlsWatch::new();
+        w.client(b"a2 APPEND INBOX {13}\r\n");
+        w.server(b"+ OK\r\n");
+        assert_eq!(w.client(b"b STARTTLS\r\n\r\n"), ClientStep::Forward);
     }
 
     #[test]

@@ -207,6 +207,9 @@ pub struct SessionTracker {
     compressed_at: Option<u64>,
     /// Keep message bytes beyond the head (off when nothing is recorded: `record --out none`).
     keep_bodies: bool,
+    /// The seq of a client command the server answered before its synchronizing literal, set
+    /// while the answer is read, acted on once it is handed out.
+    refused_literal: Option<u64>,
 }
 
 impl Default for SessionTracker {
@@ -237,6 +240,7 @@ impl SessionTracker {
             user: None,
             compressed_at: None,
             keep_bodies: true,
+            refused_literal: None,
         }
     }
 
@@ -355,6 +359,9 @@ impl SessionTracker {
                             a.bare_lf = true;
                         }
                         if end.message_end {
+                            if from == Side::Server {
+                                self.hand_out_answered_command(out);
+                            }
                             self.finish_message(from, out);
                         } else if from == Side::Client && end.literal.is_some_and(|l| !l.non_sync) {
                             // The client now waits for `+`: hand the head out first.
@@ -468,8 +475,50 @@ impl SessionTracker {
         if let Some(Event::Message(m)) = out.last_mut() {
             self.understand(m, bytes, bare_lf);
         }
+        if let Some(seq) = self.refused_literal.take()
+            && self.client.framer.literal_refused()
+        {
+            // RFC 9051 7.5: the client sends no data and goes on with its next command.
+            self.finish_message(Side::Client, out);
+            out.push(Event::Note {
+                seq: Some(seq),
+                from: Side::Client,
+                t_us,
+                text: "the server answered before the literal was sent: no literal data follows"
+                    .into(),
+            });
+        }
         if let Some(t_us) = self.compressed_at.take() {
             out.push(Event::Compress { t_us });
+        }
+    }
+
+    /// A server line is about to be handed out. If it is tagged with the tag of a client
+    /// command whose head has not been handed out yet (a LITERAL+ command answered while its
+    /// data is still arriving, or a line refused before its end), the command goes out first:
+    /// a command is in flight from its first byte.
+    fn hand_out_answered_command(&mut self, out: &mut Vec<Event>) {
+        let Some(client) = self.client.assembly.as_ref() else {
+            return;
+        };
+        let Some(server) = self.server.assembly.as_ref() else {
+            return;
+        };
+        if client.head_sent || client.buf.is_empty() {
+            return;
+        }
+        let Some(space) = memchr::memchr(b' ', &client.buf) else {
+            return;
+        };
+        let tag = &client.buf[..space];
+        let answers = !tag.is_empty()
+            && tag != b"*"
+            && tag != b"+"
+            && server.buf.len() > space
+            && server.buf[..space] == *tag
+            && server.buf[space] == b' ';
+        if answers {
+            self.hand_out(Side::Client, false, out);
         }
     }
 
@@ -547,8 +596,8 @@ impl SessionTracker {
             continued: false,
         };
         match &*name {
-            "LOGIN" if !m.partial => {
-                m.detail_mut().user = redact::login_user(&head, bytes);
+            "LOGIN" => {
+                m.detail_mut().user = redact::login_user(&head, bytes, !m.partial);
                 self.user = m.detail().user.clone().or(self.user.take());
             }
             "AUTHENTICATE" => {
@@ -609,6 +658,8 @@ impl SessionTracker {
         if continuation {
             m.kind = Kind::ContinuationRequest;
             m.name = None;
+            // The client may now send the literal it announced.
+            self.client.framer.literal_accepted();
             if let Some(c) = self.in_flight.last_mut() {
                 c.continued = true;
                 m.reply_to = Some(c.seq);
@@ -649,6 +700,11 @@ impl SessionTracker {
         };
         let command = self.in_flight.remove(pos);
         self.in_flight_seqs = None;
+        if self.client.framer.awaits_continuation()
+            && self.client.assembly.as_ref().map(|a| a.seq) == Some(command.seq)
+        {
+            self.refused_literal = Some(command.seq);
+        }
         m.reply_to = Some(command.seq);
         m.detail_mut().latency_us = Some(m.t_us.saturating_sub(command.start_us));
         m.detail_mut().summary = Some(command.summary.clone());
@@ -1143,5 +1199,171 @@ mod tests {
         // A completion for a command no longer followed is noted, not paired.
         let events = feed(&mut t, Side::Server, 3, b"t0 OK late\r\n");
         assert!(messages(&events)[0].detail().notes[0].contains("which no command in flight has"));
+    }
+
+    /// Every command's completion, as (command tag, completion tag, status), and the notes.
+    fn pairs(events: &[Event]) -> (Vec<(u64, Option<Status>)>, Vec<String>) {
+        let ms = messages(events);
+        let pairs = ms
+            .iter()
+            .filter(|m| m.kind == Kind::Completion)
+            .map(|m| (m.reply_to.unwrap_or(0), m.status))
+            .collect();
+        let mut notes: Vec<String> = ms.iter().flat_map(|m| m.detail().notes.clone()).collect();
+        notes.extend(events.iter().filter_map(|e| match e {
+            Event::Note { text, .. } => Some(text.clone()),
+            _ => None,
+        }));
+        (pairs, notes)
+    }
+
+    #[test]
+    fn a_synchronizing_literal_refused_is_never_read() {
+        for (announce, status) in [
+            ("{21}", "NO [TRYCREATE] Mailbox doesn't exist: nosuchbox"),
+            ("~{21}", "NO [TRYCREATE] no such mailbox"),
+            ("{21}", "BAD Invalid arguments"),
+            ("{0}", "NO refused"),
+        ] {
+            let mut t = SessionTracker::new();
+            let mut events = feed(&mut t, Side::Server, 0, b"* PREAUTH hi\r\n");
+            let append = format!("a2 APPEND nosuchbox {announce}\r\n");
+            events.extend(feed(&mut t, Side::Client, 1, append.as_bytes()));
+            events.extend(feed(
+                &mut t,
+                Side::Server,
+                2,
+                format!("a2 {status}\r\n").as_bytes(),
+            ));
+            events.extend(feed(&mut t, Side::Client, 3, b"a3 NOOP\r\na4 LOGOUT\r\n"));
+            events.extend(feed(
+                &mut t,
+                Side::Server,
+                4,
+                b"a3 OK NOOP completed.\r\n* BYE\r\na4 OK bye\r\n",
+            ));
+            t.finish(5, &mut events);
+            let ms = messages(&events);
+            let commands: Vec<_> = ms
+                .iter()
+                .filter(|m| m.kind == Kind::Command)
+                .map(|m| (m.seq, m.name.clone().unwrap_or_default().to_string()))
+                .collect();
+            assert_eq!(
+                commands,
+                vec![
+                    (2, "APPEND".into()),
+                    (4, "NOOP".into()),
+                    (5, "LOGOUT".into())
+                ],
+                "{announce} {status}"
+            );
+            let (pairs, notes) = pairs(&events);
+            assert_eq!(pairs.iter().map(|p| p.0).collect::<Vec<_>>(), vec![2, 4, 5]);
+            assert!(
+                notes
+                    .iter()
+                    .any(|n| n.contains("answered before the literal")),
+                "{notes:?}"
+            );
+            assert!(
+                !notes.iter().any(|n| n.contains("no command in flight")),
+                "{notes:?}"
+            );
+            // The APPEND's message ends with its line: an empty last part, no data.
+            let parts: Vec<_> = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Part {
+                        seq, bytes, last, ..
+                    } => Some((*seq, bytes.len(), *last)),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(parts, vec![(2, 0, true)]);
+            assert!(t.unanswered().is_empty());
+        }
+    }
+
+    #[test]
+    fn a_synchronizing_literal_accepted_is_data_whatever_it_says() {
+        let mut t = SessionTracker::new();
+        let mut events = feed(&mut t, Side::Server, 0, b"* PREAUTH hi\r\n");
+        events.extend(feed(&mut t, Side::Client, 1, b"a2 APPEND INBOX {9}\r\n"));
+        events.extend(feed(&mut t, Side::Server, 2, b"+ OK\r\n"));
+        events.extend(feed(&mut t, Side::Client, 3, b"a3 NOOP\r\n\r\n"));
+        events.extend(feed(&mut t, Side::Server, 4, b"a2 OK appended\r\n"));
+        let (pairs, notes) = pairs(&events);
+        assert_eq!(pairs, vec![(2, Some(Status::Ok))]);
+        assert!(notes.is_empty(), "{notes:?}");
+        // A second literal of the same command (MULTIAPPEND), refused.
+        events.extend(feed(&mut t, Side::Client, 5, b"a5 APPEND INBOX {1}\r\n"));
+        events.extend(feed(&mut t, Side::Server, 6, b"+ go\r\n"));
+        events.extend(feed(&mut t, Side::Client, 7, b"x {2}\r\n"));
+        events.extend(feed(&mut t, Side::Server, 8, b"a5 NO [LIMIT] too many\r\n"));
+        events.extend(feed(&mut t, Side::Client, 9, b"a6 NOOP\r\n"));
+        let ms = messages(&events);
+        assert_eq!(ms.last().unwrap().name.as_deref(), Some("NOOP"));
+        assert_eq!(t.unanswered().len(), 1);
+    }
+
+    #[test]
+    fn a_non_synchronizing_literal_answered_midway_is_in_flight_from_its_first_byte() {
+        for (announce, status) in [("{93+}", "NO [TRYCREATE]"), ("~{93+}", "BAD no")] {
+            let mut t = SessionTracker::new();
+            let mut events = feed(&mut t, Side::Server, 0, b"* PREAUTH hi\r\n");
+            let line = format!("1.12 APPEND imaptestnonexistent {announce}\r\n");
+            events.extend(feed(&mut t, Side::Client, 1, line.as_bytes()));
+            events.extend(feed(&mut t, Side::Client, 2, &[b'x'; 40]));
+            events.extend(feed(
+                &mut t,
+                Side::Server,
+                3,
+                format!("1.12 {status} Mailbox doesn't exist\r\n").as_bytes(),
+            ));
+            events.extend(feed(&mut t, Side::Client, 4, &[b'y'; 53]));
+            events.extend(feed(&mut t, Side::Client, 5, b"\r\n1.13 NOOP\r\n"));
+            events.extend(feed(&mut t, Side::Server, 6, b"1.13 OK\r\n"));
+            t.finish(7, &mut events);
+            let ms = messages(&events);
+            let append = ms.iter().find(|m| m.kind == Kind::Command).unwrap();
+            assert!(append.partial && append.name.as_deref() == Some("APPEND"));
+            let (pairs, notes) = pairs(&events);
+            assert_eq!(pairs.len(), 2, "{announce}");
+            assert_eq!(pairs[0].0, append.seq);
+            assert!(notes.is_empty(), "{notes:?}");
+            // The rest of the literal and the line's end stay in the APPEND.
+            let rest: usize = events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Part { seq, bytes, .. } if *seq == append.seq => Some(bytes.len()),
+                    _ => None,
+                })
+                .sum();
+            assert_eq!(append.bytes.len() + rest, line.len() + 93 + 2);
+            assert!(t.unanswered().is_empty());
+        }
+    }
+
+    #[test]
+    fn login_with_the_password_as_a_literal_keeps_the_user() {
+        let mut t = SessionTracker::new();
+        let mut events = feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        events.extend(feed(&mut t, Side::Client, 1, b"e2 LOGIN \"alice\" {6}\r\n"));
+        events.extend(feed(&mut t, Side::Server, 2, b"+ OK\r\n"));
+        events.extend(feed(&mut t, Side::Client, 3, b"secret\r\n"));
+        events.extend(feed(&mut t, Side::Server, 4, b"e2 OK logged in\r\n"));
+        let ms = messages(&events);
+        assert_eq!(ms[1].detail().user.as_deref(), Some("alice"));
+        assert_eq!(t.user(), Some("alice"));
+        assert_eq!(
+            ms.last().unwrap().detail().summary.as_deref(),
+            Some("LOGIN \"alice\" <redacted>")
+        );
+        // The user as a literal: nothing is known to be the user name until it is whole.
+        let mut t = SessionTracker::new();
+        let mut events = feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        events.extend(feed(&mut t, Side::Client, 1, b"e2 LOGIN {5}\r\n"));
+        assert_eq!(messages(&events)[1].detail().user, None);
     }
 }

@@ -569,6 +569,16 @@ mod tests {
         assert!(out.contains(r#""redacted":["password"]"#), "{out}");
         assert!(out.contains(r#""redacted":["sasl-data"]"#), "{out}");
         assert!(out.contains(r#""user":"nell""#), "{out}");
+        // The password as a synchronizing literal: the user name stays, the rest is hidden.
+        let out = record(
+            &[b"e2 LOGIN \"alice\" {6}\r\n", b"Secret\r\n"],
+            &[b"* OK hi\r\n", b"+ OK\r\n", b"e2 OK yes\r\n"],
+            true,
+        )
+        .await;
+        assert!(!out.contains("Secret"), "{out}");
+        assert!(out.contains(r#""user":"alice""#), "{out}");
+        assert!(out.contains(r#"e2 LOGIN \"alice\" <redacted>"#), "{out}");
         let raw = record(&[b"a LOGIN nell Secret\r\n"], &[b"* OK hi\r\n"], false).await;
         assert!(raw.contains("Secret"));
     }

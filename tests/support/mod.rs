@@ -452,9 +452,34 @@ pub fn transcripts(dir: &Path) -> Vec<(PathBuf, Transcript)> {
         .into_iter()
         .map(|p| {
             let t = read_transcript(&p).unwrap_or_else(|e| panic!("{e}"));
+            assert_tags_followed(&p, &t);
             (p, t)
         })
         .collect()
+}
+
+/// What the tracker says when it pairs a completion with nothing.
+const UNPAIRED: &str = "which no command in flight has";
+
+/// No completion in the transcript was left unpaired. Every server the suite talks to keeps
+/// its tags straight, so such a note means imapscope lost track of the exchange (as it did
+/// when a server refused a command before its literal). Checked on every transcript the
+/// suite reads through [`transcripts`] and [`wait_for_ended`].
+pub fn assert_tags_followed(path: &Path, t: &Transcript) {
+    for r in &t.records {
+        let notes: Vec<&String> = match r {
+            Record::Message(m) => m.notes.iter().collect(),
+            Record::Note(n) => vec![&n.note],
+            _ => Vec::new(),
+        };
+        for note in notes {
+            assert!(
+                !note.contains(UNPAIRED),
+                "{}: imapscope lost track of the tags: {note}",
+                path.display()
+            );
+        }
+    }
 }
 
 /// Like [`transcripts`], but `None` while any file cannot be read yet (still being written).
@@ -481,6 +506,9 @@ pub fn wait_for_ended(dir: &Path, n: usize) -> Vec<(PathBuf, Transcript)> {
             .filter(|(_, t)| matches!(t.records.last(), Some(Record::End(_))))
             .count();
         if all.len() >= n && ended == all.len() {
+            for (path, t) in &all {
+                assert_tags_followed(path, t);
+            }
             return all;
         }
         if Instant::now() > deadline {
