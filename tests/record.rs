@@ -153,14 +153,10 @@ fn raw_session_is_relayed_and_recorded_byte_for_byte() {
     });
 }
 
-/// A server may answer a command before its literal: a refused synchronizing literal is never
-/// sent (RFC 9051 7.5), a refused LITERAL+ one still is. Either way the transcript follows on.
-#[test]
-fn commands_answered_before_their_literal_stay_paired() {
-    let dovecot = Dovecot::start();
-    let out = tempfile::tempdir().unwrap();
-    let scope = Imapscope::record(&dovecot.addr(), out.path(), &[]);
-    let mut c = RawClient::connect(scope.port());
+/// The client of [`commands_answered_before_their_literal_stay_paired`]: a LOGIN with the
+/// password as a synchronizing literal, then APPENDs a server answers before their literal.
+fn refused_literals_client(port: u16) -> RawClient {
+    let mut c = RawClient::connect(port);
     c.read_until("the greeting", |l| l.starts_with(b"* OK"));
     // The password as a synchronizing literal, the user name quoted.
     c.send(format!("e1 LOGIN \"nell\" {{{}}}\r\n", PASSWORD.len()).as_bytes());
@@ -183,11 +179,23 @@ fn commands_answered_before_their_literal_stay_paired() {
     c.send(b"\r\n");
     c.send(b"a7 APPEND nosuchbox ~{21+}\r\n");
     assert!(c.until_tagged("a7").contains("a7 NO [TRYCREATE]"));
-    c.send(b"a7 data that is not a command\r\n"[..21].as_ref());
+    c.send(b"a7 data, not a command");
     c.send(b"\r\n");
     assert!(c.command("a8", "NOOP").contains("a8 OK"));
     c.send(b"a9 LOGOUT\r\n");
     c.until_eof();
+    c
+}
+
+/// A server may answer a command before its literal: a refused synchronizing literal is never
+/// sent (RFC 9051 7.5), a refused LITERAL+ one still is. The transcript follows on, and the
+/// recording replays against the server and serves its client.
+#[test]
+fn commands_answered_before_their_literal_stay_paired() {
+    let dovecot = Dovecot::start();
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&dovecot.addr(), out.path(), &[]);
+    let c = refused_literals_client(scope.port());
 
     let all = wait_for_ended(out.path(), 1);
     let (path, t) = &all[0];
@@ -225,10 +233,13 @@ fn commands_answered_before_their_literal_stay_paired() {
     let text = std::fs::read_to_string(path).unwrap();
     assert!(!text.contains(PASSWORD));
     assert!(text.contains(r#"e1 LOGIN \"nell\" <redacted>"#), "{text}");
-    let ls = std::process::Command::new(env!("CARGO_BIN_EXE_imapscope"))
-        .args(["ls", &out.path().to_string_lossy()])
-        .output()
-        .unwrap();
+    let imapscope = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_imapscope"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ls = imapscope(&["ls", &out.path().to_string_lossy()]);
     assert!(String::from_utf8_lossy(&ls.stdout).contains("nell"));
     // The live log pairs each command too.
     for (tag, what) in [("a3", "NOOP -> OK"), ("a2", "APPEND"), ("a6", "APPEND")] {
@@ -236,6 +247,40 @@ fn commands_answered_before_their_literal_stay_paired() {
             l.contains(&format!("#1 {tag} {what}")) && !l.contains(" ? ")
         });
     }
+
+    // Replayed against the server: the same answers, no data sent where none was.
+    let path = path.to_string_lossy().into_owned();
+    let upstream = dovecot.addr();
+    let login = format!("nell:{PASSWORD}");
+    let replay = imapscope(&["replay", &path, "--upstream", &upstream, "--login", &login]);
+    let report = String::from_utf8_lossy(&replay.stdout).into_owned()
+        + &String::from_utf8_lossy(&replay.stderr);
+    assert!(
+        replay.status.success() && report.starts_with("PASS"),
+        "{report}"
+    );
+    // Served to the same client: each answer where the server gave it, before the data.
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = std::process::Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(["serve", &path, "--listen", &listen, "--rounds", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // That probe was a connection too: serve ignores one that sends nothing.
+    let again = refused_literals_client(port);
+    assert_eq!(again.received, c.received);
+    let served = serve.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&served.stdout).into_owned()
+        + &String::from_utf8_lossy(&served.stderr);
+    assert!(served.status.success(), "{report}");
+    assert!(report.contains("PASS"), "{report}");
 }
 
 #[test]

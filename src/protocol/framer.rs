@@ -125,6 +125,11 @@ impl Framer {
         self.state = State::new_line(true);
     }
 
+    /// In the middle of literal data.
+    pub fn in_literal(&self) -> bool {
+        matches!(self.state, State::Literal { .. })
+    }
+
     /// A client line announced a synchronizing literal and no data has come yet.
     pub fn awaits_continuation(&self) -> bool {
         matches!(self.state, State::AwaitingContinuation { .. })

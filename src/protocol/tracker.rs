@@ -769,6 +769,23 @@ impl SessionTracker {
         }
     }
 
+    /// The client command being read, when its head has not been handed out and its data is
+    /// arriving as a literal that did not wait for `+` (LITERAL+): its bytes so far. A server
+    /// may answer such a command before its data ends (Dovecot refuses an APPEND to a missing
+    /// mailbox at once); a fake server that plays such a recording asks for the head here.
+    pub fn unsent_command(&self) -> Option<&[u8]> {
+        let a = self.client.assembly.as_ref()?;
+        (!a.head_sent && self.client.framer.in_literal()).then_some(&a.buf[..])
+    }
+
+    /// Hands out the head of the command [`SessionTracker::unsent_command`] shows: the rest of
+    /// it follows as parts.
+    pub fn hand_out_command(&mut self, out: &mut Vec<Event>) {
+        if self.unsent_command().is_some() {
+            self.hand_out(Side::Client, false, out);
+        }
+    }
+
     /// For each side (client, server): compressed bytes read and inflated bytes produced since
     /// COMPRESS took effect, or `None` without COMPRESS.
     pub fn compression(&self) -> Option<[(u64, u64); 2]> {

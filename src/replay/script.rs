@@ -211,6 +211,9 @@ impl Script {
                                 script.timeline[i].bytes.extend_from_slice(&bytes);
                             }
                         }
+                        // An empty part only ends its message (a literal the server
+                        // refused): nothing to send, nothing to wait for.
+                        Side::Client if bytes.is_empty() => {}
                         Side::Client => {
                             let head = client_heads
                                 .get(&p.seq)

@@ -190,11 +190,41 @@ impl ServeSession {
         self.tracker
             .on_bytes(Side::Client, self.t_us, bytes, &mut events);
         let mut out = Vec::new();
+        self.play(&mut events, pool, &mut out);
+        if self.answered_before_its_data(pool) {
+            self.tracker.hand_out_command(&mut events);
+            self.play(&mut events, pool, &mut out);
+        }
+        self.events = events;
+        out
+    }
+
+    /// Whether the command the client is sending the literal data of was answered in the
+    /// recording before that data ended (a LITERAL+ APPEND refused at once): then it is
+    /// answered now, as the recorded server did, and not when the data is complete.
+    fn answered_before_its_data(&self, pool: &Pool) -> bool {
+        let Some(bytes) = self.tracker.unsent_command() else {
+            return false;
+        };
+        let Ok((s, i, false)) = self.find_command(bytes, pool) else {
+            return false;
+        };
+        let seq = pool.unit(s, i).seq;
+        let timeline = &pool.script(s).timeline;
+        let answer = timeline.iter().position(|u| {
+            u.from == Side::Server && u.kind == Kind::Completion && u.reply_to == Some(seq)
+        });
+        let data = timeline
+            .iter()
+            .position(|u| u.from == Side::Client && u.is_part && u.seq == seq);
+        matches!((answer, data), (Some(a), Some(d)) if a < d)
+    }
+
+    /// Answers what the client's messages in `events` stand for.
+    fn play(&mut self, events: &mut Vec<Event>, pool: &mut Pool, out: &mut Vec<Output>) {
         for event in events.drain(..) {
             let matched = match event {
-                Event::Message(m) if m.from == Side::Client => {
-                    self.match_message(&m, pool, &mut out)
-                }
+                Event::Message(m) if m.from == Side::Client => self.match_message(&m, pool, out),
                 Event::Part {
                     from: Side::Client, ..
                 } => self.match_part(pool),
@@ -205,11 +235,9 @@ impl ServeSession {
                     pool.opened();
                 }
                 self.following = Some(script);
-                self.respond(script, index, pool, &mut out);
+                self.respond(script, index, pool, out);
             }
         }
-        self.events = events;
-        out
     }
 
     /// Commands that matched nothing so far, each with its diagnostic.
