@@ -538,7 +538,9 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
     let tls_scope = start_imapscope(tls_responder.addr, None, &tls_args);
     let other = std::env::var_os("IMAPSCOPE_BENCH_OTHER")
         .map(|bin| start_imapscope_from(Path::new(&bin), tls_responder.addr, None, &tls_args));
-    let client_tls = imapscope::tls::upstream_config(Some(&certs.join("ca.pem")), false).unwrap();
+    let client_tls = imapscope::tls::UpstreamTrust::ca(&certs.join("ca.pem"))
+        .and_then(|t| t.config())
+        .unwrap();
     // Per path: name, imapscope, responder, client TLS.
     type TlsPath<'a> = (
         &'a str,

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as root: installs what the tests need
-# (a real Dovecot, Python, curl, OpenSSL, Thunderbird) when missing, then checks formatting and lints
+# (a real Dovecot and Cyrus, Python, curl, OpenSSL, Thunderbird) when missing, then checks formatting and lints
 # and runs every test. The integration tests start their own Dovecot on loopback ports with
 # their own config; the system's /etc/dovecot is never used or started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-command -v dovecot >/dev/null || need+=(dovecot-imapd)
+# dovecot-imapd is checked by its own binary: installing cyrus-imapd removes it (they
+# conflict) while leaving dovecot-core in place.
+[ -x /usr/lib/dovecot/imap-login ] || need+=(dovecot-imapd)
 command -v doveadm >/dev/null || need+=(dovecot-core)
+# A real Cyrus beside Dovecot: its packages here, its imapd unpacked by tests/cyrus/install.sh.
+[ -x /usr/lib/cyrus/bin/master ] || need+=(cyrus-common)
+command -v saslpasswd2 >/dev/null || need+=(sasl2-bin)
 command -v python3 >/dev/null || need+=(python3)
 command -v curl >/dev/null || need+=(curl)
 command -v openssl >/dev/null || need+=(openssl)
@@ -32,6 +37,7 @@ if [ ${#need[@]} -gt 0 ]; then
   rm -f /usr/sbin/policy-rc.d.imapscope
   apt-get install -y -qq "${need[@]}"
 fi
+./tests/cyrus/install.sh
 
 echo "== cargo fmt --check"
 cargo fmt --check

@@ -8,7 +8,9 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use imapscope::relay::{ClientLeg, RelayConfig, RelayServer, TlsSetup, shutdown_on_signals};
+use imapscope::relay::{
+    ClientLeg, RelayConfig, RelayServer, TlsSetup, UpstreamLeg, shutdown_on_signals,
+};
 use imapscope::tls::{self, Authority, Created, TlsMode};
 
 #[derive(Parser)]
@@ -109,9 +111,14 @@ struct ReplayArgs {
     /// client opened them (pushes one connection saw because of another are then reproduced).
     #[arg(long)]
     concurrent: bool,
-    /// Also trust this CA (PEM) for the server's certificate.
+    /// Also trust this CA (PEM) for the server's certificate. A server certificate that is
+    /// itself in the file is accepted whatever its extensions (a self-signed CA:TRUE one).
     #[arg(long, value_name = "FILE")]
     upstream_ca: Option<PathBuf>,
+    /// Accept the server certificate with this SHA-256 fingerprint (`SHA256:AB:CD:...`, as a
+    /// refused handshake prints it), whatever its issuer, names and dates. Repeatable.
+    #[arg(long, value_name = "SHA256:HEX")]
+    upstream_fingerprint: Vec<String>,
     /// Do not verify the server's certificate.
     #[arg(long)]
     insecure_upstream: bool,
@@ -280,9 +287,15 @@ struct RecordArgs {
     /// --client-tls says.
     #[arg(long, value_enum, value_name = "MODE")]
     upstream_tls: Option<TlsMode>,
-    /// Also trust this CA (PEM) for the upstream's certificate, besides the Mozilla roots.
+    /// Also trust this CA (PEM) for the upstream's certificate, besides the Mozilla roots. A
+    /// server certificate that is itself in the file is accepted whatever its extensions (a
+    /// self-signed CA:TRUE one, as `openssl req -x509` makes).
     #[arg(long, value_name = "FILE")]
     upstream_ca: Option<PathBuf>,
+    /// Accept the upstream certificate with this SHA-256 fingerprint (`SHA256:AB:CD:...`, as a
+    /// refused handshake prints it), whatever its issuer, names and dates. Repeatable.
+    #[arg(long, value_name = "SHA256:HEX")]
+    upstream_fingerprint: Vec<String>,
     /// Do not verify the upstream's certificate at all (anyone in the path can then read
     /// the session).
     #[arg(long)]
@@ -373,10 +386,13 @@ fn tls_setup(args: &RecordArgs, client: TlsMode, upstream: TlsMode) -> Result<Tl
                 args.upstream
             );
         }
-        Some(
-            tls::upstream_config(args.upstream_ca.as_deref(), args.insecure_upstream)
-                .map_err(|e| format!("upstream TLS configuration: {e}"))?,
+        let trust = tls::UpstreamTrust::new(
+            args.upstream_ca.as_deref(),
+            &args.upstream_fingerprint,
+            args.insecure_upstream,
         )
+        .map_err(|e| format!("upstream TLS configuration: {e}"))?;
+        Some(UpstreamLeg::new(trust).map_err(|e| format!("upstream TLS configuration: {e}"))?)
     };
     Ok(TlsSetup {
         upstream_host,
@@ -461,8 +477,12 @@ async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
         l.token = args.oauth_token.clone();
         l
     });
-    let tls_config = match tls::upstream_config(args.upstream_ca.as_deref(), args.insecure_upstream)
-    {
+    let trust = tls::UpstreamTrust::new(
+        args.upstream_ca.as_deref(),
+        &args.upstream_fingerprint,
+        args.insecure_upstream,
+    );
+    let tls_config = match trust.and_then(|t| t.config()) {
         Ok(c) => Some(c),
         Err(e) => return unusable(format!("upstream TLS configuration: {e}")),
     };

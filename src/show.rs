@@ -104,7 +104,7 @@ impl Renderer {
                     .collect()
             }
             Record::Tls(t) => self.separator(&format!(
-                "TLS {} leg: {} {}{}{}",
+                "TLS {} leg: {} {}{}{}{}",
                 t.leg,
                 t.version,
                 t.cipher,
@@ -115,6 +115,10 @@ impl Renderer {
                 t.subject
                     .as_ref()
                     .map(|n| format!(", certificate {n}"))
+                    .unwrap_or_default(),
+                t.verified
+                    .as_ref()
+                    .map(|v| format!(" ({v})"))
                     .unwrap_or_default()
             )),
             Record::Compress(c) => {

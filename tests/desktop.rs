@@ -38,7 +38,9 @@ struct Desktop {
 }
 
 fn ca_config(ca: &Path) -> Arc<rustls::ClientConfig> {
-    imapscope::tls::upstream_config(Some(ca), false).expect("client TLS config")
+    imapscope::tls::UpstreamTrust::ca(ca)
+        .and_then(|t| t.config())
+        .expect("client TLS config")
 }
 
 impl Desktop {

@@ -59,6 +59,68 @@ impl Setup {
     }
 }
 
+/// What a person reads has no Rust in it (`Other(OtherError(CaUsedAsEndEntity))`).
+fn assert_readable(text: &str) {
+    for debug in ["Other(", "Error(", "Error {", "Context", "Os {", "kind:"] {
+        assert!(
+            !text.contains(debug),
+            "Rust debug text {debug:?} in: {text}"
+        );
+    }
+}
+
+/// The `* BYE` a client got from imapscope in front of `upstream` with `flags`, and the
+/// log, after sending `first` (nothing when empty).
+fn refused(upstream: &str, flags: &[&str], first: &[u8]) -> (String, String) {
+    let out = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let certs = certs.path().to_string_lossy().into_owned();
+    let mut args = vec!["--certs", &certs];
+    args.extend(flags);
+    let scope = Imapscope::record(upstream, out.path(), &args);
+    let mut c = RawClient::connect(scope.port());
+    if !first.is_empty() {
+        c.send(first);
+    }
+    c.until_eof();
+    let bye = String::from_utf8_lossy(&c.received).into_owned();
+    let all = wait_for_ended(out.path(), 1);
+    let errors: Vec<String> = all[0]
+        .1
+        .records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Error(e) => Some(e.message.clone()),
+            _ => None,
+        })
+        .collect();
+    scope.wait_for_log("the session's end", 1, |l| l.contains("#1 closed"));
+    (bye, errors.join("\n") + "\n" + &scope.log().join("\n"))
+}
+
+/// A Dovecot whose certificate `openssl req` makes from `args` (besides the key options).
+fn dovecot_with_openssl_certificate(args: &[&str]) -> Dovecot {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    Dovecot::start_with_certificate(move |dir| {
+        let ok = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("server-key.pem"))
+            .arg("-out")
+            .arg(dir.join("server.pem"))
+            .args(&args)
+            .output()
+            .expect("openssl");
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    })
+}
+
 fn tls_records(
     t: &imapscope::transcript::Transcript,
 ) -> Vec<&imapscope::transcript::format::TlsRecord> {
@@ -291,7 +353,13 @@ fn untrusted_upstream_certificate_is_refused_clearly() {
     c.until_eof();
     let text = String::from_utf8_lossy(&c.received).into_owned();
     assert!(text.starts_with("* BYE [UNAVAILABLE]"), "{text}");
-    assert!(text.contains("TLS handshake with upstream"), "{text}");
+    assert!(
+        text.contains("is not signed by a CA imapscope trusts")
+            && text.contains("--upstream-ca FILE")
+            && text.contains("--upstream-fingerprint SHA256:"),
+        "{text}"
+    );
+    assert_readable(&text);
     let all = wait_for_ended(s.out.path(), 1);
     let t = &all[0].1;
     let error = t
@@ -322,12 +390,21 @@ fn client_that_does_not_trust_the_ca_is_recorded() {
     );
     let all = wait_for_ended(s.out.path(), 1);
     let t = &all[0].1;
+    let error = t
+        .records
+        .iter()
+        .find_map(|r| match r {
+            Record::Error(e) if e.during == "client-tls-handshake" => Some(e),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{:?}", t.records));
     assert!(
-        t.records.iter().any(|r| matches!(r,
-            Record::Error(e) if e.during == "client-tls-handshake")),
-        "{:?}",
-        t.records
+        error.message.contains("refused imapscope's certificate")
+            && error.message.contains("`imapscope ca show`"),
+        "{}",
+        error.message
     );
+    assert_readable(&error.message);
 }
 
 #[test]
@@ -455,4 +532,243 @@ fn port_993_implies_tls_upstream_even_for_a_plain_client() {
     );
     let log = scope.log().join("\n");
     assert!(log.contains("client leg: tls, upstream leg: tls"), "{log}");
+}
+
+/// The certificate private servers have: `openssl req -x509 ... -subj /CN=localhost -addext
+/// subjectAltName=DNS:localhost`, which OpenSSL 3 marks CA:TRUE. Refused with what it is and
+/// the options that accept it; accepted when pinned by file or by fingerprint.
+#[test]
+fn a_textbook_self_signed_certificate_is_accepted_pinned() {
+    let dovecot = dovecot_with_openssl_certificate(&[
+        "-subj",
+        "/CN=localhost",
+        "-addext",
+        "subjectAltName=DNS:localhost",
+    ]);
+    let pem = dovecot.dir.path().join("server.pem");
+    let text = std::fs::read_to_string(&pem).unwrap();
+    let shown = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("CA:TRUE"),
+        "OpenSSL 3 marks it CA:TRUE"
+    );
+    assert!(text.contains("BEGIN CERTIFICATE"));
+    let upstream = format!("localhost:{}", dovecot.tls_port);
+    let tls = ["--client-tls", "none", "--upstream-tls", "tls"];
+
+    // Not pinned: refused, saying what it is and what would accept it.
+    let (bye, log) = refused(&upstream, &tls, b"");
+    assert!(bye.starts_with("* BYE [UNAVAILABLE] imapscope: "), "{bye}");
+    for part in [
+        "presented a CA certificate",
+        "--upstream-ca FILE",
+        "subject CN=localhost",
+        "issuer CN=localhost",
+        "names DNS:localhost",
+        "valid ",
+    ] {
+        assert!(bye.contains(part), "{part} in {bye}");
+    }
+    assert!(log.contains("presented a CA certificate"), "{log}");
+    assert_readable(&bye);
+    assert_readable(&log);
+    let pin = bye
+        .split("--upstream-fingerprint ")
+        .nth(1)
+        .and_then(|rest| rest.split(['.', ' ']).next())
+        .expect("the option to pin it")
+        .to_string();
+    assert!(pin.starts_with("SHA256:") && pin.len() == 7 + 95, "{pin}");
+
+    // Pinned by the very file, or by the fingerprint the refusal printed: the session runs.
+    let pem_arg = pem.to_string_lossy().into_owned();
+    for (flag, value, said) in [
+        (
+            "--upstream-ca",
+            pem_arg.as_str(),
+            "pinned: byte-identical to a certificate in --upstream-ca",
+        ),
+        (
+            "--upstream-fingerprint",
+            pin.as_str(),
+            "pinned by --upstream-fingerprint",
+        ),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = tls.to_vec();
+        args.extend([flag, value]);
+        let scope = Imapscope::record(&upstream, out.path(), &args);
+        let got = curl(&[
+            &format!("imap://127.0.0.1:{}/", scope.port()),
+            "-X",
+            "EXAMINE INBOX",
+        ]);
+        assert!(
+            got.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        let all = wait_for_ended(out.path(), 1);
+        let upstream_leg = tls_records(&all[0].1)
+            .into_iter()
+            .find(|l| l.leg == "upstream")
+            .cloned()
+            .expect("an upstream tls line");
+        assert!(
+            upstream_leg
+                .verified
+                .as_deref()
+                .is_some_and(|v| v.starts_with(said)),
+            "{flag}: {upstream_leg:?}"
+        );
+        let shown = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+            .arg("show")
+            .arg(&all[0].0)
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&shown.stdout).contains(said));
+    }
+
+    // Pinned by file, it is still held to its name, as curl holds a --cacert anchor.
+    let by_address = format!("127.0.0.1:{}", dovecot.tls_port);
+    let mut args = tls.to_vec();
+    args.extend(["--upstream-ca", &pem_arg]);
+    let (bye, _) = refused(&by_address, &args, b"");
+    assert!(
+        bye.contains("is for DNS:localhost, not for 127.0.0.1 (the host in --upstream)"),
+        "{bye}"
+    );
+    assert!(bye.contains("--upstream NAME:PORT"), "{bye}");
+    assert_readable(&bye);
+    // A fingerprint names exactly this certificate, whatever it says.
+    let mut args = tls.to_vec();
+    args.extend(["--upstream-fingerprint", &pin]);
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&by_address, out.path(), &args);
+    let got = curl(&[&format!("imap://127.0.0.1:{}/", scope.port()), "-X", "NOOP"]);
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+}
+
+/// An expired certificate: its dates, the time now, and what would accept it.
+#[test]
+fn an_expired_certificate_is_refused_with_its_dates() {
+    let dovecot = Dovecot::start_with_certificate(|dir| {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(1_600_000_000).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("server-key.pem"), key.serialize_pem()).unwrap();
+    });
+    let pem = dovecot.dir.path().join("server.pem");
+    let pem = pem.to_string_lossy();
+    let (bye, _) = refused(
+        &format!("localhost:{}", dovecot.tls_port),
+        &[
+            "--client-tls",
+            "none",
+            "--upstream-tls",
+            "tls",
+            "--upstream-ca",
+            &pem,
+        ],
+        b"",
+    );
+    assert!(
+        bye.contains("expired on 2023-11-14 22:13 UTC (it is now 20"),
+        "{bye}"
+    );
+    assert!(bye.contains("--upstream-fingerprint SHA256:"), "{bye}");
+    assert_readable(&bye);
+}
+
+/// Plain IMAP where TLS was expected and TLS where plain IMAP was, on either leg: each says
+/// which option to use.
+#[test]
+fn tls_and_plain_ports_mixed_up_say_which_option_to_use() {
+    let dovecot = Dovecot::start();
+    let ca = dovecot.dir.path().join("server.pem");
+    let ca = ca.to_string_lossy();
+    let plain = format!("localhost:{}", dovecot.port);
+    let tls_port = format!("localhost:{}", dovecot.tls_port);
+
+    // Upstream: TLS asked of a plain port.
+    let (bye, _) = refused(
+        &plain,
+        &[
+            "--client-tls",
+            "none",
+            "--upstream-tls",
+            "tls",
+            "--upstream-ca",
+            &ca,
+        ],
+        b"",
+    );
+    assert!(bye.contains("answered in plain text, not TLS"), "{bye}");
+    assert!(bye.contains("--upstream-tls starttls"), "{bye}");
+    // Upstream: plain IMAP asked of a TLS port (Dovecot hangs up on a command).
+    let (bye, log) = refused(
+        &tls_port,
+        &["--client-tls", "none", "--upstream-tls", "none"],
+        b"a1 CAPABILITY\r\n",
+    );
+    assert!(
+        bye.contains("closed the connection without a greeting"),
+        "{bye}"
+    );
+    assert!(bye.contains("--upstream-tls tls"), "{bye}");
+    assert_readable(&log);
+
+    // Client: a TLS client on a plain port (curl imaps://).
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&plain, out.path(), &["--client-tls", "none"]);
+    let got = curl(&["-k", &format!("imaps://127.0.0.1:{}/", scope.port())]);
+    assert!(!got.status.success());
+    let all = wait_for_ended(out.path(), 1);
+    let error = all[0]
+        .1
+        .records
+        .iter()
+        .find_map(|r| match r {
+            Record::Error(e) => Some(e.message.clone()),
+            _ => None,
+        })
+        .expect("an error line");
+    assert!(
+        error.contains("started a TLS handshake on a plain IMAP port")
+            && error.contains("--client-tls tls"),
+        "{error}"
+    );
+    // Nothing of the TLS hello reached Dovecot as a command.
+    assert!(messages(&all[0].1).iter().all(|m| m.kind != Kind::Command));
+
+    // Client: a plain client on a TLS port.
+    let (_, log) = refused(
+        &tls_port,
+        &[
+            "--client-tls",
+            "tls",
+            "--upstream-tls",
+            "tls",
+            "--upstream-ca",
+            &ca,
+        ],
+        b"a1 CAPABILITY\r\n",
+    );
+    assert!(
+        log.contains("the client spoke plain text, not TLS")
+            && log.contains("--client-tls starttls"),
+        "{log}"
+    );
+    assert_readable(&log);
 }

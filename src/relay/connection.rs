@@ -15,6 +15,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
@@ -32,7 +33,7 @@ use super::recorder::{self, Annotation, Record, Recorder, RelayEvent};
 use super::stream::Stream;
 use crate::protocol::Side;
 use crate::protocol::starttls::{ClientStep, ServerStep, StarttlsWatch};
-use crate::tls::{TlsMode, facts};
+use crate::tls::{TlsMode, diagnose, facts};
 use crate::transcript::format::SessionRecord;
 use crate::transcript::{FORMAT_VERSION, TranscriptWriter, file_stem};
 
@@ -50,6 +51,10 @@ const QUEUE_RECORDS: usize = 16;
 /// After one side closed, how long the other may go on (a server's last responses).
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a plain upstream may keep silent before the log suggests it speaks implicit TLS
+/// (a TLS server waits for the client's hello; an IMAP server greets at once).
+const GREETING_WAIT: Duration = Duration::from_secs(5);
+
 const INJECTION: &str = "sent after STARTTLS and before the TLS handshake: not relayed \
                          (plaintext injection, CVE-2011-0411 class)";
 
@@ -63,6 +68,9 @@ struct Connection {
     recorder: Mutex<Recorder>,
     /// To the transcript writer's task; `None` with `--out none`.
     transcript: Option<mpsc::Sender<Record>>,
+    /// Each side has sent its first bytes (client, server): the first bytes tell a peer that
+    /// speaks TLS where plain IMAP was expected.
+    spoke: [AtomicBool; 2],
 }
 
 impl Drop for Connection {
@@ -126,6 +134,7 @@ pub async fn handle(
         shutdown,
         recorder: Mutex::new(Recorder::new(id, keeps)),
         transcript,
+        spoke: [AtomicBool::new(false), AtomicBool::new(false)],
     };
     tracing::info!("#{id} {client_addr} connected");
     let reason = conn.run(client).await;
@@ -232,7 +241,7 @@ impl Connection {
                 match r {
                     Ok(Ok(s)) => Ok(s),
                     Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err(format!("no answer within {:?}", self.config.connect_timeout)),
+                    Err(_) => Err(format!("no answer within {} s", self.config.connect_timeout.as_secs())),
                 }
             }
             _ = self.shutdown.cancelled() => Err("imapscope is shutting down".to_string()),
@@ -302,7 +311,7 @@ impl Connection {
     }
 
     /// Tells the client why there will be no session, as IMAP does: an untagged BYE.
-    async fn refuse(&self, client: &mut Stream, message: &str) {
+    async fn refuse<W: AsyncWrite + Unpin>(&self, client: &mut W, message: &str) {
         tracing::warn!("#{} {message}", self.id);
         let bye = format!("* BYE [UNAVAILABLE] imapscope: {message}\r\n");
         self.tell(RelayEvent::Said(Annotation::Note {
@@ -356,27 +365,19 @@ impl Connection {
                     record.cipher,
                     record.sni.as_deref().unwrap_or("(none)")
                 );
-                self.tell(RelayEvent::Said(Annotation::Tls(record))).await;
+                self.tell(RelayEvent::Said(Annotation::Tls(Box::new(record))))
+                    .await;
                 Ok(Stream::TlsToClient(Box::new(tls)))
             }
             Ok(Err(e)) => {
-                let message = format!(
-                    "TLS handshake with the client failed: {e}{}",
-                    if e.to_string().contains("alert") {
-                        " (does the client trust imapscope's CA? see `imapscope ca show`)"
-                    } else {
-                        ""
-                    }
-                );
+                let message = diagnose::client_failure(&e);
                 tracing::warn!("#{} {message}", self.id);
                 self.error("client-tls-handshake", &message).await;
                 Err("client TLS handshake failed".into())
             }
             Err(_) => {
-                let message = format!(
-                    "TLS handshake with the client did not finish within {:?}",
-                    self.config.connect_timeout
-                );
+                let message = diagnose::client_silent(self.config.connect_timeout);
+                tracing::warn!("#{} {message}", self.id);
                 self.error("client-tls-handshake", &message).await;
                 Err("client TLS handshake failed".into())
             }
@@ -395,14 +396,14 @@ impl Connection {
             Ok(n) => n,
             Err(e) => {
                 let message = format!(
-                    "upstream host {:?} is not a valid TLS name: {e}",
+                    "upstream host `{}` is not a valid TLS name: {e}",
                     setup.upstream_host
                 );
                 self.error("upstream-tls-handshake", &message).await;
                 return Err(message);
             }
         };
-        let connector = tokio_rustls::TlsConnector::from(upstream_leg.clone());
+        let connector = tokio_rustls::TlsConnector::from(upstream_leg.config.clone());
         let handshake = tokio::time::timeout(
             self.config.connect_timeout,
             connector.connect(name, ReadAhead::new(tcp)),
@@ -419,35 +420,31 @@ impl Connection {
                     Ok(ServerName::DnsName(_))
                 )
                 .then_some(setup.upstream_host.as_str());
-                let record = facts(
-                    "upstream",
-                    self.micros(),
-                    conn,
-                    sni,
-                    conn.peer_certificates().and_then(|c| c.first()),
-                );
+                let certificate = conn.peer_certificates().and_then(|c| c.first());
+                let mut record = facts("upstream", self.micros(), conn, sni, certificate);
+                record.verified = certificate.map(|c| upstream_leg.trust.verified_by(c));
                 tracing::info!(
-                    "#{} upstream TLS: {} {}, certificate {}",
+                    "#{} upstream TLS: {} {}, certificate {} ({})",
                     self.id,
                     record.version,
                     record.cipher,
-                    record.subject.as_deref().unwrap_or("?")
+                    record.subject.as_deref().unwrap_or("?"),
+                    record.verified.as_deref().unwrap_or("?")
                 );
-                self.tell(RelayEvent::Said(Annotation::Tls(record))).await;
+                self.tell(RelayEvent::Said(Annotation::Tls(Box::new(record))))
+                    .await;
                 Ok(Stream::TlsToServer(Box::new(tls)))
             }
             Ok(Err(e)) => {
-                let message = format!(
-                    "TLS handshake with upstream {} failed: {e}",
-                    self.config.upstream
-                );
+                let message = diagnose::upstream_failure(&e, &self.config.upstream);
                 self.error("upstream-tls-handshake", &message).await;
                 Err(message)
             }
             Err(_) => {
                 let message = format!(
-                    "TLS handshake with upstream {} did not finish within {:?}",
-                    self.config.upstream, self.config.connect_timeout
+                    "the TLS handshake with the server at {} did not finish within {} s",
+                    self.config.upstream,
+                    self.config.connect_timeout.as_secs()
                 );
                 self.error("upstream-tls-handshake", &message).await;
                 Err(message)
@@ -468,11 +465,24 @@ impl Connection {
         let mut to_client =
             Box::pin(self.pump(upstream_read, client_write, Side::Server, gate.as_ref()));
 
+        // A plain upstream that has not greeted yet may be waiting for a TLS hello.
+        let mut greeting_wait = std::pin::pin!(tokio::time::sleep(GREETING_WAIT));
+        let mut watch_greeting = self.config.upstream_tls != TlsMode::Tls
+            && !self.spoke[Side::Server as usize].load(Ordering::Relaxed);
         // `wait_*`: that direction is still running (a finished future must not be polled again).
-        let (first, wait_to_client, wait_to_server) = tokio::select! {
-            end = &mut to_server => (Some(end), true, false),
-            end = &mut to_client => (Some(end), false, true),
-            _ = self.shutdown.cancelled() => (None, false, false),
+        let (first, wait_to_client, wait_to_server) = loop {
+            break tokio::select! {
+                end = &mut to_server => (Some(end), true, false),
+                end = &mut to_client => (Some(end), false, true),
+                _ = self.shutdown.cancelled() => (None, false, false),
+                _ = &mut greeting_wait, if watch_greeting => {
+                    watch_greeting = false;
+                    if !self.spoke[Side::Server as usize].load(Ordering::Relaxed) {
+                        self.silent_upstream().await;
+                    }
+                    continue;
+                }
+            };
         };
         let Some(first) = first else {
             return Phase::Closed("imapscope shut down".into());
@@ -543,12 +553,30 @@ impl Connection {
             buf.reserve(size);
             match from.read_buf(&mut buf).await {
                 Ok(0) => {
+                    if side == Side::Server
+                        && self.config.upstream_tls != TlsMode::Tls
+                        && !self.spoke[Side::Server as usize].load(Ordering::Relaxed)
+                    {
+                        // A plain IMAP server greets first; one that hangs up without a word
+                        // after the client spoke is most often a TLS port.
+                        let message =
+                            diagnose::server_closed_before_greeting(&self.config.upstream);
+                        self.error("upstream-greeting", &message).await;
+                        self.refuse(&mut to, &message).await;
+                        return PumpEnd::Refused(message);
+                    }
                     let _ = to.shutdown().await;
                     return PumpEnd::Eof(side);
                 }
                 Ok(n) if n >= size => size = (size * 2).min(READ_MAX),
                 Ok(n) if n < size / 8 => size = (size / 2).max(READ_MIN),
                 Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    // rustls: the peer closed the TCP connection without TLS's close_notify.
+                    // Cyrus does so after LOGOUT; nothing was lost that IMAP cares about.
+                    let _ = to.shutdown().await;
+                    return PumpEnd::EofWithoutCloseNotify(side);
+                }
                 Err(e) => {
                     let _ = to.shutdown().await;
                     return PumpEnd::ReadError(side, e);
@@ -556,6 +584,18 @@ impl Connection {
             }
             let t_us = self.micros();
             let mut chunk: Bytes = buf.split().freeze();
+            if !self.spoke[side as usize].swap(true, Ordering::Relaxed)
+                && let Some(message) = self.speaks_tls_unexpectedly(side, t_us, &chunk).await
+            {
+                if side == Side::Server {
+                    // The client speaks plain IMAP: it can read why.
+                    self.refuse(&mut to, &message).await;
+                } else {
+                    tracing::warn!("#{} {message}", self.id);
+                    let _ = to.shutdown().await;
+                }
+                return PumpEnd::Refused(message);
+            }
             let mut after = None;
             if let Some(gate) = gate {
                 match gate.step(side, &chunk) {
@@ -609,6 +649,57 @@ impl Connection {
         }
     }
 
+    /// The first bytes of `side` open a TLS record where imapscope expects plain IMAP: the
+    /// peer is set up for implicit TLS. Relaying a TLS hello to a plain IMAP server (or a TLS
+    /// alert to a plain IMAP client) helps nobody; the session ends with what to change.
+    async fn speaks_tls_unexpectedly(
+        &self,
+        side: Side,
+        t_us: u64,
+        first: &Bytes,
+    ) -> Option<String> {
+        let tls_leg = match side {
+            Side::Client => self.config.client_tls == TlsMode::Tls,
+            Side::Server => self.config.upstream_tls == TlsMode::Tls,
+        };
+        if tls_leg || !looks_like_tls(first) {
+            return None;
+        }
+        let (during, message) = match side {
+            Side::Client => ("client-tls", diagnose::client_tls_on_plain_port()),
+            Side::Server => (
+                "upstream-tls",
+                diagnose::server_tls_on_plain_connection(&self.config.upstream),
+            ),
+        };
+        self.tell(RelayEvent::Said(Annotation::Dropped {
+            side,
+            t_us,
+            data: first.clone(),
+            reason: "a TLS record where plain IMAP was expected: not relayed".into(),
+        }))
+        .await;
+        self.error(during, &message).await;
+        Some(message)
+    }
+
+    /// The plain upstream has said nothing for [`GREETING_WAIT`]: say what that may mean.
+    async fn silent_upstream(&self) {
+        let text = format!(
+            "the server at {} has sent no greeting after {} s; if that port speaks implicit \
+             TLS (as port 993 does), run imapscope with --upstream-tls tls",
+            self.config.upstream,
+            GREETING_WAIT.as_secs()
+        );
+        tracing::warn!("#{} {text}", self.id);
+        self.tell(RelayEvent::Said(Annotation::Note {
+            t_us: self.micros(),
+            side: Some(Side::Server),
+            text,
+        }))
+        .await;
+    }
+
     async fn drop_injected(&self, side: Side, t_us: u64, data: Bytes) {
         if data.is_empty() {
             return;
@@ -627,6 +718,12 @@ impl Connection {
         }))
         .await;
     }
+}
+
+/// A TLS record header (handshake or alert, version 3.x) where IMAP text would start with a
+/// `*`, a tag or `+`.
+fn looks_like_tls(bytes: &[u8]) -> bool {
+    matches!(bytes, [0x15 | 0x16, 0x03, ..])
 }
 
 /// Writes `chunk` to `to` and runs `record`, in the order that keeps the transcript causal
@@ -725,11 +822,15 @@ enum PumpEnd {
     WriteError(Side, std::io::Error),
     /// Stopped at the STARTTLS boundary; the server's pump carries the held OK.
     Upgrade(Option<Bytes>),
+    /// The sender closed a TLS leg without close_notify: an end, not a failure.
+    EofWithoutCloseNotify(Side),
+    /// imapscope ended the session: the sentence says why.
+    Refused(String),
 }
 
 impl PumpEnd {
     fn is_clean(&self) -> bool {
-        matches!(self, PumpEnd::Eof(_))
+        matches!(self, PumpEnd::Eof(_) | PumpEnd::EofWithoutCloseNotify(_))
     }
 
     fn describe(&self) -> String {
@@ -740,6 +841,10 @@ impl PumpEnd {
                 format!("writing to {} failed: {e}", side.peer().as_str())
             }
             PumpEnd::Upgrade(_) => "STARTTLS".into(),
+            PumpEnd::EofWithoutCloseNotify(side) => {
+                format!("{} closed without TLS close_notify", side.as_str())
+            }
+            PumpEnd::Refused(message) => message.clone(),
         }
     }
 }

@@ -66,7 +66,26 @@ pub struct TlsSetup {
     /// Present when the client leg uses TLS (implicit or STARTTLS).
     pub client_leg: Option<ClientLeg>,
     /// Present when the upstream leg uses TLS.
-    pub upstream_leg: Option<Arc<rustls::ClientConfig>>,
+    pub upstream_leg: Option<UpstreamLeg>,
+}
+
+/// imapscope as the TLS client of the server.
+#[derive(Clone)]
+pub struct UpstreamLeg {
+    pub config: Arc<rustls::ClientConfig>,
+    /// Whom the config trusts, to say in the transcript how a certificate was accepted.
+    pub trust: crate::tls::UpstreamTrust,
+}
+
+impl UpstreamLeg {
+    pub fn new(
+        trust: crate::tls::UpstreamTrust,
+    ) -> Result<UpstreamLeg, crate::tls::UpstreamTlsError> {
+        Ok(UpstreamLeg {
+            config: trust.config()?,
+            trust,
+        })
+    }
 }
 
 impl std::fmt::Debug for TlsSetup {

@@ -31,7 +31,7 @@ pub enum RelayEvent {
 #[derive(Debug)]
 pub enum Annotation {
     /// A TLS handshake finished on one leg; what follows is decrypted IMAP.
-    Tls(TlsRecord),
+    Tls(Box<TlsRecord>),
     /// Bytes deliberately not relayed.
     Dropped {
         side: Side,
@@ -231,7 +231,7 @@ impl Writer {
         match record {
             Record::Events(events) => self.events(events),
             Record::Said(said) => match said {
-                Annotation::Tls(record) => self.writer.tls(record),
+                Annotation::Tls(record) => self.writer.tls(*record),
                 Annotation::Dropped {
                     side,
                     t_us,

@@ -282,8 +282,9 @@ async fn connect(options: &ReplayOptions, mode: TlsMode) -> Result<Stream, Strin
         .await
         .map_err(|_| {
             format!(
-                "{} did not accept within {:?}",
-                options.upstream, options.timeout
+                "{} did not accept within {} s",
+                options.upstream,
+                options.timeout.as_secs()
             )
         })?
         .map_err(|e| format!("cannot connect to {}: {e}", options.upstream))?;
@@ -304,7 +305,7 @@ async fn upgrade(tcp: TcpStream, options: &ReplayOptions) -> Result<Stream, Stri
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, crate::relay::read_ahead::ReadAhead::new(tcp))
         .await
-        .map_err(|e| format!("TLS handshake with {} failed: {e}", options.upstream))?;
+        .map_err(|e| crate::tls::diagnose::upstream_failure(&e, &options.upstream))?;
     Ok(Stream::TlsToServer(Box::new(tls)))
 }
 
@@ -536,7 +537,7 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
             )
             .await;
     }
-    if script.end_reason.as_deref() == Some("server closed") {
+    if script.server_hung_up() {
         let _ = live.wait("close", options.timeout, |l| l.closed).await;
     }
     Ok(())

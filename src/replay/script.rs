@@ -247,6 +247,14 @@ impl Script {
         Ok(script)
     }
 
+    /// The recorded session ended with the server hanging up (after LOGOUT, with or without
+    /// TLS close_notify), not the client.
+    pub fn server_hung_up(&self) -> bool {
+        self.end_reason
+            .as_deref()
+            .is_some_and(|r| r == "server closed" || r.starts_with("server closed without"))
+    }
+
     /// Whether playing the client side needs credentials that were redacted.
     pub fn needs_login(&self) -> Option<String> {
         self.timeline

@@ -252,8 +252,7 @@ impl ServeSession {
             return false;
         };
         let script = pool.script(s);
-        script.end_reason.as_deref() == Some("server closed")
-            && (0..script.timeline.len()).all(|i| pool.is_used(s, i))
+        script.server_hung_up() && (0..script.timeline.len()).all(|i| pool.is_used(s, i))
     }
 
     /// The connection is over: what it did. The recording's name is that of the recording it
@@ -972,5 +971,5 @@ async fn accept(stream: Option<Stream>, options: &ServeOptions) -> Result<Stream
         .accept(crate::relay::read_ahead::ReadAhead::new(tcp))
         .await
         .map(|s| Stream::TlsToClient(Box::new(s)))
-        .map_err(|e| format!("TLS handshake with the client failed: {e}"))
+        .map_err(|e| crate::tls::diagnose::client_failure(&e))
 }

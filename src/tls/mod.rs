@@ -2,21 +2,22 @@
 //! handshake that go into the transcript.
 //!
 //! The client leg is a TLS server with certificates minted per name by [`authority`]; the
-//! upstream leg is a verifying TLS client ([`upstream_config`]). Handshakes themselves run in
-//! the relay; nothing here reads a socket.
+//! upstream leg is a verifying TLS client ([`upstream`]); [`diagnose`] says why a handshake
+//! failed. Handshakes themselves run in the relay; nothing here reads a socket.
 
 pub mod authority;
+pub mod diagnose;
+pub mod upstream;
 
-use std::path::Path;
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::CertificateDer;
 use sha2::Digest;
 
 pub use authority::{Authority, AuthorityError, Created, MintingResolver};
+pub use upstream::{UpstreamTlsError, UpstreamTrust};
 
 use crate::transcript::format::TlsRecord;
 
@@ -69,112 +70,6 @@ pub fn client_leg_config(
     Ok(Arc::new(config))
 }
 
-/// Why the upstream configuration could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamTlsError {
-    #[error("{path}: {reason}")]
-    CaFile { path: String, reason: String },
-    #[error("{0}")]
-    Rustls(#[from] rustls::Error),
-}
-
-/// The TLS client configuration of the upstream leg: verifying against the Mozilla roots plus
-/// `extra_ca` (PEM), or not verifying at all when `insecure`.
-pub fn upstream_config(
-    extra_ca: Option<&Path>,
-    insecure: bool,
-) -> Result<Arc<ClientConfig>, UpstreamTlsError> {
-    let builder =
-        ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
-    let mut config = if insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
-            .with_no_client_auth()
-    } else {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = extra_ca {
-            use rustls_pki_types::pem::PemObject;
-            let shown = path.display().to_string();
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .map_err(|e| UpstreamTlsError::CaFile {
-                    path: shown.clone(),
-                    reason: e.to_string(),
-                })?
-                .collect::<Result<_, _>>()
-                .map_err(|e| UpstreamTlsError::CaFile {
-                    path: shown.clone(),
-                    reason: e.to_string(),
-                })?;
-            if certs.is_empty() {
-                return Err(UpstreamTlsError::CaFile {
-                    path: shown,
-                    reason: "no PEM certificate in it".into(),
-                });
-            }
-            for cert in certs {
-                roots.add(cert).map_err(|e| UpstreamTlsError::CaFile {
-                    path: shown.clone(),
-                    reason: e.to_string(),
-                })?;
-            }
-        }
-        builder.with_root_certificates(roots).with_no_client_auth()
-    };
-    config.key_log = Arc::new(rustls::KeyLogFile::new());
-    Ok(Arc::new(config))
-}
-
-/// `--insecure-upstream`: accepts any certificate, still checks handshake signatures.
-#[derive(Debug)]
-struct NoVerification(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for NoVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// The host part of `HOST:PORT` (brackets of an IPv6 literal removed).
 pub fn host_of(upstream: &str) -> &str {
     let host = upstream.rsplit_once(':').map_or(upstream, |(host, _)| host);
@@ -194,12 +89,14 @@ pub fn facts(
         leg: leg.to_string(),
         version: common
             .protocol_version()
-            .map(|v| format!("{v:?}"))
-            .unwrap_or_default(),
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_string(),
         cipher: common
             .negotiated_cipher_suite()
-            .map(|c| format!("{:?}", c.suite()))
-            .unwrap_or_default(),
+            .and_then(|c| c.suite().as_str())
+            .unwrap_or_default()
+            .to_string(),
         sni: sni.map(String::from),
         alpn: common
             .alpn_protocol()
@@ -208,39 +105,14 @@ pub fn facts(
         issuer: None,
         sans: Vec::new(),
         sha256: None,
+        verified: None,
     };
     if let Some(der) = certificate {
-        record.sha256 = Some(fingerprint(der));
-        if let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) {
-            record.subject = Some(cert.subject().to_string());
-            record.issuer = Some(cert.issuer().to_string());
-            if let Ok(Some(san)) = cert.subject_alternative_name() {
-                record.sans = san
-                    .value
-                    .general_names
-                    .iter()
-                    .map(|name| match name {
-                        x509_parser::extensions::GeneralName::DNSName(d) => format!("DNS:{d}"),
-                        x509_parser::extensions::GeneralName::IPAddress(ip) => match ip.len() {
-                            4 => format!(
-                                "IP:{}",
-                                std::net::Ipv4Addr::from(
-                                    <[u8; 4]>::try_from(*ip).unwrap_or([0; 4])
-                                )
-                            ),
-                            16 => format!(
-                                "IP:{}",
-                                std::net::Ipv6Addr::from(
-                                    <[u8; 16]>::try_from(*ip).unwrap_or([0; 16])
-                                )
-                            ),
-                            _ => "IP:?".to_string(),
-                        },
-                        other => other.to_string(),
-                    })
-                    .collect();
-            }
-        }
+        let cert = upstream::CertFacts::of(der);
+        record.sha256 = Some(cert.sha256);
+        record.subject = cert.subject;
+        record.issuer = cert.issuer;
+        record.sans = cert.names;
     }
     record
 }

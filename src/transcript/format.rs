@@ -171,6 +171,10 @@ pub struct TlsRecord {
     /// SHA-256 fingerprint of that certificate, `AB:CD:...`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// Upstream leg: how the certificate was trusted (`chains to a trusted CA`, `pinned by
+    /// --upstream-fingerprint`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<String>,
 }
 
 /// COMPRESS took effect: the relayed bytes are DEFLATE from here on; the messages that follow

@@ -56,6 +56,16 @@ impl Dovecot {
 
     /// A Dovecot offering these SASL mechanisms (`auth_mechanisms`), e.g. `plain cram-md5`.
     pub fn start_with_mechanisms(mechanisms: &str) -> Dovecot {
+        Dovecot::start_with(mechanisms, |_| {})
+    }
+
+    /// A Dovecot whose TLS certificate `make_certificate` writes into its directory, as
+    /// `server.pem` and `server-key.pem` (else start.sh makes a CA:FALSE one for localhost).
+    pub fn start_with_certificate(make_certificate: impl FnOnce(&Path)) -> Dovecot {
+        Dovecot::start_with("plain login", make_certificate)
+    }
+
+    fn start_with(mechanisms: &str, make_certificate: impl FnOnce(&Path)) -> Dovecot {
         if Command::new("dovecot").arg("--version").output().is_err() {
             panic!(
                 "Dovecot is not installed; these tests need a real one. Install it with \
@@ -66,6 +76,7 @@ impl Dovecot {
             .prefix("imapscope-dovecot-")
             .tempdir()
             .expect("temp dir");
+        make_certificate(dir.path());
         // Tests start Dovecots in parallel: a free port can be taken by another test between
         // being picked and being bound, so a failed start is tried again on new ports.
         let mut failures = String::new();
@@ -197,6 +208,67 @@ impl Drop for Dovecot {
         while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// A Cyrus IMAP of our own (tests/cyrus/start.sh): config, mail and sockets inside a temp dir.
+/// Users as Dovecot's: `nell` / [`PASSWORD`], `alice` / `alicepw`.
+pub struct Cyrus {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub tls_port: u16,
+}
+
+impl Cyrus {
+    pub fn start() -> Cyrus {
+        let dir = tempfile::Builder::new()
+            .prefix("imapscope-cyrus-")
+            .tempdir()
+            .expect("temp dir");
+        let mut failures = String::new();
+        for _ in 0..3 {
+            let [port, tls_port] = free_ports();
+            let out = Command::new("bash")
+                .arg(repo().join("tests/cyrus/start.sh"))
+                .arg(dir.path())
+                .arg(port.to_string())
+                .arg(tls_port.to_string())
+                .stdin(Stdio::null())
+                .output()
+                .expect("run tests/cyrus/start.sh");
+            if out.status.success() {
+                return Cyrus {
+                    dir,
+                    port,
+                    tls_port,
+                };
+            }
+            failures.push_str(&format!(
+                "ports {port} and {tls_port}:\n{}{}\n",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        panic!(
+            "tests/cyrus/start.sh failed three times (is Cyrus installed? \
+             tests/cyrus/install.sh, which scripts/test.sh runs):\n{failures}"
+        );
+    }
+
+    /// The certificate it presents (CA:FALSE, for localhost and 127.0.0.1).
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.path().join("server.pem")
+    }
+}
+
+impl Drop for Cyrus {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(repo().join("tests/cyrus/stop.sh"))
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 

@@ -1,0 +1,336 @@
+//! A failed TLS handshake, said as a sentence with its fix.
+//!
+//! rustls reports what went wrong as Rust values (`InvalidCertificate(Other(OtherError(
+//! CaUsedAsEndEntity)))`); a person at a mail client needs to read which side refused what and
+//! which option to change. Every TLS failure on either leg goes through here before it reaches
+//! the log, the transcript or the client's `* BYE [UNAVAILABLE]`. Pure functions: errors in,
+//! words out.
+
+use std::io;
+
+use rustls::{AlertDescription, CertificateError};
+
+use super::upstream::Refusal;
+
+/// Which leg a handshake was on, and how that leg was set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leg {
+    /// imapscope as the TLS server facing the client.
+    Client,
+    /// imapscope as the TLS client of the server.
+    Upstream,
+}
+
+/// The rustls error inside an I/O error from tokio-rustls, if there is one.
+fn rustls_in(e: &io::Error) -> Option<&rustls::Error> {
+    e.get_ref()?.downcast_ref::<rustls::Error>()
+}
+
+/// The refusal of [`super::upstream`]'s verifier inside an error, if there is one.
+pub fn refusal(e: &rustls::Error) -> Option<&Refusal> {
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            let inner: &(dyn std::error::Error + 'static) = &*other.0;
+            inner.downcast_ref::<Refusal>()
+        }
+        _ => None,
+    }
+}
+
+/// Why the handshake with the server at `upstream` (`HOST:PORT`) failed.
+pub fn upstream_failure(e: &io::Error, upstream: &str) -> String {
+    tracing::debug!("upstream TLS handshake failed: {e:?}");
+    let Some(error) = rustls_in(e) else {
+        return match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe => format!(
+                "the server at {upstream} closed the connection during the TLS handshake. If \
+                 that port speaks plain IMAP or STARTTLS, use --upstream-tls starttls (or none); \
+                 otherwise the server accepts none of imapscope's TLS versions (1.2, 1.3)"
+            ),
+            _ => format!("the TLS handshake with the server at {upstream} failed: {e}"),
+        };
+    };
+    if let Some(refusal) = refusal(error) {
+        return format!("imapscope refused the certificate of {upstream}: {refusal}");
+    }
+    match error {
+        rustls::Error::InvalidMessage(_) => format!(
+            "the server at {upstream} answered in plain text, not TLS: that port speaks plain \
+             IMAP. Use --upstream-tls starttls if the server offers STARTTLS there, or \
+             --upstream-tls none"
+        ),
+        rustls::Error::AlertReceived(alert) => format!(
+            "the server at {upstream} refused the TLS handshake (alert: {}){}",
+            alert_words(*alert),
+            match alert {
+                AlertDescription::HandshakeFailure
+                | AlertDescription::ProtocolVersion
+                | AlertDescription::InsufficientSecurity => {
+                    ": it shares no TLS version or cipher suite with imapscope (TLS 1.2 or 1.3, \
+                     AES-GCM or ChaCha20-Poly1305)"
+                }
+                AlertDescription::UnrecognisedName => {
+                    ": it does not serve the name imapscope asked for; give --upstream the \
+                     server's own name"
+                }
+                _ => "",
+            }
+        ),
+        rustls::Error::PeerIncompatible(_) => format!(
+            "the server at {upstream} shares no TLS version or cipher suite with imapscope \
+             (TLS 1.2 or 1.3, AES-GCM or ChaCha20-Poly1305)"
+        ),
+        other => format!(
+            "the TLS handshake with the server at {upstream} failed: {}",
+            rustls_error(other)
+        ),
+    }
+}
+
+/// Why the handshake with a client failed.
+pub fn client_failure(e: &io::Error) -> String {
+    tracing::debug!("client TLS handshake failed: {e:?}");
+    const TRUST: &str = "install imapscope's CA in the client once; `imapscope ca show` says \
+                         where it is and how";
+    let Some(error) = rustls_in(e) else {
+        return match e.kind() {
+            io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::BrokenPipe => format!(
+                "the client closed the connection during the TLS handshake, most often because \
+                 it does not trust imapscope's certificate: {TRUST}"
+            ),
+            _ => format!("the TLS handshake with the client failed: {e}"),
+        };
+    };
+    match error {
+        rustls::Error::AlertReceived(
+            alert @ (AlertDescription::UnknownCA
+            | AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateExpired
+            | AlertDescription::AccessDenied
+            | AlertDescription::DecryptError),
+        ) => format!(
+            "the client refused imapscope's certificate (alert: {}): it does not trust \
+             imapscope's CA yet; {TRUST}",
+            alert_words(*alert)
+        ),
+        rustls::Error::AlertReceived(alert) => format!(
+            "the client ended the TLS handshake (alert: {})",
+            alert_words(*alert)
+        ),
+        rustls::Error::InvalidMessage(_) => "the client spoke plain text, not TLS: it is set up \
+             for plain IMAP or STARTTLS on this port. Run imapscope with --client-tls starttls \
+             (or none), or set the client to SSL/TLS"
+            .to_string(),
+        rustls::Error::PeerIncompatible(_) => "the client shares no TLS version or cipher suite \
+             with imapscope (TLS 1.2 or 1.3, AES-GCM or ChaCha20-Poly1305)"
+            .to_string(),
+        other => format!(
+            "the TLS handshake with the client failed: {}",
+            rustls_error(other)
+        ),
+    }
+}
+
+/// A client that sent nothing within `waited` on a port where imapscope expects a TLS
+/// handshake first.
+pub fn client_silent(waited: std::time::Duration) -> String {
+    format!(
+        "the client sent no TLS handshake within {} s: a client set up for plain IMAP or \
+         STARTTLS waits for the server's greeting instead. Run imapscope with --client-tls \
+         starttls (or none), or set the client to SSL/TLS",
+        waited.as_secs()
+    )
+}
+
+/// A client that started a TLS handshake on a port where imapscope relays plain IMAP.
+pub fn client_tls_on_plain_port() -> String {
+    "the client started a TLS handshake on a plain IMAP port: it is set up for SSL/TLS \
+     (implicit TLS, as on port 993). Run imapscope with --client-tls tls, or set the client to \
+     STARTTLS or no encryption"
+        .to_string()
+}
+
+/// A server that answered a plain connection with TLS.
+pub fn server_tls_on_plain_connection(upstream: &str) -> String {
+    format!(
+        "the server at {upstream} speaks TLS from the first byte (implicit TLS, as on port \
+         993), and imapscope connected in plain text. Run imapscope with --upstream-tls tls"
+    )
+}
+
+/// A plain upstream that closed the connection without ever greeting.
+pub fn server_closed_before_greeting(upstream: &str) -> String {
+    format!(
+        "the server at {upstream} closed the connection without a greeting. If that port \
+         speaks implicit TLS (as port 993 does), run imapscope with --upstream-tls tls"
+    )
+}
+
+/// A rustls error in words, without Rust's debug notation.
+pub fn rustls_error(e: &rustls::Error) -> String {
+    use rustls::Error as E;
+    match e {
+        E::InvalidCertificate(c) => match refusal(e) {
+            Some(r) => r.to_string(),
+            None => format!("invalid certificate: {}", certificate_error(c)),
+        },
+        E::AlertReceived(a) => format!("the peer sent the alert \"{}\"", alert_words(*a)),
+        E::InvalidMessage(_) => "the peer sent something that is not TLS".into(),
+        E::PeerIncompatible(_) => "no TLS version or cipher suite in common".into(),
+        E::PeerMisbehaved(_) => "the peer broke the TLS protocol".into(),
+        E::NoCertificatesPresented => "the peer presented no certificate".into(),
+        E::DecryptError => "a record could not be decrypted".into(),
+        E::General(s) => s.clone(),
+        E::InappropriateMessage { .. } | E::InappropriateHandshakeMessage { .. } => {
+            "the peer sent a TLS message out of order".into()
+        }
+        _ => words(&format!("{e:?}")),
+    }
+}
+
+/// A certificate error in words.
+pub fn certificate_error(e: &CertificateError) -> String {
+    use CertificateError as E;
+    match e {
+        E::BadEncoding => "it cannot be parsed".into(),
+        E::Expired | E::ExpiredContext { .. } => "it has expired".into(),
+        E::NotValidYet | E::NotValidYetContext { .. } => "it is not valid yet".into(),
+        E::Revoked => "it has been revoked".into(),
+        E::UnknownIssuer => "it is signed by an unknown CA".into(),
+        E::BadSignature => "its signature does not verify".into(),
+        E::NotValidForName | E::NotValidForNameContext { .. } => {
+            "it is not for the name connected to".into()
+        }
+        E::InvalidPurpose | E::InvalidPurposeContext { .. } => "it is not for TLS servers".into(),
+        E::UnsupportedSignatureAlgorithmContext { .. }
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+            "its signature algorithm is not supported".into()
+        }
+        E::Other(other) => other.0.to_string(),
+        other => words(&format!("{other:?}")),
+    }
+}
+
+/// A TLS alert in words: `unknown CA`, `handshake failure`.
+pub fn alert_words(alert: AlertDescription) -> String {
+    match alert {
+        AlertDescription::UnknownCA => "unknown CA".into(),
+        AlertDescription::BadCertificate => "bad certificate".into(),
+        AlertDescription::CertificateUnknown => "certificate unknown".into(),
+        AlertDescription::HandshakeFailure => "handshake failure".into(),
+        AlertDescription::ProtocolVersion => "protocol version".into(),
+        AlertDescription::DecryptError => "decrypt error".into(),
+        AlertDescription::AccessDenied => "access denied".into(),
+        AlertDescription::UnrecognisedName => "unrecognised name".into(),
+        other => words(&format!("{other:?}")),
+    }
+}
+
+/// `CertificateExpired` -> `certificate expired`; anything in parentheses is left out.
+fn words(debug: &str) -> String {
+    let name = debug.split(['(', '{', ' ']).next().unwrap_or(debug);
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(e: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    /// Nothing a person reads looks like Rust.
+    fn readable(text: &str) {
+        for debug in ["Other(", "OtherError", "Context", "AlertReceived", "::"] {
+            assert!(!text.contains(debug), "{debug} in {text}");
+        }
+    }
+
+    #[test]
+    fn every_failure_reads_as_a_sentence_with_its_fix() {
+        let cases = [
+            (
+                upstream_failure(
+                    &io(rustls::Error::InvalidMessage(
+                        rustls::InvalidMessage::InvalidContentType,
+                    )),
+                    "127.0.0.1:143",
+                ),
+                "--upstream-tls starttls",
+            ),
+            (
+                upstream_failure(
+                    &io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof"),
+                    "127.0.0.1:143",
+                ),
+                "--upstream-tls starttls",
+            ),
+            (
+                upstream_failure(
+                    &io(rustls::Error::AlertReceived(
+                        AlertDescription::HandshakeFailure,
+                    )),
+                    "imap.example.com:993",
+                ),
+                "no TLS version or cipher suite",
+            ),
+            (
+                client_failure(&io(rustls::Error::AlertReceived(
+                    AlertDescription::UnknownCA,
+                ))),
+                "imapscope ca show",
+            ),
+            (
+                client_failure(&io::Error::new(io::ErrorKind::UnexpectedEof, "eof")),
+                "imapscope ca show",
+            ),
+            (
+                client_failure(&io(rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::InvalidContentType,
+                ))),
+                "--client-tls starttls",
+            ),
+            (
+                client_silent(std::time::Duration::from_secs(10)),
+                "--client-tls starttls",
+            ),
+            (client_tls_on_plain_port(), "--client-tls tls"),
+            (
+                server_closed_before_greeting("127.0.0.1:993"),
+                "--upstream-tls tls",
+            ),
+            (
+                server_tls_on_plain_connection("127.0.0.1:993"),
+                "--upstream-tls tls",
+            ),
+            (
+                rustls_error(&rustls::Error::InvalidCertificate(CertificateError::Other(
+                    rustls::OtherError(std::sync::Arc::new(io::Error::other("x"))),
+                ))),
+                "invalid certificate",
+            ),
+        ];
+        for (text, fix) in cases {
+            assert!(text.contains(fix), "{fix} in {text}");
+            readable(&text);
+        }
+        assert_eq!(
+            alert_words(AlertDescription::CertificateExpired),
+            "certificate expired"
+        );
+    }
+}

@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# Usage: start.sh DIR IMAP_PORT IMAPS_PORT
+# Creates a self-contained Cyrus IMAP (Debian 12 cyrus-imapd 3.6) instance in DIR,
+# listening on 127.0.0.1 only, starts its master process in the background and prints
+# the master PID on stdout (last line). Must run as root (the master drops to the
+# `cyrus` user). Never reads or touches /etc/imapd.conf, /etc/cyrus.conf, /var/lib/cyrus,
+# /var/spool/cyrus or /run/cyrus, and does not use the system cyrus-imapd service.
+# Stop it with stop.sh DIR.
+#
+# Env overrides:
+#   CYRUS_USER            (default cyrus; must be the user the package created)
+#   CYRUS_AUTH_MECHANISMS (default "PLAIN LOGIN"; passwords are stored in clear text in
+#                          DIR/sasldb2, so CRAM-MD5 and DIGEST-MD5 also work if listed
+#                          (verified with curl); SCRAM-SHA-1/-256 get advertised but
+#                          were not tested)
+#   CYRUS_BIN             (default /usr/lib/cyrus/bin)
+#   CYRUS_IMAPD           (default $CYRUS_BIN/imapd, else /opt/imapscope-cyrus/usr/lib/cyrus/bin/imapd
+#                          as tests/cyrus/install.sh unpacks it)
+set -euo pipefail
+
+if [ $# -ne 3 ]; then
+  echo "usage: $0 DIR IMAP_PORT IMAPS_PORT" >&2
+  exit 2
+fi
+DIR=$1
+IMAP_PORT=$2
+IMAPS_PORT=$3
+RUN_USER=${CYRUS_USER:-cyrus}
+RUN_GROUP=$(id -gn "$RUN_USER")
+BIN=${CYRUS_BIN:-/usr/lib/cyrus/bin}
+MECHS=${CYRUS_AUTH_MECHANISMS:-PLAIN LOGIN}
+
+if [ ! -x "$BIN/master" ] || ! command -v saslpasswd2 >/dev/null; then
+  echo "cyrus-common / sasl2-bin not installed: apt-get install -y cyrus-common sasl2-bin" >&2
+  exit 1
+fi
+# imapd comes from the cyrus-imapd package, which conflicts with dovecot-imapd (both provide
+# imap-server); tests/cyrus/install.sh unpacks it privately instead. Either location works.
+IMAPD=${CYRUS_IMAPD:-}
+if [ -z "$IMAPD" ]; then
+  for candidate in "$BIN/imapd" "${CYRUS_PRIVATE:-/opt/imapscope-cyrus}/usr/lib/cyrus/bin/imapd"; do
+    if [ -x "$candidate" ]; then IMAPD=$candidate; break; fi
+  done
+fi
+if [ -z "$IMAPD" ]; then
+  echo "Cyrus's imapd not found: run tests/cyrus/install.sh (as root)" >&2
+  exit 1
+fi
+
+mkdir -p "$DIR"
+DIR=$(cd "$DIR" && pwd)
+# mktemp -d creates 0700 dirs; the cyrus user must be able to traverse it.
+chmod 0755 "$DIR"
+
+# Unix socket paths (sun_path) are limited to 108 bytes.
+if [ ${#DIR} -gt 70 ]; then
+  echo "DIR path too long for unix sockets (keep it under 70 chars): $DIR" >&2
+  exit 1
+fi
+
+# Refuse to clobber a live instance.
+if [ -s "$DIR/master.pid" ] && kill -0 "$(cat "$DIR/master.pid")" 2>/dev/null; then
+  echo "cyrus master already running in $DIR (pid $(cat "$DIR/master.pid"))" >&2
+  exit 1
+fi
+
+# The master does not fail when a listen port is taken: it logs to syslog (which may not
+# exist) and keeps running without that service. So check the ports up front.
+if ! python3 - "$IMAP_PORT" "$IMAPS_PORT" <<'PY'
+import socket, sys
+for port in map(int, sys.argv[1:]):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the master does
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError as e:
+        sys.exit(f"127.0.0.1:{port} is not free: {e}")
+    finally:
+        s.close()
+PY
+then
+  exit 1
+fi
+
+# Self-signed leaf certificate for localhost / 127.0.0.1. CA:FALSE on purpose:
+# rustls/webpki rejects a CA:TRUE cert used as the server (end-entity) cert
+# (CaUsedAsEndEntity); OpenSSL/Python/curl accept it as its own trust anchor.
+if [ ! -s "$DIR/server.pem" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 \
+    -keyout "$DIR/server-key.pem" -out "$DIR/server.pem" \
+    -subj "/CN=localhost" \
+    -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -addext "basicConstraints=critical,CA:FALSE" \
+    -addext "keyUsage=critical,digitalSignature,keyEncipherment" \
+    -addext "extendedKeyUsage=serverAuth" \
+    >/dev/null 2>&1
+fi
+# imapd runs as cyrus and reads the key itself.
+chown "$RUN_USER:$RUN_GROUP" "$DIR/server-key.pem"
+chmod 0600 "$DIR/server-key.pem"
+chmod 0644 "$DIR/server.pem"
+
+# Stale sockets / pid from a previous (killed) run.
+rm -rf "$DIR/conf/socket" "$DIR/conf/proc" "$DIR/conf/lock" "$DIR/master.pid"
+mkdir -p "$DIR/conf" "$DIR/conf/socket" "$DIR/conf/proc" "$DIR/conf/lock" \
+         "$DIR/conf/db" "$DIR/conf/log" "$DIR/conf/sieve" \
+         "$DIR/spool" "$DIR/sieve" "$DIR/tmp"
+chown -R "$RUN_USER:$RUN_GROUP" "$DIR/conf" "$DIR/spool" "$DIR/sieve" "$DIR/tmp"
+chmod 0750 "$DIR/conf" "$DIR/spool" "$DIR/sieve"
+chmod 0700 "$DIR/tmp"
+
+# Users: sasldb (Berkeley DB), realm fixed to the servername so that a plain
+# "nell" login finds "nell@localhost". Passwords are stored in clear text.
+rm -f "$DIR/sasldb2"
+while IFS=: read -r user pass; do
+  printf '%s' "$pass" | saslpasswd2 -f "$DIR/sasldb2" -u localhost -p -c "$user"
+done <<'USERS'
+nell:ASecretPassword
+alice:alicepw
+USERS
+chown "$RUN_USER:$RUN_GROUP" "$DIR/sasldb2"
+chmod 0640 "$DIR/sasldb2"
+
+cat > "$DIR/imapd.conf" <<EOF
+# Generated by tests/cyrus/start.sh. Self-contained: every path is inside $DIR.
+configdirectory: $DIR/conf
+defaultpartition: default
+partition-default: $DIR/spool
+proc_path: $DIR/conf/proc
+mboxname_lockpath: $DIR/conf/lock
+lmtpsocket: $DIR/conf/socket/lmtp
+idlesocket: $DIR/conf/socket/idle
+notifysocket: $DIR/conf/socket/notify
+sievedir: $DIR/sieve
+sieveusehomedir: no
+temp_path: $DIR/tmp
+servername: localhost
+syslog_prefix: cyrus-test-$IMAP_PORT
+
+# Namespace: upstream 3.x defaults (Debian's /etc/imapd.conf uses "no" for both):
+# personal folders beside INBOX, "/" as hierarchy separator.
+altnamespace: yes
+unixhierarchysep: yes
+virtdomains: off
+hashimapspool: no
+
+# Authentication: plaintext LOGIN allowed without TLS; passwords checked against sasldb.
+allowplaintext: yes
+sasl_pwcheck_method: auxprop
+sasl_auxprop_plugin: sasldb
+sasl_sasldb_path: $DIR/sasldb2
+sasl_mech_list: $MECHS
+sasl_auto_transition: no
+failedloginpause: 0
+
+# INBOX (and special-use folders) created at first login (start.sh logs each user in
+# once). autocreate_post stays off: with it, LMTP/deliver to ANY name creates user/<name>.
+autocreate_quota: 0
+autocreate_post: no
+autocreate_inbox_folders: Drafts | Sent | Trash | Junk | Archive
+autocreate_subscribe_folders: Drafts | Sent | Trash | Junk | Archive
+xlist-drafts: Drafts
+xlist-sent: Sent
+xlist-trash: Trash
+xlist-junk: Junk
+xlist-archive: Archive
+lmtp_downcase_rcpt: yes
+# Default is on: a second delivery with the same Message-ID to the same mailbox is
+# silently dropped (deliver still exits 0). Off so that seeding is predictable.
+duplicatesuppression: no
+
+# TLS: STARTTLS on the plain port, implicit TLS on the imaps port.
+tls_server_cert: $DIR/server.pem
+tls_server_key: $DIR/server-key.pem
+tls_sessions_db_path: $DIR/conf/tls_sessions.db
+EOF
+chmod 0644 "$DIR/imapd.conf"
+
+# -C is passed explicitly to every command, so that nothing ever falls back to
+# /etc/imapd.conf (START/EVENTS commands operate on the databases!).
+C="-C $DIR/imapd.conf"
+cat > "$DIR/cyrus.conf" <<EOF
+# Generated by tests/cyrus/start.sh.
+START {
+  recover      cmd="$BIN/ctl_cyrusdb $C -r"
+}
+SERVICES {
+  imap         cmd="$IMAPD $C" listen="127.0.0.1:$IMAP_PORT" prefork=0 maxchild=100
+  imaps        cmd="$IMAPD $C -s" listen="127.0.0.1:$IMAPS_PORT" prefork=0 maxchild=100
+  lmtpunix     cmd="$BIN/lmtpd $C" listen="$DIR/conf/socket/lmtp" prefork=0 maxchild=20
+}
+EVENTS {
+  checkpoint   cmd="$BIN/ctl_cyrusdb $C -c" period=30
+}
+EOF
+chmod 0644 "$DIR/cyrus.conf"
+
+# -d: master forks into the background and drops to the cyrus user after binding;
+# -L: its stdout/stderr go to a file (a daemon keeps inherited pipes open otherwise).
+# Cyrus logs everything else to syslog only (there is no /dev/log here: logs are lost).
+if ! "$BIN/master" -C "$DIR/imapd.conf" -M "$DIR/cyrus.conf" \
+      -p "$DIR/master.pid" -d -L "$DIR/master.log" \
+      </dev/null >>"$DIR/master.log" 2>&1; then
+  echo "cyrus master failed to start:" >&2
+  cat "$DIR/master.log" >&2 || true
+  exit 1
+fi
+
+# Wait (up to ~10 s each) for both ports to greet ("* OK").
+wait_greeting() {
+  python3 - "$1" "$2" <<'PY'
+import socket, ssl, sys, time
+port, tls = int(sys.argv[1]), sys.argv[2] == "tls"
+deadline = time.time() + 10
+while True:
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+        if tls:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+        line = s.makefile("rb").readline()
+        s.sendall(b"z LOGOUT\r\n")
+        s.close()
+        if line.startswith(b"* OK"):
+            sys.exit(0)
+    except OSError:
+        pass
+    if time.time() > deadline:
+        sys.exit(1)
+    time.sleep(0.1)
+PY
+}
+# Wait (up to ~10 s) for the pid file.
+for _ in $(seq 1 100); do
+  [ -s "$DIR/master.pid" ] && break
+  sleep 0.1
+done
+# On failure, do not leave a half-working master behind.
+fail() {
+  echo "$1" >&2
+  cat "$DIR/master.log" >&2 || true
+  if [ -s "$DIR/master.pid" ]; then
+    pid=$(cat "$DIR/master.pid")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    rm -f "$DIR/master.pid"
+  fi
+  exit 1
+}
+[ -s "$DIR/master.pid" ] || fail "cyrus master wrote no $DIR/master.pid"
+if ! wait_greeting "$IMAP_PORT" plain || ! wait_greeting "$IMAPS_PORT" tls; then
+  fail "cyrus did not greet on 127.0.0.1:$IMAP_PORT / 127.0.0.1:$IMAPS_PORT"
+fi
+
+# Log each user in once so that autocreate makes user/<name> (INBOX + folders) now,
+# not at the first client login; a wrong password here fails the start.
+python3 - "$IMAP_PORT" <<'PY' || fail "first login / INBOX autocreate failed"
+import imaplib, sys
+for user, pw in (("nell", "ASecretPassword"), ("alice", "alicepw")):
+    m = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+    m.login(user, pw)
+    typ, _ = m.select("INBOX")
+    if typ != "OK":
+        sys.exit(f"SELECT INBOX failed for {user}")
+    m.logout()
+PY
+
+cat "$DIR/master.pid"
