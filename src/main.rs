@@ -70,9 +70,9 @@ enum Command {
     Serve(ServeArgs),
     /// Render transcripts for reading, like a telnet session with timings.
     #[command(after_help = "Examples:\n  \
-        imapscope show recordings/20261125T210501Z-000003.jsonl\n  \
+        imapscope show recordings/20261125T210501.250000Z-000003.jsonl\n  \
         imapscope show recordings/*.jsonl            # several sessions, interleaved by time\n  \
-        imapscope show --follow recordings/20261125T210501Z-000003.jsonl   # like tail -f\n  \
+        imapscope show --follow recordings/20261125T210501.250000Z-000003.jsonl   # like tail -f\n  \
         imapscope show --stats --json recordings/*.jsonl")]
     Show(ShowArgs),
     /// List recorded sessions: start, duration, client, user, upstream, commands, errors, size.
@@ -644,9 +644,7 @@ fn ls(args: LsArgs) -> Result<(), String> {
         .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
     paths.sort();
-    if !args.json {
-        println!("{}", imapscope::show::Listing::header());
-    }
+    let mut listings = Vec::with_capacity(paths.len());
     for path in paths {
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let name = path
@@ -654,15 +652,20 @@ fn ls(args: LsArgs) -> Result<(), String> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         match imapscope::transcript::read_transcript(&path) {
-            Ok(t) => {
-                let l = imapscope::show::listing(name, size, &t.records);
-                if args.json {
-                    println!("{}", serde_json::to_string(&l).map_err(|e| e.to_string())?);
-                } else {
-                    println!("{}", l.render());
-                }
-            }
+            Ok(t) => listings.push(imapscope::show::listing(name, size, &t.records)),
             Err(e) => eprintln!("imapscope: skipping {e}"),
+        }
+    }
+    // By start time, whatever the names say (files renamed, or from older versions).
+    listings.sort_by(|a, b| a.start_key().cmp(&b.start_key()));
+    if !args.json {
+        println!("{}", imapscope::show::Listing::header());
+    }
+    for l in listings {
+        if args.json {
+            println!("{}", serde_json::to_string(&l).map_err(|e| e.to_string())?);
+        } else {
+            println!("{}", l.render());
         }
     }
     Ok(())

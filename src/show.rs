@@ -554,6 +554,11 @@ pub fn listing(file: String, size: u64, records: &[Record]) -> Listing {
 }
 
 impl Listing {
+    /// What sorts sessions by start: the session line's time (RFC 3339, UTC), then the file.
+    pub fn start_key(&self) -> (Option<std::time::SystemTime>, &str) {
+        (humantime::parse_rfc3339(&self.start).ok(), &self.file)
+    }
+
     pub fn header() -> String {
         format!(
             "{:<27} {:>9} {:<22} {:<10} {:<22} {:>5} {:>4} {:>9}  {}",

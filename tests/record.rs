@@ -448,3 +448,46 @@ fn sigterm_closes_every_transcript_and_exits_zero() {
         Record::Note(n) if n.note.contains("before this message was complete"))));
     assert_no_secrets(out.path(), &["only part of it", PASSWORD]);
 }
+
+/// Two imapscope processes recording into one directory, each numbering its connections from
+/// 1: the file names still sort in the order the sessions started, and `ls` lists them so.
+#[test]
+fn two_processes_in_one_directory_sort_in_start_order() {
+    let dovecot = Dovecot::start();
+    let out = tempfile::tempdir().unwrap();
+    let a = Imapscope::record(&dovecot.addr(), out.path(), &[]);
+    let b = Imapscope::record(&dovecot.addr(), out.path(), &[]);
+    // a#1, b#1, b#2, a#2, a#3, b#3: ids and names that collide, out of step with time.
+    for scope in [&a, &b, &b, &a, &a, &b] {
+        let mut c = RawClient::connect(scope.port());
+        c.read_until("the greeting", |l| l.starts_with(b"* OK"));
+        c.send(b"z LOGOUT\r\n");
+        c.until_eof();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let all = wait_for_ended(out.path(), 6);
+    assert_eq!(all.len(), 6);
+    let starts: Vec<String> = all
+        .iter()
+        .map(|(_, t)| match &t.records[0] {
+            Record::Session(s) => s.start.clone(),
+            other => panic!("first record is not the session: {other:?}"),
+        })
+        .collect();
+    let mut sorted = starts.clone();
+    sorted.sort();
+    assert_eq!(starts, sorted, "file names sort in start order");
+    let ls = std::process::Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(["ls", "--json"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let listed: Vec<String> = String::from_utf8_lossy(&ls.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["start"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(listed, sorted, "ls lists by start time");
+}

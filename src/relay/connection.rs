@@ -35,7 +35,7 @@ use crate::protocol::Side;
 use crate::protocol::starttls::{ClientStep, ServerStep, StarttlsWatch};
 use crate::tls::{TlsMode, diagnose, facts};
 use crate::transcript::format::SessionRecord;
-use crate::transcript::{FORMAT_VERSION, TranscriptWriter, file_stem};
+use crate::transcript::{FORMAT_VERSION, TranscriptWriter, file_stem, file_stem_again};
 
 /// Bytes read at once: small while a peer is quiet (an idle session holds only this), doubled
 /// each time a read fills the buffer, up to the maximum that keeps syscalls few on bulk FETCH.
@@ -101,7 +101,8 @@ pub async fn handle(
     shutdown: CancellationToken,
 ) {
     let start = Instant::now();
-    let mut writer = open_writer(&config, id).await;
+    let started = SystemTime::now();
+    let mut writer = open_writer(&config, id, started).await;
     writer.session(SessionRecord {
         version: FORMAT_VERSION,
         imapscope: env!("CARGO_PKG_VERSION").into(),
@@ -109,7 +110,7 @@ pub async fn handle(
         client: client_addr.to_string(),
         listen: config.listen.to_string(),
         upstream: config.upstream.clone(),
-        start: humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+        start: humantime::format_rfc3339_micros(started).to_string(),
         redaction: writer.redacts(),
     });
     // On disk at once, so a session shows up while the upstream is still being reached.
@@ -162,17 +163,17 @@ pub async fn handle(
 
 /// Opens the transcript file; if that fails the session is still relayed, unrecorded, and
 /// the reason is logged.
-async fn open_writer(config: &RelayConfig, id: u64) -> TranscriptWriter {
+async fn open_writer(config: &RelayConfig, id: u64, started: SystemTime) -> TranscriptWriter {
     let Some(dir) = &config.out else {
         return TranscriptWriter::discard();
     };
-    let stem = file_stem(SystemTime::now(), id);
+    let stem = file_stem(started, id);
     let mut last_error = None;
     for attempt in 0..10 {
         let name = if attempt == 0 {
             stem.clone()
         } else {
-            format!("{stem}.{attempt}")
+            file_stem_again(&stem, attempt)
         };
         match TranscriptWriter::create(dir, &name, config.redact).await {
             Ok(w) => return w,
@@ -587,13 +588,8 @@ impl Connection {
             if !self.spoke[side as usize].swap(true, Ordering::Relaxed)
                 && let Some(message) = self.speaks_tls_unexpectedly(side, t_us, &chunk).await
             {
-                if side == Side::Server {
-                    // The client speaks plain IMAP: it can read why.
-                    self.refuse(&mut to, &message).await;
-                } else {
-                    tracing::warn!("#{} {message}", self.id);
-                    let _ = to.shutdown().await;
-                }
+                // The client speaks plain IMAP: it can read why.
+                self.refuse(&mut to, &message).await;
                 return PumpEnd::Refused(message);
             }
             let mut after = None;
@@ -650,8 +646,10 @@ impl Connection {
     }
 
     /// The first bytes of `side` open a TLS record where imapscope expects plain IMAP: the
-    /// peer is set up for implicit TLS. Relaying a TLS hello to a plain IMAP server (or a TLS
-    /// alert to a plain IMAP client) helps nobody; the session ends with what to change.
+    /// peer is set up for implicit TLS. A client's hello is still relayed unchanged (the
+    /// relay never drops what a client sends) and the sentence goes to the log and the
+    /// transcript; a server that answers in TLS cannot serve a plain IMAP client at all, so
+    /// that session ends, and the client is told why. Returns the sentence in that case.
     async fn speaks_tls_unexpectedly(
         &self,
         side: Side,
@@ -665,13 +663,13 @@ impl Connection {
         if tls_leg || !looks_like_tls(first) {
             return None;
         }
-        let (during, message) = match side {
-            Side::Client => ("client-tls", diagnose::client_tls_on_plain_port()),
-            Side::Server => (
-                "upstream-tls",
-                diagnose::server_tls_on_plain_connection(&self.config.upstream),
-            ),
-        };
+        if side == Side::Client {
+            let message = diagnose::client_tls_on_plain_port();
+            tracing::warn!("#{} {message}", self.id);
+            self.error("client-tls", &message).await;
+            return None;
+        }
+        let message = diagnose::server_tls_on_plain_connection(&self.config.upstream);
         self.tell(RelayEvent::Said(Annotation::Dropped {
             side,
             t_us,
@@ -679,7 +677,7 @@ impl Connection {
             reason: "a TLS record where plain IMAP was expected: not relayed".into(),
         }))
         .await;
-        self.error(during, &message).await;
+        self.error("upstream-tls", &message).await;
         Some(message)
     }
 
