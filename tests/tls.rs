@@ -657,38 +657,50 @@ fn a_textbook_self_signed_certificate_is_accepted_pinned() {
     );
 }
 
-/// An expired certificate: its dates, the time now, and what would accept it.
-#[test]
-fn an_expired_certificate_is_refused_with_its_dates() {
-    let dovecot = Dovecot::start_with_certificate(|dir| {
+/// A Dovecot presenting a self-signed certificate for localhost valid between two times.
+fn dovecot_with_dates(not_before: i64, not_after: i64) -> Dovecot {
+    Dovecot::start_with_certificate(move |dir| {
         let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params.not_before = time::OffsetDateTime::from_unix_timestamp(1_600_000_000).unwrap();
-        params.not_after = time::OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
         std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
         std::fs::write(dir.join("server-key.pem"), key.serialize_pem()).unwrap();
-    });
-    let pem = dovecot.dir.path().join("server.pem");
-    let pem = pem.to_string_lossy();
-    let (bye, _) = refused(
-        &format!("localhost:{}", dovecot.tls_port),
-        &[
-            "--client-tls",
-            "none",
-            "--upstream-tls",
-            "tls",
-            "--upstream-ca",
-            &pem,
-        ],
-        b"",
-    );
-    assert!(
-        bye.contains("expired on 2023-11-14 22:13 UTC (it is now 20"),
-        "{bye}"
-    );
-    assert!(bye.contains("--upstream-fingerprint SHA256:"), "{bye}");
-    assert_readable(&bye);
+    })
+}
+
+/// An expired or not yet valid certificate: its dates, the time now, and what would accept it.
+#[test]
+fn an_expired_certificate_is_refused_with_its_dates() {
+    for (dovecot, said) in [
+        (
+            dovecot_with_dates(1_600_000_000, 1_700_000_000),
+            "expired on 2023-11-14 22:13 UTC (it is now 20",
+        ),
+        (
+            dovecot_with_dates(4_000_000_000, 4_100_000_000),
+            "is not valid until 2096-10-02 07:06 UTC (it is now 20",
+        ),
+    ] {
+        let pem = dovecot.dir.path().join("server.pem");
+        let pem = pem.to_string_lossy();
+        let (bye, _) = refused(
+            &format!("localhost:{}", dovecot.tls_port),
+            &[
+                "--client-tls",
+                "none",
+                "--upstream-tls",
+                "tls",
+                "--upstream-ca",
+                &pem,
+            ],
+            b"",
+        );
+        assert!(bye.contains(said), "{bye}");
+        assert!(bye.contains("--upstream-fingerprint SHA256:"), "{bye}");
+        assert_readable(&bye);
+    }
 }
 
 /// Plain IMAP where TLS was expected and TLS where plain IMAP was, on either leg: each says
