@@ -409,6 +409,7 @@ pub async fn import_rawlog(
         user: Some(user),
         compressed: None,
         lost_bytes: 0,
+        counts: None,
     });
     let _ = writer.flush().await;
     let data = writer.take_memory();

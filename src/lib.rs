@@ -28,3 +28,4 @@ pub mod replay;
 pub mod show;
 pub mod tls;
 pub mod transcript;
+pub mod web;

@@ -139,6 +139,7 @@ impl Recorder {
                         server_inflated: s.1,
                     }),
                     lost_bytes: 0,
+                    counts: None,
                 };
                 return self.keeps.then_some(Record::End(last, end));
             }
@@ -203,6 +204,7 @@ pub async fn write(
                 user: None,
                 compressed: None,
                 lost_bytes: 0,
+                counts: None,
             },
         ));
         w.flush().await;

@@ -71,6 +71,22 @@ impl Payload {
         }
     }
 
+    /// How many bytes it holds, without decoding base64.
+    pub fn len(&self) -> usize {
+        match (&self.text, &self.base64) {
+            (Some(t), _) => t.len(),
+            (None, Some(b)) => {
+                let pad = b.bytes().rev().take_while(|&c| c == b'=').count();
+                (b.len() / 4 * 3).saturating_sub(pad)
+            }
+            (None, None) => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The bytes back; `None` if the base64 is damaged.
     pub fn to_bytes(&self) -> Option<Vec<u8>> {
         use base64::Engine;
@@ -247,6 +263,19 @@ pub struct EndRecord {
     /// Bytes the writer could not write (a full disk); the transcript has a gap.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub lost_bytes: u64,
+    /// What the transcript holds, counted by its writer, so a list of sessions needs only
+    /// their last lines. Absent in transcripts written before it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Counts>,
+}
+
+/// Commands, NO and BAD completions, and error lines of a transcript.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub commands: u64,
+    pub no: u64,
+    pub bad: u64,
+    pub errors: u64,
 }
 
 fn is_false(b: &bool) -> bool {

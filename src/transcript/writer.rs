@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::io::Write;
 
 use super::format::{
-    CompressRecord, DroppedRecord, EndRecord, ErrorRecord, MessageRecord, NoteRecord, OpaqueRecord,
-    PartRecord, Payload, Record, SessionRecord, TlsRecord,
+    CompressRecord, Counts, DroppedRecord, EndRecord, ErrorRecord, MessageRecord, NoteRecord,
+    OpaqueRecord, PartRecord, Payload, Record, SessionRecord, TlsRecord,
 };
 use crate::protocol::message::parse_command;
-use crate::protocol::{Event, Kind, Side, redact};
+use crate::protocol::{Event, Kind, Side, Status, redact};
 
 /// Where encoded records go.
 enum Output {
@@ -45,6 +45,8 @@ pub struct TranscriptWriter {
     write_error: Option<String>,
     /// Reused by the payload escaper.
     escape_scratch: Vec<u8>,
+    /// What the end line says the transcript holds.
+    counts: Counts,
 }
 
 impl TranscriptWriter {
@@ -87,6 +89,7 @@ impl TranscriptWriter {
             lost_total: 0,
             write_error: None,
             escape_scratch: Vec::new(),
+            counts: Counts::default(),
         }
     }
 
@@ -127,6 +130,7 @@ impl TranscriptWriter {
     }
 
     pub fn error(&mut self, t_us: u64, during: &str, message: &str) {
+        self.counts.errors += 1;
         self.push(&Record::Error(ErrorRecord {
             t_us,
             during: during.into(),
@@ -193,6 +197,7 @@ impl TranscriptWriter {
 
     pub fn end(&mut self, mut record: EndRecord) {
         record.lost_bytes = self.lost_total + self.lost_since_ok;
+        record.counts = Some(self.counts);
         self.push(&Record::End(record));
     }
 
@@ -200,6 +205,12 @@ impl TranscriptWriter {
     pub fn event(&mut self, event: Event) {
         let record = match event {
             Event::Message(mut m) => {
+                match (m.kind, m.status) {
+                    (Kind::Command, _) => self.counts.commands += 1,
+                    (Kind::Completion, Some(Status::No)) => self.counts.no += 1,
+                    (Kind::Completion, Some(Status::Bad)) => self.counts.bad += 1,
+                    _ => {}
+                }
                 let detail = m.take_detail();
                 let mut bytes = m.bytes;
                 let mut redacted = Vec::new();

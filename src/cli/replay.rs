@@ -1,0 +1,126 @@
+//! `imapscope replay`: a capture's client side against a live server, diffed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use imapscope::tls::{self, TlsMode};
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// The capture to replay: transcript files, directories of them, or glob patterns. Each
+    /// session runs on its own connection, in the order the sessions started.
+    #[arg(required = true, value_name = "CAPTURE")]
+    transcripts: Vec<PathBuf>,
+    /// The server to replay against, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    upstream: String,
+    /// How to start each connection: none or tls. Default: as each recording did (STARTTLS is
+    /// played as the recorded command it is).
+    #[arg(long, value_enum, value_name = "MODE")]
+    upstream_tls: Option<TlsMode>,
+    /// Run the sessions at once, each starting at its recorded offset from the first, as the
+    /// client opened them (pushes one connection saw because of another are then reproduced).
+    #[arg(long)]
+    concurrent: bool,
+    /// Also trust this CA (PEM) for the server's certificate. A server certificate that is
+    /// itself in the file is accepted whatever its extensions (a self-signed CA:TRUE one).
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<PathBuf>,
+    /// Accept the server certificate with this SHA-256 fingerprint (`SHA256:AB:CD:...`, as a
+    /// refused handshake prints it), whatever its issuer, names and dates. Repeatable.
+    #[arg(long, value_name = "SHA256:HEX")]
+    upstream_fingerprint: Vec<String>,
+    /// Do not verify the server's certificate.
+    #[arg(long)]
+    insecure_upstream: bool,
+    /// Credentials for recordings whose LOGIN/AUTHENTICATE were redacted (else IMAPSCOPE_LOGIN).
+    #[arg(long, value_name = "USER:PASS")]
+    login: Option<String>,
+    /// Bearer token for recordings that logged in with XOAUTH2 or OAUTHBEARER (with --login
+    /// for the user name).
+    #[arg(
+        long,
+        env = "IMAPSCOPE_OAUTH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    oauth_token: Option<String>,
+    /// Tolerate untagged responses the recording does not have.
+    #[arg(long)]
+    allow_extra: bool,
+    /// Seconds to wait for any one expected answer.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    timeout: u64,
+    /// One JSON object per transcript on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Exit status: 0 all matched, 1 a difference, 2 unusable input.
+pub async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
+    use imapscope::replay::{Capture, Extras, Login, ReplayOptions};
+    let unusable = |message: String| {
+        eprintln!("imapscope: {message}");
+        ExitCode::from(2)
+    };
+    let login = match &args.login {
+        Some(text) => match Login::parse(text) {
+            Some(l) => Some(l),
+            None => return unusable("--login takes USER:PASS".into()),
+        },
+        None => Login::from_env(),
+    };
+    let login = login.map(|mut l| {
+        l.token = args.oauth_token.clone();
+        l
+    });
+    let trust = tls::UpstreamTrust::new(
+        args.upstream_ca.as_deref(),
+        &args.upstream_fingerprint,
+        args.insecure_upstream,
+    );
+    let tls_config = match trust.and_then(|t| t.config()) {
+        Ok(c) => Some(c),
+        Err(e) => return unusable(format!("upstream TLS configuration: {e}")),
+    };
+    let options = ReplayOptions {
+        upstream: args.upstream.clone(),
+        tls: args.upstream_tls,
+        tls_config,
+        extras: if args.allow_extra {
+            Extras::Allow
+        } else {
+            Extras::Forbid
+        },
+        timeout: Duration::from_secs(args.timeout),
+    };
+    // Read everything first: unusable input stops the run before any traffic.
+    let capture = match Capture::load(&args.transcripts) {
+        Ok(c) => c,
+        Err(e) => return unusable(e.to_string()),
+    };
+    for note in &capture.skipped {
+        eprintln!("imapscope: {note}");
+    }
+    let capture = match capture.with_login(login.as_ref()) {
+        Ok(c) => c,
+        Err(e) => return unusable(e.to_string()),
+    };
+    let reports = imapscope::replay::replay_capture(&capture, &options, args.concurrent).await;
+    let mut all_ok = true;
+    for report in &reports {
+        all_ok &= report.ok();
+        if args.json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.render(verbose));
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
