@@ -16,8 +16,7 @@ use crate::protocol::{SessionTracker, Side};
 use crate::transcript::format::{EndRecord, SessionRecord};
 use crate::transcript::{FORMAT_VERSION, TranscriptWriter};
 
-/// A note on messages the import made up.
-pub const SYNTHESIZED: &str = "synthesized by imapscope import: not in the rawlog";
+pub use crate::transcript::format::SYNTHESIZED;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -344,7 +343,7 @@ pub async fn import_rawlog(
         line.extend_from_slice(
             format!(
                 " LOGIN {} <redacted>\r\n",
-                super::replay::script::quote(&user)
+                crate::protocol::token::quote(&user)
             )
             .as_bytes(),
         );

@@ -451,3 +451,34 @@ async fn a_live_session_appears_while_the_client_is_connected() {
     client.until_eof();
     c.close().await.unwrap();
 }
+
+/// `imapscope demo`: with no mail server at hand, the URL it prints shows sessions recorded
+/// through the relay, more every few seconds, all of them answered.
+#[test]
+fn the_demo_records_sessions_to_look_at() {
+    let served = Served::start(&["demo", "--web", "127.0.0.1:0", "--every", "1"]);
+    let token = served.token();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sessions = loop {
+        let (status, body) = get(&served.base(), &format!("/api/sessions?token={token}"));
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
+        let closed = sessions.iter().filter(|s| s["open"] == false).count();
+        if closed >= 12 {
+            break sessions;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} sessions after 30 s",
+            sessions.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Two rounds of the same six sessions, each played to its end and answered alike.
+    for s in sessions.iter().filter(|s| s["open"] == false) {
+        assert_eq!(s["user"], "nell", "{s}");
+        assert_eq!(s["end_reason"], "server closed", "{s}");
+        assert!(s["commands"].as_u64().unwrap() >= 5, "{s}");
+    }
+}

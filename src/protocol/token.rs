@@ -432,6 +432,20 @@ pub fn string_value(bytes: &[u8], token: &Token) -> Option<Vec<u8>> {
     }
 }
 
+/// `s` as an IMAP quoted string (the inverse of reading one with [`string_value`]).
+pub fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -185,8 +185,10 @@ impl Script {
                         sasl: None,
                     };
                     if m.kind == Kind::Greeting {
-                        script.synthesized_greeting =
-                            m.notes.iter().any(|n| n == crate::import::SYNTHESIZED);
+                        script.synthesized_greeting = m
+                            .notes
+                            .iter()
+                            .any(|n| n == crate::transcript::format::SYNTHESIZED);
                         script.greeting = Some(unit);
                         continue;
                     }
@@ -370,8 +372,8 @@ impl Script {
                     unit.bytes = format!(
                         "{} {verb} {} {}\r\n",
                         unit.tag.clone().unwrap_or_default(),
-                        quote(&login.user),
-                        quote(&login.password)
+                        crate::protocol::token::quote(&login.user),
+                        crate::protocol::token::quote(&login.password)
                     )
                     .into_bytes();
                     rebuilt_whole.push(unit.seq);
@@ -398,18 +400,4 @@ pub(crate) fn command_word(bytes: &[u8]) -> Option<String> {
     let head = parse_command(bytes);
     let t = head.tokens.get(1)?;
     Some(String::from_utf8_lossy(&bytes[t.span.clone()]).into_owned())
-}
-
-/// An IMAP quoted string.
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
 }

@@ -29,6 +29,10 @@ pub enum Record {
     End(EndRecord),
 }
 
+/// The note on a message `imapscope import` made up (a rawlog has no greeting and no LOGIN):
+/// the importer writes it, replay does not compare what carries it.
+pub const SYNTHESIZED: &str = "synthesized by imapscope import: not in the rawlog";
+
 /// The first line: who talked to whom, when.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionRecord {
