@@ -53,7 +53,11 @@ fn transcript(fetches: usize, size: usize) -> Vec<u8> {
     feed(Side::Client, b"a1 LOGIN nell secret\r\n", &mut events);
     feed(Side::Server, b"a1 OK logged in\r\n", &mut events);
     feed(Side::Client, b"a2 SELECT INBOX\r\n", &mut events);
-    feed(Side::Server, b"* 3 EXISTS\r\na2 OK [READ-WRITE] done\r\n", &mut events);
+    feed(
+        Side::Server,
+        b"* 3 EXISTS\r\na2 OK [READ-WRITE] done\r\n",
+        &mut events,
+    );
     let body: Vec<u8> = (0..size).map(|i| b"abcdefghij\r\n"[i % 12]).collect();
     for i in 0..fetches {
         feed(
@@ -150,10 +154,18 @@ fn main() {
 
     let (n, cold, warm) = list(&with_counts);
     assert_eq!(n, SESSIONS);
-    println!("list, end lines with counts:    cold {:>10}   warm {:>10}", ms(cold), ms(warm));
+    println!(
+        "list, end lines with counts:    cold {:>10}   warm {:>10}",
+        ms(cold),
+        ms(warm)
+    );
     let (n, cold, warm) = list(&without);
     assert_eq!(n, SESSIONS);
-    println!("list, older transcripts (read): cold {:>10}   warm {:>10}", ms(cold), ms(warm));
+    println!(
+        "list, older transcripts (read): cold {:>10}   warm {:>10}",
+        ms(cold),
+        ms(warm)
+    );
 
     // One session with a 100 MB literal.
     let big_dir = tmp.join("big");
@@ -213,8 +225,12 @@ fn main() {
             s.read_to_end(&mut body).unwrap();
             body.len()
         };
-        let (len, cold) = tokio::task::spawn_blocking(move || timed(get)).await.unwrap();
-        let (_, warm) = tokio::task::spawn_blocking(move || timed(get)).await.unwrap();
+        let (len, cold) = tokio::task::spawn_blocking(move || timed(get))
+            .await
+            .unwrap();
+        let (_, warm) = tokio::task::spawn_blocking(move || timed(get))
+            .await
+            .unwrap();
         println!(
             "GET /api/sessions: cold {:>10}   warm {:>10}   ({} KB)",
             ms(cold),

@@ -389,6 +389,16 @@ async fn every_view_renders_in_chromium() {
     .await;
     assert!(count(&c, "#replay .diff-line.missing").await > 0);
     screenshot(&c, "replay").await;
+
+    // A wrong token gets 403, in the browser too (one that has not been given the cookie).
+    c.delete_all_cookies().await.unwrap();
+    c.goto(&format!("{base}/?token=0123456789abcdef0123456789abcdef"))
+        .await
+        .unwrap();
+    let refused = c.source().await.unwrap();
+    assert!(refused.contains("wrong or missing token"), "{refused}");
+    screenshot(&c, "wrong-token").await;
+
     c.close().await.unwrap();
 }
 
