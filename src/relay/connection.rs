@@ -15,7 +15,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
@@ -71,6 +71,9 @@ struct Connection {
     /// Each side has sent its first bytes (client, server): the first bytes tell a peer that
     /// speaks TLS where plain IMAP was expected.
     spoke: [AtomicBool; 2],
+    /// The upstream socket, to acknowledge what the server sends at once (see
+    /// [`super::stream::acknowledge_now`]); -1 until connected.
+    upstream_fd: AtomicI32,
 }
 
 impl Drop for Connection {
@@ -136,6 +139,7 @@ pub async fn handle(
         recorder: Mutex::new(Recorder::new(id, keeps)),
         transcript,
         spoke: [AtomicBool::new(false), AtomicBool::new(false)],
+        upstream_fd: AtomicI32::new(-1),
     };
     tracing::info!("#{id} {client_addr} connected");
     let reason = conn.run(client).await;
@@ -257,6 +261,10 @@ impl Connection {
             }
         };
         let _ = upstream.set_nodelay(true);
+        self.upstream_fd.store(
+            std::os::fd::AsRawFd::as_raw_fd(&upstream),
+            Ordering::Relaxed,
+        );
         let mut upstream = match self.config.upstream_tls {
             TlsMode::Tls => match self.connect_tls(upstream).await {
                 Ok(s) => s,
@@ -581,6 +589,12 @@ impl Connection {
                 Err(e) => {
                     let _ = to.shutdown().await;
                     return PumpEnd::ReadError(side, e);
+                }
+            }
+            if side == Side::Server {
+                let fd = self.upstream_fd.load(Ordering::Relaxed);
+                if fd >= 0 {
+                    super::stream::acknowledge_now(fd);
                 }
             }
             let t_us = self.micros();

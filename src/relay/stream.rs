@@ -88,3 +88,29 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+/// Asks the kernel to acknowledge what `fd` has received at once rather than after the
+/// delayed-ACK timer (Linux's `TCP_QUICKACK`, which lapses by itself, so it is asked for after
+/// every read). A server that writes with Nagle on (Cyrus) holds the last, short segment of a
+/// large response until its earlier segments are acknowledged; a relay that reads them and
+/// waits 40 ms to say so makes every large FETCH 40 ms slower. Best effort: a failure only
+/// loses the speed-up.
+#[cfg(target_os = "linux")]
+pub fn acknowledge_now(fd: std::os::fd::RawFd) {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local; `fd` belongs to a
+    // TCP socket the caller keeps open for the call's duration, and an invalid one only makes
+    // the call fail with EBADF.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn acknowledge_now(_fd: std::os::fd::RawFd) {}
