@@ -540,26 +540,48 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
         &certs_arg,
     ];
     let tls_scope = start_imapscope(tls_responder.addr, None, &tls_args);
+    let tls_rec = work.join("tls-recordings");
+    std::fs::create_dir_all(&tls_rec).unwrap();
+    let tls_recording = start_imapscope(tls_responder.addr, Some(&tls_rec), &tls_args);
     let other = std::env::var_os("IMAPSCOPE_BENCH_OTHER")
         .map(|bin| start_imapscope_from(Path::new(&bin), tls_responder.addr, None, &tls_args));
     let client_tls = imapscope::tls::UpstreamTrust::ca(&certs.join("ca.pem"))
         .and_then(|t| t.config())
         .unwrap();
-    // Per path: name, imapscope, responder, client TLS.
+    // The same client straight to the TLS responder: the TLS rows' yardstick.
+    let direct_tls = imapscope::tls::UpstreamTrust::ca(&ca)
+        .and_then(|t| t.config())
+        .unwrap();
+    // Per path: name, imapscope (none: direct), responder, client TLS.
     type TlsPath<'a> = (
         &'a str,
-        &'a Proc,
+        Option<&'a Proc>,
         &'a Proc,
         Option<&'a Arc<rustls::ClientConfig>>,
     );
     let mut paths: Vec<TlsPath<'_>> = vec![
-        ("TLS", &tls_scope, &tls_responder, Some(&client_tls)),
-        ("plain", plain, plain_responder, None),
+        ("direct TLS", None, &tls_responder, Some(&direct_tls)),
+        ("TLS", Some(&tls_scope), &tls_responder, Some(&client_tls)),
+        (
+            "TLS recording",
+            Some(&tls_recording),
+            &tls_responder,
+            Some(&client_tls),
+        ),
+        ("plain", Some(plain), plain_responder, None),
     ];
     if let Some(o) = &other {
-        paths.push(("TLS, other build", o, &tls_responder, Some(&client_tls)));
+        paths.push((
+            "TLS, other build",
+            Some(o),
+            &tls_responder,
+            Some(&client_tls),
+        ));
     }
-    let mut sessions: Vec<_> = paths.iter().map(|p| connect(p.1.addr, p.3)).collect();
+    let mut sessions: Vec<_> = paths
+        .iter()
+        .map(|p| connect(p.1.map_or(p.2.addr, |s| s.addr), p.3))
+        .collect();
     let mut buf = vec![0u8; 256 * 1024];
     warm_up(&mut sessions, plan.body, &mut buf);
     // Per path: seconds, then CPU seconds of client (this process), imapscope, responder.
@@ -567,10 +589,12 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
     for i in 0..plan.fetches {
         for k in turn_order(i, paths.len()) {
             let r = &mut sessions[k];
-            let (scope, responder) = (paths[k].1.pid().to_string(), paths[k].2.pid().to_string());
-            let before = [cpu_of("self"), cpu_of(&scope), cpu_of(&responder)];
+            let scope = paths[k].1.map(|p| p.pid().to_string());
+            let responder = paths[k].2.pid().to_string();
+            let cpu_scope = || scope.as_deref().map_or(0.0, cpu_of);
+            let before = [cpu_of("self"), cpu_scope(), cpu_of(&responder)];
             used[k][0] += fetch_once(r, &format!("f{i}"), plan.body, &mut buf);
-            let after = [cpu_of("self"), cpu_of(&scope), cpu_of(&responder)];
+            let after = [cpu_of("self"), cpu_scope(), cpu_of(&responder)];
             for j in 0..3 {
                 used[k][j + 1] += after[j] - before[j];
             }
@@ -580,16 +604,20 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
     let mbps = |k: usize| gb * 1e3 / used[k][0];
     println!();
     println!(
-        "TLS both legs (--out none): {:.0} MB/s = {:.2} of plain imapscope ({:.0} MB/s, same run, in turns)",
+        "TLS both legs, in turns: direct TLS {:.0} MB/s; imapscope --out none {:.0} MB/s = {:.2} of \
+         direct TLS; recording {:.0} MB/s = {:.2} of direct TLS (plain imapscope: {:.0} MB/s)",
         mbps(0),
-        mbps(0) / mbps(1),
-        mbps(1)
+        mbps(1),
+        mbps(1) / mbps(0),
+        mbps(2),
+        mbps(2) / mbps(0),
+        mbps(3)
     );
     if other.is_some() {
         println!(
-            "  other build, TLS both legs: {:.0} MB/s = {:.2} of plain imapscope",
-            mbps(2),
-            mbps(2) / mbps(1)
+            "  other build, TLS both legs: {:.0} MB/s = {:.2} of direct TLS",
+            mbps(4),
+            mbps(4) / mbps(0)
         );
     }
     for (k, path) in paths.iter().enumerate() {
