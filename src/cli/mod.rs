@@ -111,6 +111,34 @@ pub enum Command {
     Demo(demo::DemoArgs),
 }
 
+/// How the server's certificate is trusted: the options `record` and `replay` share.
+#[derive(clap::Args)]
+pub struct TrustArgs {
+    /// Also trust this CA (PEM) for the server's certificate, besides the Mozilla roots. A
+    /// server certificate that is itself in the file is accepted whatever its extensions (a
+    /// self-signed CA:TRUE one, as `openssl req -x509` makes).
+    #[arg(long, value_name = "FILE")]
+    upstream_ca: Option<std::path::PathBuf>,
+    /// Accept the server certificate with this SHA-256 fingerprint (`SHA256:AB:CD:...`, as a
+    /// refused handshake prints it), whatever its issuer, names and dates. Repeatable.
+    #[arg(long, value_name = "SHA256:HEX")]
+    upstream_fingerprint: Vec<String>,
+    /// Do not verify the server's certificate at all (anyone in the path can then read the
+    /// session).
+    #[arg(long)]
+    pub insecure_upstream: bool,
+}
+
+impl TrustArgs {
+    pub fn trust(&self) -> Result<imapscope::tls::UpstreamTrust, imapscope::tls::UpstreamTlsError> {
+        imapscope::tls::UpstreamTrust::new(
+            self.upstream_ca.as_deref(),
+            &self.upstream_fingerprint,
+            self.insecure_upstream,
+        )
+    }
+}
+
 /// A non-loopback address only with `--allow-remote` (and a warning): a relay or a view that
 /// anyone can reach shows them people's mail.
 pub fn check_listen(

@@ -39,19 +39,8 @@ pub struct RecordArgs {
     /// --client-tls says.
     #[arg(long, value_enum, value_name = "MODE")]
     upstream_tls: Option<TlsMode>,
-    /// Also trust this CA (PEM) for the upstream's certificate, besides the Mozilla roots. A
-    /// server certificate that is itself in the file is accepted whatever its extensions (a
-    /// self-signed CA:TRUE one, as `openssl req -x509` makes).
-    #[arg(long, value_name = "FILE")]
-    upstream_ca: Option<PathBuf>,
-    /// Accept the upstream certificate with this SHA-256 fingerprint (`SHA256:AB:CD:...`, as a
-    /// refused handshake prints it), whatever its issuer, names and dates. Repeatable.
-    #[arg(long, value_name = "SHA256:HEX")]
-    upstream_fingerprint: Vec<String>,
-    /// Do not verify the upstream's certificate at all (anyone in the path can then read
-    /// the session).
-    #[arg(long)]
-    insecure_upstream: bool,
+    #[command(flatten)]
+    trust: super::TrustArgs,
     /// Directory of imapscope's CA (created on first need).
     #[arg(long, default_value = "certs", value_name = "DIR")]
     certs: PathBuf,
@@ -90,19 +79,17 @@ fn tls_setup(args: &RecordArgs, client: TlsMode, upstream: TlsMode) -> Result<Tl
     let upstream_leg = if upstream == TlsMode::None {
         None
     } else {
-        if args.insecure_upstream {
+        if args.trust.insecure_upstream {
             tracing::warn!(
                 "--insecure-upstream: the upstream's certificate is NOT verified; anyone in the \
                  path to {} can read and change this session",
                 args.upstream
             );
         }
-        let trust = tls::UpstreamTrust::new(
-            args.upstream_ca.as_deref(),
-            &args.upstream_fingerprint,
-            args.insecure_upstream,
-        )
-        .map_err(|e| format!("upstream TLS configuration: {e}"))?;
+        let trust = args
+            .trust
+            .trust()
+            .map_err(|e| format!("upstream TLS configuration: {e}"))?;
         Some(UpstreamLeg::new(trust).map_err(|e| format!("upstream TLS configuration: {e}"))?)
     };
     Ok(TlsSetup {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use imapscope::tls::{self, TlsMode};
+use imapscope::tls::TlsMode;
 
 #[derive(Args)]
 pub struct ReplayArgs {
@@ -24,17 +24,8 @@ pub struct ReplayArgs {
     /// client opened them (pushes one connection saw because of another are then reproduced).
     #[arg(long)]
     concurrent: bool,
-    /// Also trust this CA (PEM) for the server's certificate. A server certificate that is
-    /// itself in the file is accepted whatever its extensions (a self-signed CA:TRUE one).
-    #[arg(long, value_name = "FILE")]
-    upstream_ca: Option<PathBuf>,
-    /// Accept the server certificate with this SHA-256 fingerprint (`SHA256:AB:CD:...`, as a
-    /// refused handshake prints it), whatever its issuer, names and dates. Repeatable.
-    #[arg(long, value_name = "SHA256:HEX")]
-    upstream_fingerprint: Vec<String>,
-    /// Do not verify the server's certificate.
-    #[arg(long)]
-    insecure_upstream: bool,
+    #[command(flatten)]
+    trust: super::TrustArgs,
     /// Credentials for recordings whose LOGIN/AUTHENTICATE were redacted (else IMAPSCOPE_LOGIN).
     #[arg(long, value_name = "USER:PASS")]
     login: Option<String>,
@@ -76,12 +67,7 @@ pub async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
         l.token = args.oauth_token.clone();
         l
     });
-    let trust = tls::UpstreamTrust::new(
-        args.upstream_ca.as_deref(),
-        &args.upstream_fingerprint,
-        args.insecure_upstream,
-    );
-    let tls_config = match trust.and_then(|t| t.config()) {
+    let tls_config = match args.trust.trust().and_then(|t| t.config()) {
         Ok(c) => Some(c),
         Err(e) => return unusable(format!("upstream TLS configuration: {e}")),
     };
