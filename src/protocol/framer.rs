@@ -8,7 +8,9 @@
 //! The framer is zero-copy and holds no message: it hands back sub-slices of the caller's
 //! input, so memory stays bounded whatever the peer sends (a 100 MB literal or a line with
 //! no end). The only state kept across calls is a 24-byte tail of the current line, enough to
-//! recognise a literal announcement split across reads.
+//! recognise a literal announcement split across reads, and on the client's side whether a
+//! synchronizing literal still waits for the server's `+` (a server may refuse it instead: then
+//! no data follows, and whoever reads the server says so).
 
 use memchr::memchr;
 
@@ -398,6 +400,45 @@ mod tests {
     fn server_continuation_never_announces_a_literal() {
         let got = frame(Side::Server, &[b"+ Ready {5}\r\n* OK\r\n"]);
         assert_eq!(got, vec!["L$:+ Ready {5}\r\n", "L$:* OK\r\n"]);
+    }
+
+    #[test]
+    fn a_synchronizing_literal_waits_for_the_server() {
+        let mut input: &[u8];
+        // Refused: what follows is a new command.
+        let mut framer = Framer::new(Side::Client);
+        input = b"a APPEND box {5}\r\n";
+        while framer.next(&mut input).is_some() {}
+        assert!(framer.awaits_continuation());
+        assert!(framer.literal_refused());
+        assert!(framer.at_message_start());
+        input = b"b NOOP\r\n";
+        assert!(matches!(
+            framer.next(&mut input),
+            Some(Fragment::Line {
+                end: Some(LineEnd {
+                    message_end: true,
+                    ..
+                }),
+                ..
+            })
+        ));
+        // Accepted: data, whatever it says.
+        let mut framer = Framer::new(Side::Client);
+        input = b"a APPEND box {8}\r\n";
+        while framer.next(&mut input).is_some() {}
+        framer.literal_accepted();
+        assert!(!framer.literal_refused());
+        input = b"b NOOP\r\n";
+        assert!(matches!(
+            framer.next(&mut input),
+            Some(Fragment::Literal { last: true, .. })
+        ));
+        // A server's literal never waits.
+        let mut framer = Framer::new(Side::Server);
+        input = b"* 1 FETCH (BODY[] {2}\r\n";
+        while framer.next(&mut input).is_some() {}
+        assert!(!framer.awaits_continuation());
     }
 
     #[test]

@@ -1218,7 +1218,7 @@ mod tests {
         assert!(messages(&events)[0].detail().notes[0].contains("which no command in flight has"));
     }
 
-    /// Every command's completion, as (command tag, completion tag, status), and the notes.
+    /// Each completion as (the seq of the command it answers, its status), and every note.
     fn pairs(events: &[Event]) -> (Vec<(u64, Option<Status>)>, Vec<String>) {
         let ms = messages(events);
         let pairs = ms
