@@ -11,6 +11,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -249,6 +250,42 @@ fn start_socat(upstream: SocketAddr, buffer: Option<usize>) -> Option<Proc> {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
     })
+}
+
+/// sslsplit 0.5.5 (Debian), as shipped, intercepting TLS on both legs with the given CA: the
+/// TLS row's peer. `None` (the row is skipped) when it is not installed.
+fn start_sslsplit(upstream: SocketAddr, ca_cert: &Path, ca_key: &Path) -> Option<Group> {
+    let port = free_port();
+    let child = Command::new("sslsplit")
+        .process_group(0)
+        .arg("-c")
+        .arg(ca_cert)
+        .arg("-k")
+        .arg(ca_key)
+        .args(["ssl", "127.0.0.1", &port.to_string()])
+        .args([upstream.ip().to_string(), upstream.port().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_listening(port);
+    Some(Group(Proc {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }))
+}
+
+/// A process that forks workers of its own (sslsplit): its whole process group is ended.
+struct Group(Proc);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let pgid = self.0.child.id() as libc::pid_t;
+        // SAFETY: signals the process group this bench created for the child, nothing else.
+        unsafe {
+            libc::kill(-pgid, libc::SIGTERM);
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -578,6 +615,16 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
             Some(&client_tls),
         ));
     }
+    // sslsplit forges with imapscope's CA, which the client trusts already.
+    let sslsplit = start_sslsplit(
+        tls_responder.addr,
+        &certs.join("ca.pem"),
+        &certs.join("ca-key.pem"),
+    );
+    match &sslsplit {
+        Some(p) => paths.push(("sslsplit", Some(&p.0), &tls_responder, Some(&client_tls))),
+        None => println!("sslsplit not found: its row is skipped (apt-get install sslsplit)"),
+    }
     let mut sessions: Vec<_> = paths
         .iter()
         .map(|p| connect(p.1.map_or(p.2.addr, |s| s.addr), p.3))
@@ -613,14 +660,19 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
         mbps(2) / mbps(0),
         mbps(3)
     );
-    if other.is_some() {
+    for (k, path) in paths.iter().enumerate().skip(4) {
         println!(
-            "  other build, TLS both legs: {:.0} MB/s = {:.2} of direct TLS",
-            mbps(4),
-            mbps(4) / mbps(0)
+            "  {}, TLS both legs: {:.0} MB/s = {:.2} of direct TLS",
+            path.0,
+            mbps(k),
+            mbps(k) / mbps(0)
         );
     }
     for (k, path) in paths.iter().enumerate() {
+        if path.0 == "sslsplit" {
+            // Its work is done in processes it forks: the CPU of the one started is not it.
+            continue;
+        }
         let share = |j: usize| used[k][j] / used[k][0];
         println!(
             "  {:<16} CPU s/GB: client {:.2}, imapscope {:.2}, responder {:.2}; cores used: client {:.2}, imapscope {:.2}, responder {:.2}",
