@@ -145,7 +145,8 @@ impl Driver {
                          "--window-size=1280,900", "--disable-dev-shm-usage"],
             }),
         );
-        ClientBuilder::native()
+        // chromedriver speaks plain HTTP on loopback: no TLS stack (and no OpenSSL) needed.
+        ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{}", self.port))
             .await
