@@ -599,9 +599,10 @@ impl Connection {
             }
             let t_us = self.micros();
             let mut chunk: Bytes = buf.split().freeze();
-            if !self.spoke[side as usize].swap(true, Ordering::Relaxed)
-                && let Some(message) = self.speaks_tls_unexpectedly(side, t_us, &chunk).await
-            {
+            // A plain load per chunk; the swap happens once, on the first.
+            let first = !self.spoke[side as usize].load(Ordering::Relaxed)
+                && !self.spoke[side as usize].swap(true, Ordering::Relaxed);
+            if first && let Some(message) = self.speaks_tls_unexpectedly(side, t_us, &chunk).await {
                 // The client speaks plain IMAP: it can read why.
                 self.refuse(&mut to, &message).await;
                 return PumpEnd::Refused(message);

@@ -58,6 +58,12 @@ pub struct Payload {
     pub base64: Option<String>,
 }
 
+/// How many bytes padded base64 decodes to, without decoding it.
+pub fn base64_len(encoded: &[u8]) -> usize {
+    let pad = encoded.iter().rev().take_while(|&&c| c == b'=').count();
+    (encoded.len() / 4 * 3).saturating_sub(pad)
+}
+
 impl Payload {
     pub fn from_bytes(bytes: Vec<u8>) -> Payload {
         match String::from_utf8(bytes) {
@@ -79,10 +85,7 @@ impl Payload {
     pub fn len(&self) -> usize {
         match (&self.text, &self.base64) {
             (Some(t), _) => t.len(),
-            (None, Some(b)) => {
-                let pad = b.bytes().rev().take_while(|&c| c == b'=').count();
-                (b.len() / 4 * 3).saturating_sub(pad)
-            }
+            (None, Some(b)) => base64_len(b.as_bytes()),
             (None, None) => 0,
         }
     }

@@ -98,7 +98,7 @@ impl Index {
 
     /// The path of a session by its name, only if it is a transcript under the directory.
     pub fn path_of(&self, name: &str) -> Option<PathBuf> {
-        safe_path(&self.dir, name)
+        safe_path(&self.dir, name, ".jsonl")
     }
 
     fn name_of(&self, path: &Path) -> String {
@@ -109,14 +109,14 @@ impl Index {
     }
 }
 
-/// `DIR/NAME` when NAME is a plain relative path to an existing `.jsonl` file that resolves
-/// inside DIR (no `..`, no absolute path, no symlink out of it).
-pub fn safe_path(dir: &Path, name: &str) -> Option<PathBuf> {
+/// `DIR/NAME` when NAME is a plain relative path to an existing file ending in `suffix` that
+/// resolves inside DIR (no `..`, no absolute path, no symlink out of it).
+pub fn safe_path(dir: &Path, name: &str, suffix: &str) -> Option<PathBuf> {
     let relative = Path::new(name);
     let plain = relative
         .components()
         .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if !plain || name.is_empty() {
+    if !plain || !name.ends_with(suffix) || name.len() == suffix.len() {
         return None;
     }
     let path = dir.join(relative);
@@ -309,11 +309,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("sub")).unwrap();
         std::fs::write(dir.path().join("sub/a.jsonl"), "x").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret.jsonl"), "x").unwrap();
         #[cfg(unix)]
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
-        assert!(safe_path(dir.path(), "sub/a.jsonl").is_some());
+        assert!(safe_path(dir.path(), "sub/a.jsonl", ".jsonl").is_some());
         for bad in [
             "",
             "../secret.jsonl",
@@ -322,8 +323,10 @@ mod tests {
             "link/secret.jsonl",
             "sub",
             "missing.jsonl",
+            "notes.txt",
+            ".jsonl",
         ] {
-            assert_eq!(safe_path(dir.path(), bad), None, "{bad}");
+            assert_eq!(safe_path(dir.path(), bad, ".jsonl"), None, "{bad}");
         }
     }
 }

@@ -119,9 +119,7 @@ pub fn payload_len(line: &[u8]) -> u64 {
     if let Some(at) = find(line, b"\"base64\":\"") {
         let rest = &line[at + 10..];
         let end = memchr(b'"', rest).unwrap_or(rest.len());
-        let encoded = &rest[..end];
-        let pad = encoded.iter().rev().take_while(|&&b| b == b'=').count();
-        return (encoded.len() / 4 * 3).saturating_sub(pad) as u64;
+        return crate::transcript::format::base64_len(&rest[..end]) as u64;
     }
     0
 }

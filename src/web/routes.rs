@@ -384,10 +384,12 @@ async fn replays(State(app): State<Shared>) -> Response {
 
 /// One replay report: `replay --json` prints one JSON object per transcript, one per line.
 async fn replay(State(app): State<Shared>, Path(name): Path<String>) -> Response {
-    if !name.ends_with(".replay.json") || name.contains('/') || name.starts_with('.') {
+    // Reports sit directly in DIR, as `/api/replays` lists them.
+    let Some(path) = super::index::safe_path(app.index.dir(), &name, ".replay.json")
+        .filter(|_| !name.contains('/'))
+    else {
         return not_found(&name);
-    }
-    let path = app.index.dir().join(&name);
+    };
     let text = match tokio::fs::read_to_string(&path).await {
         Ok(t) => t,
         Err(_) => return not_found(&name),
