@@ -6,8 +6,10 @@
 //! server is not the bottleneck): it answers `FETCH` with one large literal, `NOOP` and
 //! `FETCH FLAGS` with small answers, and `IDLE` with `+ idling`. imapscope runs as its own
 //! process (the release binary), so its CPU time and memory are its own: read from /proc.
-//! `IMAPSCOPE_BENCH_OTHER=path/to/imapscope` adds a row for another build, measured in the
-//! same turns (an A/B comparison that the machine's noise hits alike).
+//! `IMAPSCOPE_BENCH_OTHER=path/to/imapscope` adds rows for another build (`--out none` and
+//! recording), measured in the same turns (an A/B comparison that the machine's noise hits
+//! alike); `-- rtt` or `-- fanout` (with `quick` or not) runs that measurement alone, in
+//! rounds.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -506,6 +508,109 @@ fn fanout(addr: SocketAddr, sessions: usize, secs: f64) -> f64 {
     rate
 }
 
+/// One measurement alone, over every row, in rounds of turns: `rtt` (NOOP round trips, 5
+/// rounds of `plan.pings`) or `fanout` (5 rounds of `plan.fanout_secs` per row). Prints the
+/// median of the rounds and each round's figure, so that an A/B difference can be told from
+/// the machine's drift.
+fn focused(mode: &str, rows: &[(String, SocketAddr, Option<&Proc>)], plan: &Plan) {
+    const ROUNDS: usize = 5;
+    let addrs: Vec<SocketAddr> = rows.iter().map(|r| r.1).collect();
+    if mode == "bulk" {
+        return bulk_alone(rows, plan);
+    }
+    let mut figures: Vec<Vec<(f64, f64)>> = vec![Vec::new(); rows.len()];
+    for round in 0..ROUNDS {
+        eprintln!("{mode}: round {} of {ROUNDS}...", round + 1);
+        if mode == "rtt" {
+            let times = pings_in_turns(&addrs, plan.pings);
+            for (k, t) in times.iter().enumerate() {
+                figures[k].push((pct(t, 0.5), pct(t, 0.99)));
+            }
+        } else {
+            for k in turn_order(round, rows.len()) {
+                let rate = fanout(addrs[k], plan.fanout_sessions, plan.fanout_secs);
+                figures[k].push((rate, 0.0));
+            }
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    println!();
+    if mode == "rtt" {
+        println!(
+            "NOOP round trips, {ROUNDS} rounds of {} in turns: time added over direct (median of rounds; each round)",
+            plan.pings
+        );
+        let direct: Vec<(f64, f64)> = figures[0].clone();
+        for (k, (name, ..)) in rows.iter().enumerate() {
+            let mut p50: Vec<f64> = (0..ROUNDS).map(|r| figures[k][r].0 - direct[r].0).collect();
+            let mut p99: Vec<f64> = (0..ROUNDS).map(|r| figures[k][r].1 - direct[r].1).collect();
+            let rounds: Vec<String> = p50.iter().map(|v| format!("{v:.1}")).collect();
+            println!(
+                "{name:<24} p50 +{:>6.1} us  p99 +{:>6.1} us   ({})",
+                median(&mut p50),
+                median(&mut p99),
+                rounds.join(" ")
+            );
+        }
+    } else {
+        println!(
+            "fan-out, {} sessions of NOOP / FETCH FLAGS, {ROUNDS} rounds of {} s in turns: commands/s (median; each round)",
+            plan.fanout_sessions, plan.fanout_secs
+        );
+        for (k, (name, ..)) in rows.iter().enumerate() {
+            let mut rates: Vec<f64> = figures[k].iter().map(|f| f.0).collect();
+            let rounds: Vec<String> = rates.iter().map(|v| format!("{v:.0}")).collect();
+            println!(
+                "{name:<24} {:>8.0}   ({})",
+                median(&mut rates),
+                rounds.join(" ")
+            );
+        }
+    }
+}
+
+/// `-- bulk`: 4 x `plan.fetches` FETCHes per row in turns, each timed: the median FETCH's
+/// throughput, the throughput over all of them, and the FETCHes that took over 3 times the
+/// median (a stall, such as a segment held for a delayed ACK, shows there and nowhere else).
+fn bulk_alone(rows: &[(String, SocketAddr, Option<&Proc>)], plan: &Plan) {
+    let mut sessions: Vec<_> = rows.iter().map(|r| connect(r.1, None)).collect();
+    let mut buf = vec![0u8; 256 * 1024];
+    warm_up(&mut sessions, plan.body, &mut buf);
+    let n = 4 * plan.fetches;
+    let mut times = vec![Vec::with_capacity(n); rows.len()];
+    for i in 0..n {
+        for k in turn_order(i, rows.len()) {
+            times[k].push(fetch_once(
+                &mut sessions[k],
+                &format!("f{i}"),
+                plan.body,
+                &mut buf,
+            ));
+        }
+    }
+    println!();
+    println!(
+        "bulk, {n} x {} MiB FETCH in turns: MB/s of the median FETCH, MB/s over all, FETCHes over 3 x the median (the slowest)",
+        plan.body / MB
+    );
+    for (k, (name, ..)) in rows.iter().enumerate() {
+        let mut t = times[k].clone();
+        t.sort_by(f64::total_cmp);
+        let median = t[t.len() / 2];
+        let total: f64 = t.iter().sum();
+        let slow = t.iter().filter(|&&x| x > 3.0 * median).count();
+        println!(
+            "{name:<24} {:>7.0} {:>7.0}   {slow} slow (slowest {:.1} ms)",
+            plan.body as f64 / median / 1e6,
+            (n * plan.body) as f64 / total / 1e6,
+            t[t.len() - 1] * 1e3
+        );
+    }
+}
+
 /// Opens `n` sessions, each idling; returns them (kept open while memory is read).
 fn idlers(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     let mut out = Vec::with_capacity(n);
@@ -699,6 +804,10 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "quick");
     let tls_only = args.iter().any(|a| a == "tls");
+    // `rtt` or `fanout`: that measurement alone, in several rounds of turns (for A/B runs).
+    let focus = ["rtt", "fanout", "bulk"]
+        .into_iter()
+        .find(|m| args.iter().any(|a| a == m));
     let plan = if quick {
         Plan {
             body: 10 * MB,
@@ -748,8 +857,14 @@ fn main() {
     let rec_dir = work.path().join("rec");
     let recording = start_imapscope(up, Some(&rec_dir), &[]);
     // Another build of imapscope, measured in the same turns: A/B on a noisy machine.
-    let other = std::env::var_os("IMAPSCOPE_BENCH_OTHER")
-        .map(|bin| start_imapscope_from(Path::new(&bin), up, None, &[]));
+    let other_bin = std::env::var_os("IMAPSCOPE_BENCH_OTHER");
+    let other = other_bin
+        .as_ref()
+        .map(|bin| start_imapscope_from(Path::new(bin), up, None, &[]));
+    let other_rec_dir = work.path().join("rec-other");
+    let other_recording = other_bin
+        .as_ref()
+        .map(|bin| start_imapscope_from(Path::new(bin), up, Some(&other_rec_dir), &[]));
 
     let mut rows: Vec<(String, SocketAddr, Option<&Proc>)> = vec![("direct".into(), up, None)];
     if let Some(s) = &socat_big {
@@ -766,6 +881,13 @@ fn main() {
     ));
     if let Some(o) = &other {
         rows.push(("other build --out none".into(), o.addr, Some(o)));
+    }
+    if let Some(o) = &other_recording {
+        rows.push(("other build recording".into(), o.addr, Some(o)));
+    }
+    if let Some(mode) = focus {
+        focused(mode, &rows, &plan);
+        return;
     }
 
     eprintln!("measuring bulk throughput, in turns...");
