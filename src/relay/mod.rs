@@ -1,11 +1,13 @@
 //! The async shell around the protocol core: sockets, tasks, shutdown.
 //!
-//! [`server`] accepts clients and runs one [`connection`] task each; a connection copies bytes
+//! [`server`] accepts clients and runs one [`connection`] task each, on one of the [`lanes`]
+//! (a thread per core); a connection copies bytes
 //! between client and upstream, follows them with a [`recorder`] (the session tracker) and,
 //! when the session is recorded, hands the events to a task that owns the transcript writer.
 //! Nothing here parses IMAP: that is [`crate::protocol`]'s job.
 
 pub mod connection;
+pub mod lanes;
 pub mod read_ahead;
 pub mod recorder;
 pub mod server;

@@ -8,10 +8,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::lanes::Lanes;
 use super::{RelayConfig, connection};
 
 /// A bound listener plus what each connection needs.
@@ -40,7 +41,15 @@ impl RelayServer {
     }
 
     /// Accepts until `shutdown` fires, then waits for every connection to finish.
+    /// Connections run on [`Lanes`], one thread per core.
     pub async fn run(self, shutdown: CancellationToken) {
+        let lanes = match Lanes::per_core() {
+            Ok(lanes) => Some(lanes),
+            Err(e) => {
+                tracing::warn!("cannot start a thread per core ({e}); connections share one");
+                None
+            }
+        };
         let tasks = TaskTracker::new();
         let mut next_id = 0u64;
         loop {
@@ -51,13 +60,34 @@ impl RelayServer {
             match accepted {
                 Ok((socket, addr)) => {
                     next_id += 1;
-                    tasks.spawn(connection::handle(
-                        next_id,
-                        socket,
-                        addr,
-                        self.config.clone(),
-                        shutdown.clone(),
-                    ));
+                    let (id, config, shutdown) = (next_id, self.config.clone(), shutdown.clone());
+                    let Some(lanes) = &lanes else {
+                        tasks.spawn(connection::handle(id, socket, addr, config, shutdown));
+                        continue;
+                    };
+                    // The socket moves to the lane's own I/O driver.
+                    let socket = match socket.into_std() {
+                        Ok(socket) => socket,
+                        Err(e) => {
+                            tracing::warn!("#{id} {addr}: cannot hand the connection on: {e}");
+                            continue;
+                        }
+                    };
+                    let (lane, seat) = lanes.choose();
+                    tasks.spawn_on(
+                        async move {
+                            let _seat = seat;
+                            match TcpStream::from_std(socket) {
+                                Ok(socket) => {
+                                    connection::handle(id, socket, addr, config, shutdown).await
+                                }
+                                Err(e) => tracing::warn!(
+                                    "#{id} {addr}: cannot hand the connection on: {e}"
+                                ),
+                            }
+                        },
+                        &lane,
+                    );
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
@@ -72,6 +102,9 @@ impl RelayServer {
             tracing::info!("closing {} open connection(s)", tasks.len());
         }
         tasks.wait().await;
+        if let Some(lanes) = lanes {
+            lanes.stop().await;
+        }
     }
 }
 
