@@ -3,9 +3,9 @@
 //!
 //! Each direction is a pump: read what arrived, write it to the other peer, then let the
 //! [`Recorder`] follow it, in this task (see `write_then_record` for why the order stays
-//! causal). A recorded session's events go on to the transcript writer's task through a
-//! bounded queue: when the disk is slower than the network, relaying slows down instead of
-//! memory growing.
+//! causal). A recorded session's events go on to the transcript thread, at most
+//! [`QUEUE_RECORDS`](super::transcript_thread::QUEUE_RECORDS) of them unwritten: when the disk
+//! is slower than the network, relaying slows down instead of memory growing.
 //!
 //! When both legs use STARTTLS, the pumps consult a [`StarttlsWatch`] and stop exactly at the
 //! boundary; the connection then completes TLS with the server (verifying it), forwards the
@@ -24,13 +24,14 @@ use bytes::{Bytes, BytesMut};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::RelayConfig;
 use super::read_ahead::ReadAhead;
-use super::recorder::{self, Annotation, Record, Recorder, RelayEvent};
+use super::recorder::{Annotation, Recorder, RelayEvent};
 use super::stream::Stream;
+use super::transcript_thread::{TranscriptSink, TranscriptThread};
 use crate::protocol::Side;
 use crate::protocol::starttls::{ClientStep, ServerStep, StarttlsWatch};
 use crate::tls::{TlsMode, diagnose, facts};
@@ -41,12 +42,6 @@ use crate::transcript::{FORMAT_VERSION, TranscriptWriter, file_stem, file_stem_a
 /// each time a read fills the buffer, up to the maximum that keeps syscalls few on bulk FETCH.
 const READ_MIN: usize = 4 * 1024;
 const READ_MAX: usize = 256 * 1024;
-
-/// Records queued for the transcript writer before the pumps wait (bounded memory,
-/// back-pressure from a slow disk). A record is what the tracker made of one relayed chunk:
-/// at most about 1 MiB of held message bytes (two parts of a large literal, each up to 256 KiB
-/// long in a buffer up to twice that), so the queue holds at most about 16 MiB.
-const QUEUE_RECORDS: usize = 16;
 
 /// After one side closed, how long the other may go on (a server's last responses).
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -66,8 +61,8 @@ struct Connection {
     shutdown: CancellationToken,
     /// Follows the session in this task; both pumps reach it, neither holds it across an await.
     recorder: Mutex<Recorder>,
-    /// To the transcript writer's task; `None` with `--out none`.
-    transcript: Option<mpsc::Sender<Record>>,
+    /// To the transcript thread; `None` with `--out none`.
+    transcript: Option<TranscriptSink>,
     /// Each side has sent its first bytes (client, server): the first bytes tell a peer that
     /// speaks TLS where plain IMAP was expected.
     spoke: [AtomicBool; 2],
@@ -90,7 +85,7 @@ impl Drop for Connection {
             reason: "relay stopped".into(),
         });
         if let (Some(record), Some(sink)) = (end, &self.transcript) {
-            let _ = sink.try_send(record);
+            sink.send_now(record);
         }
     }
 }
@@ -101,6 +96,7 @@ pub async fn handle(
     client: TcpStream,
     client_addr: SocketAddr,
     config: Arc<RelayConfig>,
+    transcripts: Option<Arc<TranscriptThread>>,
     shutdown: CancellationToken,
 ) {
     let start = Instant::now();
@@ -121,17 +117,18 @@ pub async fn handle(
         tracing::error!("#{id} transcript write failed: {e}");
     }
     let _ = client.set_nodelay(true);
-    let keeps = !writer.keeps_nothing();
-    let (transcript, writing) = if keeps {
-        let (tx, rx) = mpsc::channel(QUEUE_RECORDS);
-        (
-            Some(tx),
-            Some(tokio::spawn(recorder::write(id, rx, writer))),
-        )
-    } else {
-        (None, None)
+    let transcript = match transcripts {
+        Some(thread) if !writer.keeps_nothing() => {
+            let sink = thread.open(id, writer);
+            if sink.is_none() {
+                tracing::error!("#{id} the transcript thread is gone; relaying without recording");
+            }
+            sink
+        }
+        _ => None,
     };
-    let conn = Connection {
+    let keeps = transcript.is_some();
+    let mut conn = Connection {
         id,
         start,
         config,
@@ -148,16 +145,11 @@ pub async fn handle(
         reason: reason.clone(),
     })
     .await;
+    let transcript = conn.transcript.take();
     drop(conn);
-    let path = match writing {
+    let path = match transcript {
         None => None,
-        Some(task) => match task.await {
-            Ok(writer) => writer.path().map(PathBuf::from),
-            Err(e) => {
-                tracing::error!("#{id} transcript writer failed: {e}");
-                None
-            }
-        },
+        Some(sink) => sink.close().await.and_then(|w| w.path().map(PathBuf::from)),
     };
     match path {
         Some(path) => tracing::info!("#{id} closed: {reason}; transcript {}", path.display()),
@@ -218,8 +210,7 @@ impl Connection {
             .unwrap_or_else(|e| e.into_inner())
             .handle(event);
         if let (Some(record), Some(sink)) = (record, &self.transcript) {
-            // A writer that is gone must not stop the relay.
-            let _ = sink.send(record).await;
+            sink.send(record).await;
         }
     }
 

@@ -3,7 +3,8 @@
 //! [`server`] accepts clients and runs one [`connection`] task each, on one of the [`lanes`]
 //! (a thread per core); a connection copies bytes
 //! between client and upstream, follows them with a [`recorder`] (the session tracker) and,
-//! when the session is recorded, hands the events to a task that owns the transcript writer.
+//! when the session is recorded, hands the events to the [`transcript_thread`], which owns
+//! every session's transcript writer.
 //! Nothing here parses IMAP: that is [`crate::protocol`]'s job.
 
 pub mod connection;
@@ -12,6 +13,7 @@ pub mod read_ahead;
 pub mod recorder;
 pub mod server;
 pub mod stream;
+pub mod transcript_thread;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -10,10 +10,8 @@
 //! is no such task and nothing is handed off.
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 use crate::protocol::{Event, Kind, SessionTracker, Side};
-use crate::transcript::TranscriptWriter;
 use crate::transcript::format::{CompressedCounts, EndRecord, TlsRecord};
 
 /// What the pumps tell the recorder.
@@ -60,9 +58,6 @@ pub enum Record {
     /// The tracker's last events (an unfinished message, unanswered commands), then the end.
     End(Vec<Event>, EndRecord),
 }
-
-/// Encoded bytes after which a batch is written even if more records are queued.
-const BATCH_BYTES: usize = 1 << 20;
 
 /// The half of the recorder that runs in the connection task.
 pub struct Recorder {
@@ -165,113 +160,6 @@ impl Recorder {
     }
 }
 
-/// Writes the transcript until the connection ends; returns the writer (its path, or for a
-/// transcript in memory, its text).
-pub async fn write(
-    id: u64,
-    mut records: mpsc::Receiver<Record>,
-    writer: TranscriptWriter,
-) -> TranscriptWriter {
-    let mut w = Writer {
-        id,
-        writer,
-        ended: false,
-    };
-    // Every batch is written as soon as it is encoded, so a `kill -9` loses at most what was
-    // queued at that moment. (Holding small batches back for 10 ms took 10-20 us off
-    // recording's added round trip, but broke that promise; not done.)
-    while let Some(record) = records.recv().await {
-        w.handle(record);
-        while w.writer.pending_len() < BATCH_BYTES {
-            match records.try_recv() {
-                Ok(record) => w.handle(record),
-                Err(_) => break,
-            }
-        }
-        w.flush().await;
-    }
-    if !w.ended {
-        // The connection task went away without saying why.
-        w.handle(Record::End(
-            Vec::new(),
-            EndRecord {
-                t_us: 0,
-                reason: "relay stopped".into(),
-                bytes_from_client: 0,
-                bytes_from_server: 0,
-                messages: 0,
-                unanswered: Vec::new(),
-                user: None,
-                compressed: None,
-                lost_bytes: 0,
-                counts: None,
-            },
-        ));
-        w.flush().await;
-    }
-    let gap = w.writer.unnoted_gap();
-    if gap > 0 {
-        tracing::error!(
-            "#{id} the disk never took the transcript's last {gap} bytes: {} stops at the gap, without its end line",
-            w.writer
-                .path()
-                .map_or("the transcript".into(), |p| p.display().to_string())
-        );
-    }
-    w.writer
-}
-
-/// The half of the recorder that owns the transcript.
-struct Writer {
-    id: u64,
-    writer: TranscriptWriter,
-    ended: bool,
-}
-
-impl Writer {
-    fn handle(&mut self, record: Record) {
-        match record {
-            Record::Events(events) => self.events(events),
-            Record::Said(said) => match said {
-                Annotation::Tls(record) => self.writer.tls(*record),
-                Annotation::Dropped {
-                    side,
-                    t_us,
-                    data,
-                    reason,
-                } => self.writer.dropped(t_us, side, &data, &reason),
-                Annotation::Error {
-                    t_us,
-                    during,
-                    message,
-                } => self.writer.error(t_us, &during, &message),
-                Annotation::Note { t_us, side, text } => self.writer.note(t_us, side, &text),
-            },
-            Record::End(events, end) => {
-                self.events(events);
-                self.writer.end(end);
-                self.ended = true;
-            }
-        }
-    }
-
-    fn events(&mut self, events: Vec<Event>) {
-        for event in events {
-            self.writer.event(event);
-        }
-    }
-
-    /// Writes what is pending; a failure is logged and the session goes on.
-    async fn flush(&mut self) {
-        if let Err(e) = self.writer.flush().await {
-            tracing::error!(
-                "#{} transcript write failed: {e}; relaying goes on, the transcript will show a gap",
-                self.id
-            );
-        }
-    }
-}
-
 /// `#3 A2 SELECT INBOX -> OK 0.41 ms`
 fn log_completion(id: u64, m: &crate::protocol::Message) {
     let tag = m.tag.as_deref().unwrap_or("?");
@@ -284,6 +172,8 @@ fn log_completion(id: u64, m: &crate::protocol::Message) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::transcript_thread::TranscriptThread;
+    use crate::transcript::TranscriptWriter;
     use crate::transcript::format::{Record as Line, SessionRecord};
     use crate::transcript::reader::parse_transcript;
 
@@ -317,10 +207,9 @@ mod tests {
         ]
     }
 
-    /// Runs `events` through a recorder and the writer task; returns the transcript.
+    /// Runs `events` through a recorder and the transcript thread; returns the transcript.
     async fn record(events: Vec<RelayEvent>) -> Vec<Line> {
         let mut recorder = Recorder::new(7, true);
-        let (tx, rx) = mpsc::channel(4);
         let mut writer = TranscriptWriter::in_memory(true);
         writer.session(SessionRecord {
             version: crate::transcript::FORMAT_VERSION,
@@ -332,14 +221,15 @@ mod tests {
             start: "2026-11-26T00:00:00Z".into(),
             redaction: true,
         });
-        let writing = tokio::spawn(write(7, rx, writer));
+        let thread = TranscriptThread::start().unwrap();
+        let sink = thread.open(7, writer).unwrap();
         for event in events {
             if let Some(record) = recorder.handle(event) {
-                tx.send(record).await.unwrap();
+                sink.send(record).await;
             }
         }
-        drop(tx);
-        let text = writing.await.unwrap().take_memory();
+        let text = sink.close().await.unwrap().take_memory();
+        thread.stop().await;
         assert!(
             !String::from_utf8_lossy(&text).contains("s3cret"),
             "redaction applies on this path"

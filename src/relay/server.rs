@@ -1,7 +1,8 @@
 //! The accept loop and graceful shutdown, done once for every connection.
 //!
 //! On shutdown the loop stops accepting, every connection is told to stop, and [`RelayServer::run`]
-//! returns only when each one has written its transcript's closing line.
+//! returns only when each one has written its transcript's closing line. The threads the relay
+//! runs on (the lanes, the transcript thread) start and stop here too.
 
 use std::io;
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::lanes::Lanes;
+use super::transcript_thread::TranscriptThread;
 use super::{RelayConfig, connection};
 
 /// A bound listener plus what each connection needs.
@@ -50,6 +52,18 @@ impl RelayServer {
                 None
             }
         };
+        let transcripts = match &self.config.out {
+            None => None,
+            Some(_) => match TranscriptThread::start() {
+                Ok(thread) => Some(Arc::new(thread)),
+                Err(e) => {
+                    tracing::error!(
+                        "cannot start the transcript thread ({e}): nothing is recorded"
+                    );
+                    None
+                }
+            },
+        };
         let tasks = TaskTracker::new();
         let mut next_id = 0u64;
         loop {
@@ -61,8 +75,16 @@ impl RelayServer {
                 Ok((socket, addr)) => {
                     next_id += 1;
                     let (id, config, shutdown) = (next_id, self.config.clone(), shutdown.clone());
+                    let transcripts = transcripts.clone();
                     let Some(lanes) = &lanes else {
-                        tasks.spawn(connection::handle(id, socket, addr, config, shutdown));
+                        tasks.spawn(connection::handle(
+                            id,
+                            socket,
+                            addr,
+                            config,
+                            transcripts,
+                            shutdown,
+                        ));
                         continue;
                     };
                     // The socket moves to the lane's own I/O driver.
@@ -79,7 +101,15 @@ impl RelayServer {
                             let _seat = seat;
                             match TcpStream::from_std(socket) {
                                 Ok(socket) => {
-                                    connection::handle(id, socket, addr, config, shutdown).await
+                                    connection::handle(
+                                        id,
+                                        socket,
+                                        addr,
+                                        config,
+                                        transcripts,
+                                        shutdown,
+                                    )
+                                    .await
                                 }
                                 Err(e) => tracing::warn!(
                                     "#{id} {addr}: cannot hand the connection on: {e}"
@@ -102,6 +132,9 @@ impl RelayServer {
             tracing::info!("closing {} open connection(s)", tasks.len());
         }
         tasks.wait().await;
+        if let Some(transcripts) = transcripts {
+            transcripts.stop().await;
+        }
         if let Some(lanes) = lanes {
             lanes.stop().await;
         }

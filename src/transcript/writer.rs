@@ -22,7 +22,8 @@ use crate::protocol::{Event, Kind, Side, Status, redact};
 
 /// Where encoded records go.
 enum Output {
-    /// Written on the blocking pool, one hop per batch; `None` only while a write is out.
+    /// Written on the blocking pool or the caller's thread, one write per batch; `None` only
+    /// while a write is out.
     File(Option<std::fs::File>),
     /// For tests and for callers that keep the transcript themselves.
     Memory(Vec<u8>),
@@ -342,18 +343,69 @@ impl TranscriptWriter {
         self.pending.len()
     }
 
-    /// Writes what was encoded. On failure the bytes are dropped and counted (the relay must
-    /// not stall or grow without bound because of a full disk), the error is returned once per
-    /// run of failures, and the next successful write first records the gap.
+    /// Writes what was encoded, on the blocking pool. On failure the bytes are dropped and
+    /// counted (the relay must not stall or grow without bound because of a full disk), the
+    /// error is returned once per run of failures, and the next successful write first records
+    /// the gap.
     pub async fn flush(&mut self) -> Result<(), String> {
-        if self.pending.is_empty() {
+        let Some(batch) = self.take_batch() else {
             return Ok(());
+        };
+        let result = match batch {
+            Batch::Done(result) => result,
+            Batch::ToFile { file, gap, data } => {
+                let joined = tokio::task::spawn_blocking(move || {
+                    let mut file = file;
+                    let result = write_batch(&mut file, &gap, &data);
+                    (file, data, result)
+                })
+                .await;
+                match joined {
+                    Ok((file, data, result)) => {
+                        self.output = Output::File(Some(file));
+                        // The buffer comes back to be reused.
+                        self.pending = data;
+                        result
+                    }
+                    Err(e) => Err(io::Error::other(e)),
+                }
+            }
+        };
+        self.batch_done(result)
+    }
+
+    /// [`Self::flush`] on this thread, which the write blocks: for a thread that only writes
+    /// transcripts (`relay::transcript_thread`).
+    pub fn flush_now(&mut self) -> Result<(), String> {
+        let Some(batch) = self.take_batch() else {
+            return Ok(());
+        };
+        let result = match batch {
+            Batch::Done(result) => result,
+            Batch::ToFile {
+                mut file,
+                gap,
+                data,
+            } => {
+                let result = write_batch(&mut file, &gap, &data);
+                self.output = Output::File(Some(file));
+                self.pending = data;
+                result
+            }
+        };
+        self.batch_done(result)
+    }
+
+    /// What a flush must do: nothing (`None`), something already done, or a file write.
+    fn take_batch(&mut self) -> Option<Batch> {
+        if self.pending.is_empty() {
+            return None;
         }
-        let result = match &mut self.output {
-            Output::Discard => Ok(()),
+        Some(match &mut self.output {
+            Output::Discard => Batch::Done(Ok(())),
             Output::Memory(v) => {
                 v.extend_from_slice(&self.pending);
-                Ok(())
+                Batch::Done(Ok(()))
             }
             Output::File(slot) => {
                 let mut gap = Vec::new();
@@ -374,28 +426,19 @@ impl TranscriptWriter {
                     gap.push(b'\n');
                 }
                 match slot.take() {
-                    None => Err(io::Error::other("the transcript file is gone")),
-                    Some(file) => {
-                        let data = std::mem::take(&mut self.pending);
-                        let joined = tokio::task::spawn_blocking(move || {
-                            let mut file = file;
-                            let result = file.write_all(&gap).and_then(|_| file.write_all(&data));
-                            (file, data, result)
-                        })
-                        .await;
-                        match joined {
-                            Ok((file, data, result)) => {
-                                *slot = Some(file);
-                                // The buffer comes back to be reused.
-                                self.pending = data;
-                                result
-                            }
-                            Err(e) => Err(io::Error::other(e)),
-                        }
-                    }
+                    None => Batch::Done(Err(io::Error::other("the transcript file is gone"))),
+                    Some(file) => Batch::ToFile {
+                        file,
+                        gap,
+                        data: std::mem::take(&mut self.pending),
+                    },
                 }
             }
-        };
+        })
+    }
+
+    /// Counts a flush's outcome (`self.pending` holds the bytes it was given).
+    fn batch_done(&mut self, result: io::Result<()>) -> Result<(), String> {
         let len = self.pending.len() as u64;
         self.pending.clear();
         match result {
@@ -413,6 +456,20 @@ impl TranscriptWriter {
             }
         }
     }
+}
+
+/// One flush's work (see [`TranscriptWriter::take_batch`]).
+enum Batch {
+    Done(io::Result<()>),
+    ToFile {
+        file: std::fs::File,
+        gap: Vec<u8>,
+        data: Vec<u8>,
+    },
+}
+
+fn write_batch(file: &mut std::fs::File, gap: &[u8], data: &[u8]) -> io::Result<()> {
+    file.write_all(gap).and_then(|_| file.write_all(data))
 }
 
 /// How much text is escaped per call: the escaper reserves six times its input, so pieces
