@@ -156,18 +156,26 @@ fn free_port() -> u16 {
 }
 
 fn wait_listening(port: u16) {
+    if !listening_within(port, Duration::from_secs(5)) {
+        panic!("nothing listens on {port}");
+    }
+}
+
+/// Whether something listens on `port` within `limit`, from /proc/net/tcp.
+fn listening_within(port: u16, limit: Duration) -> bool {
     let hex = format!(":{port:04X} ");
-    for _ in 0..500 {
+    let start = Instant::now();
+    while start.elapsed() < limit {
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
         if table
             .lines()
             .any(|l| l.contains(&hex) && l.contains(" 0A "))
         {
-            return;
+            return true;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    panic!("nothing listens on {port}");
+    false
 }
 
 fn start_responder(tls_dir: Option<&Path>) -> Proc {
@@ -256,9 +264,19 @@ fn start_socat(upstream: SocketAddr, buffer: Option<usize>) -> Option<Proc> {
 
 /// sslsplit 0.5.5 (Debian), as shipped, intercepting TLS on both legs with the given CA: the
 /// TLS row's peer. `None` (the row is skipped) when it is not installed.
-fn start_sslsplit(upstream: SocketAddr, ca_cert: &Path, ca_key: &Path) -> Option<Group> {
+/// sslsplit as shipped, or with `preload` (see [`nodelay_shim`]) in `LD_PRELOAD`.
+fn start_sslsplit(
+    upstream: SocketAddr,
+    ca_cert: &Path,
+    ca_key: &Path,
+    preload: Option<&Path>,
+) -> Option<Group> {
     let port = free_port();
-    let child = Command::new("sslsplit")
+    let mut command = Command::new("sslsplit");
+    if let Some(shim) = preload {
+        command.env("LD_PRELOAD", shim);
+    }
+    let child = command
         .process_group(0)
         .arg("-c")
         .arg(ca_cert)
@@ -278,6 +296,118 @@ fn start_sslsplit(upstream: SocketAddr, ca_cert: &Path, ca_key: &Path) -> Option
 }
 
 /// A process that forks workers of its own (sslsplit): its whole process group is ended.
+/// sslsplit 0.5.5 leaves Nagle on, so the last short segment of each response waits for a
+/// delayed ACK. The issue's independent run measured it also "with TCP_NODELAY forced": this
+/// builds the same thing, a preload library that sets TCP_NODELAY on every TCP socket sslsplit
+/// connects or accepts. `None` (and the row skipped) when no C compiler is found.
+fn nodelay_shim(work: &Path) -> Option<PathBuf> {
+    const SOURCE: &str = r#"
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+static void nodelay(int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len) {
+    static int (*real)(int, const struct sockaddr *, socklen_t);
+    if (!real) real = dlsym(RTLD_NEXT, "connect");
+    nodelay(fd);
+    return real(fd, addr, len);
+}
+
+int accept(int fd, struct sockaddr *addr, socklen_t *len) {
+    static int (*real)(int, struct sockaddr *, socklen_t *);
+    if (!real) real = dlsym(RTLD_NEXT, "accept");
+    int s = real(fd, addr, len);
+    if (s >= 0) nodelay(s);
+    return s;
+}
+
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    static int (*real)(int, struct sockaddr *, socklen_t *, int);
+    if (!real) real = dlsym(RTLD_NEXT, "accept4");
+    int s = real(fd, addr, len, flags);
+    if (s >= 0) nodelay(s);
+    return s;
+}
+"#;
+    let source = work.join("nodelay.c");
+    let library = work.join("nodelay.so");
+    std::fs::write(&source, SOURCE).ok()?;
+    let built = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .arg("-ldl")
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    built.success().then_some(library)
+}
+
+/// mitmproxy's `mitmdump` (Debian's 8.1) as a TLS-intercepting relay of raw TCP: a reverse
+/// proxy to the TLS responder that forges with `ca_cert`/`ca_key` and keeps no flows.
+fn start_mitmdump(
+    work: &Path,
+    upstream: SocketAddr,
+    ca_cert: &Path,
+    ca_key: &Path,
+) -> Option<Group> {
+    let confdir = work.join("mitmproxy");
+    std::fs::create_dir_all(&confdir).ok()?;
+    // Key and certificate in one file, the only CA form mitmproxy reads; without it mitmproxy
+    // would silently make a CA of its own.
+    let mut ca = std::fs::read(ca_key).ok()?;
+    ca.extend(std::fs::read(ca_cert).ok()?);
+    std::fs::write(confdir.join("mitmproxy-ca.pem"), ca).ok()?;
+    // 8.1 keeps every relayed chunk in the flow for the life of the process: this add-on drops
+    // them, so its memory stays flat (as the independent run did).
+    let addon = confdir.join("drop_messages.py");
+    std::fs::write(
+        &addon,
+        "def tcp_message(flow):\n    del flow.messages[:-1]\n",
+    )
+    .ok()?;
+    let port = free_port();
+    let child = Command::new("mitmdump")
+        .process_group(0)
+        .args(["-q", "--mode", &format!("reverse:https://{upstream}")])
+        .args([
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            &port.to_string(),
+        ])
+        .arg("--set")
+        .arg(format!("confdir={}", confdir.display()))
+        // Raw TCP, never HTTP; the responder's certificate is not checked.
+        .args(["--ssl-insecure", "--tcp-hosts", ".*"])
+        .args([
+            "--set",
+            "flow_detail=0",
+            "--set",
+            "termlog_verbosity=error",
+            "-s",
+        ])
+        .arg(&addon)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let group = Group(Proc {
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    });
+    // Python takes about a second to start; polled without connecting (a connection would
+    // make it open one to the responder).
+    listening_within(port, Duration::from_secs(20)).then_some(group)
+}
+
 struct Group(Proc);
 
 impl Drop for Group {
@@ -441,7 +571,17 @@ fn bulk_in_turns(paths: &[Route<'_>], body: usize, fetches: usize) -> Vec<(f64, 
 /// NOOP round trips in microseconds, sorted, per path. Pings go in turns (one on every path,
 /// then the next), for the same reason as [`bulk_in_turns`].
 fn pings_in_turns(addrs: &[SocketAddr], n: usize) -> Vec<Vec<f64>> {
-    let mut sessions: Vec<_> = addrs.iter().map(|a| connect(*a, None)).collect();
+    let routes: Vec<_> = addrs.iter().map(|a| (*a, None)).collect();
+    pings_over(&routes, n)
+}
+
+/// [`pings_in_turns`] over paths that may be TLS.
+fn pings_over(
+    routes: &[(SocketAddr, Option<&Arc<rustls::ClientConfig>>)],
+    n: usize,
+) -> Vec<Vec<f64>> {
+    let addrs: Vec<SocketAddr> = routes.iter().map(|r| r.0).collect();
+    let mut sessions: Vec<_> = routes.iter().map(|(a, tls)| connect(*a, *tls)).collect();
     let mut times = vec![Vec::with_capacity(n); addrs.len()];
     for i in 0..n {
         for k in turn_order(i, addrs.len()) {
@@ -687,13 +827,24 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
     let tls_recording = start_imapscope(tls_responder.addr, Some(&tls_rec), &tls_args);
     let other = std::env::var_os("IMAPSCOPE_BENCH_OTHER")
         .map(|bin| start_imapscope_from(Path::new(&bin), tls_responder.addr, None, &tls_args));
-    let client_tls = imapscope::tls::UpstreamTrust::ca(&certs.join("ca.pem"))
-        .and_then(|t| t.config())
-        .unwrap();
+    // Every connection makes a full handshake: the paths share the name `localhost`, and a
+    // ticket one relay issued must not be offered to the next.
+    let fresh = |config: Arc<rustls::ClientConfig>| {
+        let mut config = (*config).clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        Arc::new(config)
+    };
+    let client_tls = fresh(
+        imapscope::tls::UpstreamTrust::ca(&certs.join("ca.pem"))
+            .and_then(|t| t.config())
+            .unwrap(),
+    );
     // The same client straight to the TLS responder: the TLS rows' yardstick.
-    let direct_tls = imapscope::tls::UpstreamTrust::ca(&ca)
-        .and_then(|t| t.config())
-        .unwrap();
+    let direct_tls = fresh(
+        imapscope::tls::UpstreamTrust::ca(&ca)
+            .and_then(|t| t.config())
+            .unwrap(),
+    );
     // Per path: name, imapscope (none: direct), responder, client TLS.
     type TlsPath<'a> = (
         &'a str,
@@ -720,15 +871,35 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
             Some(&client_tls),
         ));
     }
-    // sslsplit forges with imapscope's CA, which the client trusts already.
-    let sslsplit = start_sslsplit(
-        tls_responder.addr,
-        &certs.join("ca.pem"),
-        &certs.join("ca-key.pem"),
-    );
+    // sslsplit and mitmproxy forge with imapscope's CA, which the client trusts already.
+    let (ca_cert, ca_key) = (certs.join("ca.pem"), certs.join("ca-key.pem"));
+    let sslsplit = start_sslsplit(tls_responder.addr, &ca_cert, &ca_key, None);
+    let shim = sslsplit.as_ref().and_then(|_| nodelay_shim(work));
+    let sslsplit_nodelay = shim
+        .as_deref()
+        .and_then(|shim| start_sslsplit(tls_responder.addr, &ca_cert, &ca_key, Some(shim)));
+    let mitmdump = start_mitmdump(work, tls_responder.addr, &ca_cert, &ca_key);
     match &sslsplit {
         Some(p) => paths.push(("sslsplit", Some(&p.0), &tls_responder, Some(&client_tls))),
-        None => println!("sslsplit not found: its row is skipped (apt-get install sslsplit)"),
+        None => println!("sslsplit not found: its rows are skipped (apt-get install sslsplit)"),
+    }
+    match &sslsplit_nodelay {
+        Some(p) => paths.push((
+            "sslsplit TCP_NODELAY",
+            Some(&p.0),
+            &tls_responder,
+            Some(&client_tls),
+        )),
+        None if sslsplit.is_some() => {
+            println!("no C compiler for the TCP_NODELAY preload: that sslsplit row is skipped")
+        }
+        None => {}
+    }
+    match &mitmdump {
+        Some(p) => paths.push(("mitmproxy", Some(&p.0), &tls_responder, Some(&client_tls))),
+        None => println!(
+            "mitmdump not found or not listening: its row is skipped (apt-get install mitmproxy)"
+        ),
     }
     let mut sessions: Vec<_> = paths
         .iter()
@@ -765,16 +936,32 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
         mbps(2) / mbps(0),
         mbps(3)
     );
-    for (k, path) in paths.iter().enumerate().skip(4) {
+    // Round trips on the TLS paths, in turns, against direct TLS.
+    let tls_paths: Vec<usize> = (0..paths.len())
+        .filter(|&k| paths[k].0 != "plain")
+        .collect();
+    let routes: Vec<_> = tls_paths
+        .iter()
+        .map(|&k| (paths[k].1.map_or(paths[k].2.addr, |s| s.addr), paths[k].3))
+        .collect();
+    eprintln!("measuring TLS round trips, in turns...");
+    let rtts = pings_over(&routes, plan.pings);
+    println!(
+        "  {:<22} {:>7} {:>14} {:>9} {:>9}",
+        "path (both legs TLS)", "MB/s", "of direct TLS", "p50 +us", "p99 +us"
+    );
+    for (j, &k) in tls_paths.iter().enumerate() {
         println!(
-            "  {}, TLS both legs: {:.0} MB/s = {:.2} of direct TLS",
-            path.0,
+            "  {:<22} {:>7.0} {:>14.2} {:>9.1} {:>9.1}",
+            paths[k].0,
             mbps(k),
-            mbps(k) / mbps(0)
+            mbps(k) / mbps(0),
+            pct(&rtts[j], 0.5) - pct(&rtts[0], 0.5),
+            pct(&rtts[j], 0.99) - pct(&rtts[0], 0.99)
         );
     }
     for (k, path) in paths.iter().enumerate() {
-        if path.0 == "sslsplit" {
+        if path.0.starts_with("sslsplit") {
             // Its work is done in processes it forks: the CPU of the one started is not it.
             continue;
         }
