@@ -648,6 +648,143 @@ fn fanout(addr: SocketAddr, sessions: usize, secs: f64) -> f64 {
     rate
 }
 
+/// `-- peers`: TLS on both legs between Python's ssl module at both ends (`benches/peers.py`),
+/// the kind of peers issue 14's independent measurement used, slower than this benchmark's
+/// own: direct TLS, imapscope (`--out none`, recording, another build), sslsplit (as shipped,
+/// and with TCP_NODELAY) and mitmproxy, throughput and round trips in turns, in one run.
+fn python_peers(work: &Path, plan: &Plan) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers.py");
+    let dir = work.join("peers");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+    let (cert_pem, key_pem) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_pem, cert.pem()).unwrap();
+    std::fs::write(&key_pem, key.serialize_pem()).unwrap();
+    let port_file = dir.join("port");
+    let server = Command::new("python3")
+        .arg(&script)
+        .arg("server")
+        .arg(&port_file)
+        .arg(&cert_pem)
+        .arg(&key_pem)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs the peers");
+    let start = Instant::now();
+    let port = loop {
+        if let Some(p) = std::fs::read_to_string(&port_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u16>().ok())
+        {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "peers.py server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let server = Proc {
+        child: server,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    };
+    let certs = work.join("peers-certs");
+    let (cert_arg, certs_arg) = (cert_pem.display().to_string(), certs.display().to_string());
+    let tls_args = [
+        "--client-tls",
+        "tls",
+        "--upstream-tls",
+        "tls",
+        "--upstream-ca",
+        &cert_arg,
+        "--certs",
+        &certs_arg,
+    ];
+    let scope = start_imapscope(server.addr, None, &tls_args);
+    let rec = work.join("peers-recordings");
+    let recording = start_imapscope(server.addr, Some(&rec), &tls_args);
+    let other = std::env::var_os("IMAPSCOPE_BENCH_OTHER")
+        .filter(|v| !v.is_empty())
+        .map(|bin| start_imapscope_from(Path::new(&bin), server.addr, None, &tls_args));
+    let (ca_cert, ca_key) = (certs.join("ca.pem"), certs.join("ca-key.pem"));
+    let sslsplit = start_sslsplit(server.addr, &ca_cert, &ca_key, None);
+    let sslsplit_nodelay = sslsplit
+        .as_ref()
+        .and_then(|_| nodelay_shim(work))
+        .and_then(|shim| start_sslsplit(server.addr, &ca_cert, &ca_key, Some(&shim)));
+    let mitmdump = start_mitmdump(work, server.addr, &ca_cert, &ca_key);
+    let mut rows: Vec<(&str, SocketAddr)> = vec![
+        ("direct TLS", server.addr),
+        ("imapscope --out none", scope.addr),
+        ("imapscope recording", recording.addr),
+    ];
+    if let Some(o) = &other {
+        rows.push(("other build --out none", o.addr));
+    }
+    for (name, relay) in [
+        ("sslsplit", &sslsplit),
+        ("sslsplit TCP_NODELAY", &sslsplit_nodelay),
+        ("mitmproxy", &mitmdump),
+    ] {
+        match relay {
+            Some(r) => rows.push((name, r.0.addr)),
+            None => println!("{name}: not installed or not started, its row is skipped"),
+        }
+    }
+    let fetches = plan.fetches.max(10);
+    eprintln!(
+        "measuring Python peers through {} paths, in turns...",
+        rows.len()
+    );
+    let output = Command::new("python3")
+        .arg(&script)
+        .args([
+            "client",
+            &fetches.to_string(),
+            &(plan.body / MB).to_string(),
+        ])
+        .arg(plan.pings.to_string())
+        .args(rows.iter().map(|r| r.1.port().to_string()))
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "peers.py client printed no result ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
+    let figure = |addr: SocketAddr, key: &str| result[addr.port().to_string()][key].as_f64();
+    let base = |key: &str| figure(rows[0].1, key).unwrap_or(f64::NAN);
+    println!();
+    println!(
+        "Python peers (ssl module at both ends), TLS on both legs, {fetches} x {} MiB FETCH and {} NOOPs per path, in turns:",
+        plan.body / MB,
+        plan.pings
+    );
+    println!(
+        "  {:<24} {:>7} {:>14} {:>9} {:>9}",
+        "path", "MB/s", "of direct TLS", "p50 +us", "p99 +us"
+    );
+    for (name, addr) in &rows {
+        let mbps = figure(*addr, "mbps").unwrap_or(f64::NAN);
+        println!(
+            "  {:<24} {:>7.0} {:>14.2} {:>9.1} {:>9.1}",
+            name,
+            mbps,
+            mbps / base("mbps"),
+            figure(*addr, "p50").unwrap_or(f64::NAN) - base("p50"),
+            figure(*addr, "p99").unwrap_or(f64::NAN) - base("p99"),
+        );
+    }
+}
+
 /// One measurement alone, over every row, in rounds of turns: `rtt` (NOOP round trips, 5
 /// rounds of `plan.pings`) or `fanout` (5 rounds of `plan.fanout_secs` per row). Prints the
 /// median of the rounds and each round's figure, so that an A/B difference can be told from
@@ -826,6 +963,7 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
     std::fs::create_dir_all(&tls_rec).unwrap();
     let tls_recording = start_imapscope(tls_responder.addr, Some(&tls_rec), &tls_args);
     let other = std::env::var_os("IMAPSCOPE_BENCH_OTHER")
+        .filter(|v| !v.is_empty())
         .map(|bin| start_imapscope_from(Path::new(&bin), tls_responder.addr, None, &tls_args));
     // Every connection makes a full handshake: the paths share the name `localhost`, and a
     // ticket one relay issued must not be offered to the next.
@@ -1030,6 +1168,10 @@ fn main() {
         plan.fanout_secs
     );
 
+    if args.iter().any(|a| a == "peers") {
+        python_peers(work.path(), &plan);
+        return;
+    }
     if tls_only {
         let plain = start_imapscope(up, None, &[]);
         tls_row(work.path(), &plain, &responder, &plan);
@@ -1044,7 +1186,7 @@ fn main() {
     let rec_dir = work.path().join("rec");
     let recording = start_imapscope(up, Some(&rec_dir), &[]);
     // Another build of imapscope, measured in the same turns: A/B on a noisy machine.
-    let other_bin = std::env::var_os("IMAPSCOPE_BENCH_OTHER");
+    let other_bin = std::env::var_os("IMAPSCOPE_BENCH_OTHER").filter(|v| !v.is_empty());
     let other = other_bin
         .as_ref()
         .map(|bin| start_imapscope_from(Path::new(bin), up, None, &[]));
