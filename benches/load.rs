@@ -1,15 +1,17 @@
 //! The load generator: direct vs socat vs imapscope (recording off and on, plain and TLS),
 //! side by side in one run, because on a shared 2-core machine only ratios hold.
 //!
-//! `cargo bench --bench load` (add `-- quick` for a short run, `-- tls` for the TLS row
-//! alone). The server is a purpose-built responder in a child process (not Dovecot, so the
-//! server is not the bottleneck): it answers `FETCH` with one large literal, `NOOP` and
-//! `FETCH FLAGS` with small answers, and `IDLE` with `+ idling`. imapscope runs as its own
-//! process (the release binary), so its CPU time and memory are its own: read from /proc.
-//! `IMAPSCOPE_BENCH_OTHER=path/to/imapscope` adds rows for another build (`--out none` and
-//! recording), measured in the same turns (an A/B comparison that the machine's noise hits
-//! alike); `-- rtt` or `-- fanout` (with `quick` or not) runs that measurement alone, in
-//! rounds.
+//! `cargo bench --bench load` runs everything (add `-- quick` for a short run). One part alone:
+//! `-- tls` (both legs TLS, against direct TLS, sslsplit and mitmproxy), `-- peers` (the same
+//! between Python's ssl module at both ends, `benches/peers.py`), and `-- rtt`, `-- fanout` or
+//! `-- bulk` (that measurement alone, in rounds, for A/B runs). The server is a purpose-built
+//! responder in a child process (not Dovecot, so the server is not the bottleneck): it answers
+//! `FETCH` with one large literal, `NOOP` and `FETCH FLAGS` with small answers, and `IDLE` with
+//! `+ idling`. imapscope runs as its own process (the release binary), so its CPU time and
+//! memory are its own: read from /proc. `IMAPSCOPE_BENCH_OTHER=path/to/imapscope` adds rows for
+//! another build (`--out none` and recording), measured in the same turns (an A/B comparison
+//! that the machine's noise hits alike). Peer relays (socat, sslsplit, mitmproxy) that are not
+//! installed are skipped with a message.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -1264,6 +1266,9 @@ fn main() {
     drop(socat_default);
 
     tls_row(work.path(), &plain, &responder, &plan);
+    if !quick {
+        python_peers(work.path(), &plan);
+    }
 
     // 100 MB literal recorded: imapscope's peak memory.
     let fresh = start_imapscope(up, Some(&work.path().join("rec100")), &[]);

@@ -485,7 +485,8 @@ const ESCAPE_SLACK: usize = 64;
 /// Appends `,"text":"..."` (UTF-8) or `,"base64":"..."` (anything else), as [`Payload`] would
 /// serialize. `scratch` is reused between calls.
 fn encode_payload(out: &mut Vec<u8>, scratch: &mut Vec<u8>, bytes: &[u8]) {
-    let Ok(mut text) = std::str::from_utf8(bytes) else {
+    // simdutf8: core's check took 12% of a recording relay's CPU during bulk FETCH.
+    let Ok(mut text) = simdutf8::basic::from_utf8(bytes) else {
         use base64::Engine;
         out.extend_from_slice(br#","base64":""#);
         let at = out.len();
