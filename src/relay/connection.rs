@@ -586,12 +586,6 @@ impl Connection {
                     return PumpEnd::ReadError(side, e);
                 }
             }
-            if side == Side::Server {
-                let fd = self.upstream_fd.load(Ordering::Relaxed);
-                if fd >= 0 {
-                    super::stream::acknowledge_now(fd);
-                }
-            }
             let t_us = self.micros();
             let mut chunk: Bytes = buf.split().freeze();
             // A plain load per chunk; the swap happens once, on the first.
@@ -618,6 +612,13 @@ impl Connection {
                 && let Err(e) = self.forward(&mut to, side, t_us, chunk).await
             {
                 return PumpEnd::WriteError(side, e);
+            }
+            if side == Side::Server {
+                // After the forward, so that the system call is not in the response's way.
+                let fd = self.upstream_fd.load(Ordering::Relaxed);
+                if fd >= 0 {
+                    super::stream::acknowledge_now(fd);
+                }
             }
             // During bulk traffic, back to the scheduler after each chunk (tokio then polls its
             // I/O driver before resuming this task). Measured in the load benchmark, with the
