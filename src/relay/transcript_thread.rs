@@ -118,7 +118,7 @@ impl TranscriptSink {
     pub async fn send(&self, record: Record) {
         match self.room.acquire().await {
             Ok(permit) => permit.forget(),
-            Err(_) => return, // the thread is gone: nothing can be recorded any more
+            Err(_) => return, // the session's writer failed: nothing more is recorded
         }
         let _ = self.jobs.send(Job::Record {
             session: self.session,
@@ -172,21 +172,33 @@ struct Open {
     taken: usize,
 }
 
+/// The sessions the thread holds. Should the thread ever die of a panic, dropping this lets
+/// every session's relay go on unrecorded instead of waiting for room forever.
+struct Sessions(HashMap<u64, Open>);
+
+impl Drop for Sessions {
+    fn drop(&mut self) {
+        for open in self.0.values() {
+            open.room.close();
+        }
+    }
+}
+
 fn run(queue: mpsc::Receiver<Job>) {
-    let mut sessions: HashMap<u64, Open> = HashMap::new();
+    let mut sessions = Sessions(HashMap::new());
     let mut touched: Vec<u64> = Vec::new();
     let mut closing: Vec<(u64, Option<oneshot::Sender<TranscriptWriter>>)> = Vec::new();
     while let Ok(job) = queue.recv() {
-        let mut pending = take(job, &mut sessions, &mut touched, &mut closing);
+        let mut pending = take(job, &mut sessions.0, &mut touched, &mut closing);
         while pending < BATCH_BYTES {
             match queue.try_recv() {
-                Ok(job) => pending += take(job, &mut sessions, &mut touched, &mut closing),
+                Ok(job) => pending += take(job, &mut sessions.0, &mut touched, &mut closing),
                 Err(_) => break,
             }
         }
-        write_out(&mut sessions, &mut touched);
+        write_out(&mut sessions.0, &mut touched);
         for (session, done) in closing.drain(..) {
-            let Some(mut open) = sessions.remove(&session) else {
+            let Some(mut open) = sessions.0.remove(&session) else {
                 continue;
             };
             if !open.ended {
@@ -231,7 +243,22 @@ fn take(
                 return 0;
             };
             let before = open.writer.pending_len();
-            handle(session, open, record);
+            // One thread serves every session: a bug that panics on one session's record
+            // must not stop the others' recording, nor leave that session's relay waiting
+            // for room that would never come back.
+            let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handle(session, open, record)
+            }));
+            if handled.is_err() {
+                tracing::error!(
+                    "#{session} the transcript writer failed on a record (a bug); this session is no longer recorded"
+                );
+                if let Some(broken) = sessions.remove(&session) {
+                    // Its relay's next send sees the closed room and goes on unrecorded.
+                    broken.room.close();
+                }
+                return 0;
+            }
             open.taken += 1;
             if !touched.contains(&session) {
                 touched.push(session);
@@ -325,5 +352,104 @@ fn relay_stopped() -> EndRecord {
         compressed: None,
         lost_bytes: 0,
         counts: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{SessionTracker, Side};
+    use crate::transcript::format::{Record as Line, SessionRecord};
+    use crate::transcript::reader::parse_transcript;
+
+    fn session_line(id: u64) -> SessionRecord {
+        SessionRecord {
+            version: crate::transcript::FORMAT_VERSION,
+            imapscope: "test".into(),
+            id,
+            client: "127.0.0.1:1".into(),
+            listen: "127.0.0.1:2".into(),
+            upstream: "127.0.0.1:3".into(),
+            start: "2026-11-27T00:00:00Z".into(),
+            redaction: true,
+        }
+    }
+
+    /// What the tracker makes of `bytes` from `side`, as the recorder would hand it over.
+    fn events(tracker: &mut SessionTracker, side: Side, t_us: u64, bytes: &[u8]) -> Record {
+        let mut out = Vec::new();
+        tracker.on_bytes(side, t_us, bytes, &mut out);
+        Record::Events(out)
+    }
+
+    fn lines(text: &[u8]) -> Vec<Line> {
+        parse_transcript(text, "test").unwrap().records
+    }
+
+    #[tokio::test]
+    async fn sessions_interleaved_on_the_thread_keep_their_own_order() {
+        let thread = TranscriptThread::start().unwrap();
+        let mut sinks = Vec::new();
+        let mut trackers = Vec::new();
+        for id in 1..=3 {
+            let mut writer = TranscriptWriter::in_memory(true);
+            writer.session(session_line(id));
+            sinks.push(thread.open(id, writer).unwrap());
+            trackers.push(SessionTracker::new());
+        }
+        // More records per session than it may have unwritten: the sends wait for the thread.
+        for i in 0..(3 * QUEUE_RECORDS as u64) {
+            for (k, sink) in sinks.iter().enumerate() {
+                let line = format!("s{k}x{i} NOOP\r\n");
+                let record = events(&mut trackers[k], Side::Client, i, line.as_bytes());
+                sink.send(record).await;
+            }
+        }
+        for (k, sink) in sinks.into_iter().enumerate() {
+            let text = sink.close().await.unwrap().take_memory();
+            let tags: Vec<String> = lines(&text)
+                .into_iter()
+                .filter_map(|l| match l {
+                    Line::Message(m) => m.tag.map(String::from),
+                    _ => None,
+                })
+                .collect();
+            let wanted: Vec<String> = (0..(3 * QUEUE_RECORDS))
+                .map(|i| format!("s{k}x{i}"))
+                .collect();
+            assert_eq!(tags, wanted, "session {k}");
+        }
+        thread.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_sink_dropped_without_an_end_still_gets_one_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = TranscriptWriter::create(dir.path(), "t", true)
+            .await
+            .unwrap();
+        writer.session(session_line(9));
+        let thread = TranscriptThread::start().unwrap();
+        let sink = thread.open(9, writer).unwrap();
+        let mut tracker = SessionTracker::new();
+        sink.send(events(&mut tracker, Side::Server, 1, b"* OK ready\r\n"))
+            .await;
+        drop(sink); // as a connection task that panicked
+        thread.stop().await;
+        let text = std::fs::read(dir.path().join("t.jsonl")).unwrap();
+        let lines = lines(&text);
+        assert!(matches!(lines.first(), Some(Line::Session(_))));
+        assert!(lines.iter().any(|l| matches!(l, Line::Message(_))));
+        let Some(Line::End(end)) = lines.last() else {
+            panic!("no end line: {lines:?}");
+        };
+        assert_eq!(end.reason, "relay stopped");
+    }
+
+    #[tokio::test]
+    async fn nothing_is_opened_once_the_thread_is_stopped() {
+        let thread = TranscriptThread::start().unwrap();
+        thread.stop().await;
+        assert!(thread.open(1, TranscriptWriter::in_memory(true)).is_none());
     }
 }
