@@ -697,17 +697,8 @@ fn python_peers(work: &Path, plan: &Plan) {
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
     };
     let certs = work.join("peers-certs");
-    let (cert_arg, certs_arg) = (cert_pem.display().to_string(), certs.display().to_string());
-    let tls_args = [
-        "--client-tls",
-        "tls",
-        "--upstream-tls",
-        "tls",
-        "--upstream-ca",
-        &cert_arg,
-        "--certs",
-        &certs_arg,
-    ];
+    let tls_args = both_legs_tls(&cert_pem, &certs);
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
     let scope = start_imapscope(server.addr, None, &tls_args);
     let rec = work.join("peers-recordings");
     let recording = start_imapscope(server.addr, Some(&rec), &tls_args);
@@ -940,6 +931,19 @@ fn cpu_of(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// imapscope's arguments for TLS on both legs: the server's certificate (or its CA) pinned
+/// from `upstream_ca`, imapscope's own CA in `certs`.
+fn both_legs_tls(upstream_ca: &Path, certs: &Path) -> Vec<String> {
+    let mut args: Vec<String> = ["--client-tls", "tls", "--upstream-tls", "tls"]
+        .map(String::from)
+        .to_vec();
+    args.push("--upstream-ca".into());
+    args.push(upstream_ca.display().to_string());
+    args.push("--certs".into());
+    args.push(certs.display().to_string());
+    args
+}
+
 /// Both legs TLS vs plain imapscope, in turns, with the CPU of every party: the TLS row
 /// shares two cores with a client and a server that do TLS themselves, and the split shows
 /// how much of the cores imapscope had.
@@ -948,18 +952,8 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
     let tls_responder = start_responder(Some(&tls_dir));
     let ca = tls_dir.join("ca.pem");
     let certs = work.join("scope-certs");
-    let ca_arg = ca.to_string_lossy().to_string();
-    let certs_arg = certs.to_string_lossy().to_string();
-    let tls_args = [
-        "--client-tls",
-        "tls",
-        "--upstream-tls",
-        "tls",
-        "--upstream-ca",
-        &ca_arg,
-        "--certs",
-        &certs_arg,
-    ];
+    let tls_args = both_legs_tls(&ca, &certs);
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
     let tls_scope = start_imapscope(tls_responder.addr, None, &tls_args);
     let tls_rec = work.join("tls-recordings");
     std::fs::create_dir_all(&tls_rec).unwrap();

@@ -74,17 +74,14 @@ impl RelayServer {
             match accepted {
                 Ok((socket, addr)) => {
                     next_id += 1;
-                    let (id, config, shutdown) = (next_id, self.config.clone(), shutdown.clone());
-                    let transcripts = transcripts.clone();
+                    let id = next_id;
+                    let (config, transcripts, shutdown) =
+                        (self.config.clone(), transcripts.clone(), shutdown.clone());
+                    let relay = move |socket| {
+                        connection::handle(id, socket, addr, config, transcripts, shutdown)
+                    };
                     let Some(lanes) = &lanes else {
-                        tasks.spawn(connection::handle(
-                            id,
-                            socket,
-                            addr,
-                            config,
-                            transcripts,
-                            shutdown,
-                        ));
+                        tasks.spawn(relay(socket));
                         continue;
                     };
                     // The socket moves to the lane's own I/O driver.
@@ -100,17 +97,7 @@ impl RelayServer {
                         async move {
                             let _seat = seat;
                             match TcpStream::from_std(socket) {
-                                Ok(socket) => {
-                                    connection::handle(
-                                        id,
-                                        socket,
-                                        addr,
-                                        config,
-                                        transcripts,
-                                        shutdown,
-                                    )
-                                    .await
-                                }
+                                Ok(socket) => relay(socket).await,
                                 Err(e) => tracing::warn!(
                                     "#{id} {addr}: cannot hand the connection on: {e}"
                                 ),
