@@ -1,11 +1,11 @@
 //! One single-threaded runtime per core, each connection kept on one of them.
 //!
-//! A connection's pumps, its tracker and its transcript writer's task then always run on the
-//! same thread: a wake-up never crosses cores, and no task is stolen by an idle worker in the
-//! middle of a round trip. With tokio's work-stealing runtime, each recorded command woke the
-//! writer task on the other worker and back (see docs/performance.md, "Lanes", for the A/B
-//! numbers). A new connection goes to the lane with the fewest open connections, so long IDLE
-//! sessions do not pile up on one core.
+//! A connection's pumps and its tracker then always run on the same thread: a wake-up never
+//! crosses cores, and no task is stolen by an idle worker in the middle of a round trip. With
+//! tokio's work-stealing runtime, each recorded command woke a writer task on the other worker
+//! and back (docs/performance.md, "Issue 14, second steps", has the A/B numbers). A new
+//! connection goes to the lane with the fewest open connections, so long IDLE sessions do not
+//! pile up on one core.
 
 use std::io;
 use std::sync::Arc;

@@ -5,7 +5,8 @@
 //! made of each chunk ([`Record`]) and go on relaying: nothing on the relay's threads waits for
 //! the disk, nor wakes a task per batch. Before, each session had a writer task that sent every
 //! batch to tokio's blocking pool and waited for it: a recorded NOOP cost four task wake-ups
-//! besides the relaying, and 200 recorded sessions ran at 0.6 of socat's commands per second.
+//! besides the relaying, and many recorded sessions of small commands ran at 0.6 of socat's
+//! commands per second.
 //! Here one wake-up of this thread takes whatever all sessions queued since the last one (see
 //! docs/performance.md for the numbers).
 //!

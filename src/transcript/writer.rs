@@ -2,8 +2,9 @@
 //! [`TranscriptWriter`], which applies redaction; there is no other path, so a secret cannot
 //! leak through a forgotten call site.
 //!
-//! Records are encoded into a buffer and written out by [`TranscriptWriter::flush`], which the
-//! recorder calls after each batch of events, so a `kill -9` loses at most what was not yet
+//! Records are encoded into a buffer and written out by [`TranscriptWriter::flush_now`], which
+//! the relay's transcript thread calls after each batch of records (or [`TranscriptWriter::flush`]
+//! on the blocking pool, from async code), so a `kill -9` loses at most what was not yet
 //! flushed, and a torn write can only damage the last line. A write that fails (a full disk) is
 //! counted and logged; the session goes on, and when writing works again a `note` record says
 //! where the gap is.
