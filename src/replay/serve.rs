@@ -939,7 +939,12 @@ async fn serve_connection(
         r = body => r.err(),
         _ = stop.cancelled() => None,
     };
-    if session.commands() == 0 && error.is_none() {
+    if session.commands() == 0 {
+        // It used nothing, however it went: a port probe that connects and closes at once
+        // may leave the greeting unread, and its close then arrives as a reset.
+        if let Some(e) = &error {
+            eprintln!("imapscope serve: a connection ended before its first command: {e}");
+        }
         return Ended::Probe;
     }
     let Ok(mut p) = pool.lock() else {
