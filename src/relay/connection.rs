@@ -101,7 +101,11 @@ pub async fn handle(
 ) {
     let start = Instant::now();
     let started = SystemTime::now();
-    let mut writer = open_writer(&config, id, started).await;
+    // Without the transcript thread (it could not start: logged once) no file is begun.
+    let mut writer = match &transcripts {
+        Some(_) => open_writer(&config, id, started).await,
+        None => TranscriptWriter::discard(),
+    };
     writer.session(SessionRecord {
         version: FORMAT_VERSION,
         imapscope: env!("CARGO_PKG_VERSION").into(),
