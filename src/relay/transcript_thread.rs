@@ -169,7 +169,8 @@ struct Open {
     writer: TranscriptWriter,
     room: Arc<Semaphore>,
     ended: bool,
-    /// Records taken since the last write: given back to the session once written.
+    /// Records taken since the last write, given back to the session once written; the
+    /// session is in the batch's `touched` list while this is not zero.
     taken: usize,
 }
 
@@ -260,10 +261,10 @@ fn take(
                 }
                 return 0;
             }
-            open.taken += 1;
-            if !touched.contains(&session) {
+            if open.taken == 0 {
                 touched.push(session);
             }
+            open.taken += 1;
             open.writer.pending_len().saturating_sub(before)
         }
         Job::Close { session, done } => {
