@@ -784,3 +784,32 @@ fn tls_and_plain_ports_mixed_up_say_which_option_to_use() {
     );
     assert_readable(&log);
 }
+
+/// A client that reads slowly gets the whole of large answers over TLS. The end of an answer
+/// used to stay in rustls when the client's socket was full at the last write, and the client
+/// waited for ever (seen once with a Python client in the load benchmark). Whether the socket
+/// is full at that moment is the kernel's timing, so this test does not catch that every time;
+/// `records_rustls_holds_back_are_sent_before_a_chunk_counts_as_written` in
+/// `relay/connection.rs` does, with a 16 KiB pipe for a socket.
+#[test]
+fn a_slow_tls_client_gets_the_whole_of_a_large_fetch() {
+    let s = Setup::new();
+    let size = 8 << 20;
+    s.dovecot.deliver("nell", "INBOX", &message("large", size));
+    // A plain upstream: imapscope then reads up to 256 KiB at once, so the last chunk of an
+    // answer is large and more likely to find the client's socket full.
+    let scope = s.record(false, "tls", "none", false);
+    let out = python(
+        "tls_session.py",
+        &[
+            "slow",
+            &scope.port().to_string(),
+            &s.our_ca().to_string_lossy(),
+        ],
+    );
+    let seen: serde_json::Value = serde_json::from_str(out.trim()).expect(&out);
+    assert_eq!(seen["complete"], true, "{seen}");
+    for received in seen["received"].as_array().unwrap() {
+        assert!(received.as_u64().unwrap() > size as u64, "{seen}");
+    }
+}

@@ -778,6 +778,23 @@ async fn write_then_record<W: AsyncWrite + Unpin>(
             Err(e) => break Err(e),
         }
     };
+    // A TLS leg may take the whole chunk and still hold records the socket had no room for
+    // (tokio-rustls returns `Ok` then). Nothing would send them before this leg's next write,
+    // and after the last chunk of a response there is none: the peer would wait for ever. So
+    // the chunk is flushed, waiting for the socket like a write does. (A plain leg's flush
+    // returns at once.)
+    let result = match result {
+        Ok(()) => match poll_fn(|cx| Poll::Ready(Pin::new(&mut *to).poll_flush(cx))).await {
+            Poll::Ready(r) => r,
+            Poll::Pending => {
+                if let Some(record) = record.take() {
+                    record.await;
+                }
+                poll_fn(|cx| Pin::new(&mut *to).poll_flush(cx)).await
+            }
+        },
+        Err(e) => Err(e),
+    };
     if let Some(record) = record {
         record.await;
     }
@@ -960,6 +977,57 @@ mod tests {
         let (mut peer, taken) = FullOnce::new(9);
         assert_eq!(taken_at_record(&mut peer, &taken).await, (9, true));
         assert_eq!(taken.lock().unwrap().as_slice(), b"a1 NOOP\r\na2 NOOP\r\n");
+    }
+
+    #[tokio::test]
+    async fn records_rustls_holds_back_are_sent_before_a_chunk_counts_as_written() {
+        // tokio-rustls takes a chunk whole when its record buffer (64 KiB) has room, writes
+        // what the socket takes and returns `Ok` with the rest held. Without the flush, the
+        // end of an answer waited there for the next write on that leg, and a client that had
+        // asked for it waited for ever (seen in the load benchmark). The "socket" here is a
+        // 16 KiB pipe, so most of a 60 KB chunk is held when the write returns.
+        use tokio_rustls::{TlsAcceptor, TlsConnector, rustls};
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = cert.der().clone();
+        let server = rustls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![der.clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (near, far) = tokio::io::duplex(16 * 1024);
+        let name = ServerName::try_from("localhost").unwrap();
+        let (accepted, connected) = tokio::join!(
+            TlsAcceptor::from(Arc::new(server)).accept(near),
+            TlsConnector::from(Arc::new(client)).connect(name, far)
+        );
+        let (mut to_client, mut client) = (accepted.unwrap(), connected.unwrap());
+
+        let chunk: Vec<u8> = (0..60_000u32).map(|i| (i % 251) as u8).collect();
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0; 60_000];
+            let read = tokio::time::timeout(Duration::from_secs(5), client.read_exact(&mut got));
+            read.await.map(|r| r.map(|_| got))
+        });
+        write_then_record(&mut to_client, &chunk, async {})
+            .await
+            .unwrap();
+        let got = reader
+            .await
+            .unwrap()
+            .expect("the whole chunk arrives")
+            .unwrap();
+        assert_eq!(got, chunk);
     }
 
     #[tokio::test]

@@ -185,12 +185,13 @@ impl Live {
             }
             None => bytes,
         };
-        self.stream
-            .as_mut()
-            .ok_or("no connection")?
-            .write_all(bytes)
-            .await
-            .map_err(|e| format!("sending to the server failed: {e}"))?;
+        let stream = self.stream.as_mut().ok_or("no connection")?;
+        // Flushed: over TLS, rustls may still hold records the socket had no room for.
+        let written = match stream.write_all(bytes).await {
+            Ok(()) => stream.flush().await,
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| format!("sending to the server failed: {e}"))?;
         let t = self.micros();
         self.tracker
             .on_bytes(Side::Client, t, bytes, &mut self.events);

@@ -959,12 +959,14 @@ async fn serve_connection(
 }
 
 async fn write(stream: &mut Option<Stream>, bytes: &[u8]) -> Result<(), String> {
-    stream
-        .as_mut()
-        .ok_or("no connection")?
-        .write_all(bytes)
-        .await
-        .map_err(|e| format!("writing to the client failed: {e}"))
+    let stream = stream.as_mut().ok_or("no connection")?;
+    // Flushed: over TLS, rustls may still hold records the socket had no room for, and the
+    // end of the answer would wait for the next write.
+    let written = match stream.write_all(bytes).await {
+        Ok(()) => stream.flush().await,
+        Err(e) => Err(e),
+    };
+    written.map_err(|e| format!("writing to the client failed: {e}"))
 }
 
 async fn accept(stream: Option<Stream>, options: &ServeOptions) -> Result<Stream, String> {

@@ -8,6 +8,9 @@ Usage: tls_session.py MODE PORT [CAFILE]
   refused    IMAP4 to PORT: log in, then STARTTLS (refused after login), then NOOP in plain
   injection  raw socket: 'STARTTLS' and a pipelined command in one write, then TLS,
              then LOGIN and LOGOUT; prints whether the pipelined command was answered
+  slow       implicit TLS with a small receive buffer: FETCH message 2, wait while the
+             sockets fill, then read in small bites, as a busy or distant client does; prints
+             how much of the answer came and whether its tagged OK did (within 15 s)
 Prints one JSON line with what it saw.
 """
 
@@ -16,6 +19,7 @@ import json
 import socket
 import ssl
 import sys
+import time
 
 USER, PASSWORD = "nell", "ASecretPassword"
 
@@ -107,6 +111,44 @@ def main():
                 break
         out["pipelined_answered"] = any(l.startswith("s2 ") for l in lines + seen)
         out["lines"] = lines + seen
+    elif mode == "slow":
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        raw.connect(("127.0.0.1", port))
+        tls = context(cafile).wrap_socket(raw, server_hostname="localhost")
+        tls.settimeout(15)
+        got = bytearray()
+
+        def until(tag, bite=65536, pause=0.0):
+            """Reads until the last line starts with `tag`; False on silence or close."""
+            while True:
+                tail = bytes(got[-300:])
+                if tail.endswith(b"\r\n") and tail[:-2].rsplit(b"\r\n", 1)[-1].startswith(tag + b" "):
+                    return True
+                try:
+                    piece = tls.recv(bite)
+                except socket.timeout:
+                    return False
+                if not piece:
+                    return False
+                got.extend(piece)
+                if pause:
+                    time.sleep(pause)
+
+        until(b"*")
+        tls.sendall(b"s1 LOGIN %s %s\r\ns2 SELECT INBOX\r\n" % (USER.encode(), PASSWORD.encode()))
+        until(b"s2")
+        out["received"] = []
+        for tag in (b"s3", b"s4", b"s5"):
+            del got[:]
+            tls.sendall(tag + b" FETCH 2 BODY.PEEK[]\r\n")
+            time.sleep(0.5)  # imapscope's writes to this client now find its socket full
+            complete = until(tag, bite=4096, pause=0.0001)
+            out["received"].append(len(got))
+            if not complete:
+                break
+        out["complete"] = complete
+        tls.close()
     else:
         sys.exit("unknown mode " + mode)
     print(json.dumps(out))
