@@ -32,12 +32,15 @@ pub enum TlsMode {
     Tls,
 }
 
-/// ring's suites with AES-128-GCM first, as Firefox, Thunderbird and Chrome order them: every
-/// byte is decrypted on one leg and encrypted on the other, and AES-128 costs about 30% less
-/// per pass than AES-256 (3.3 against 2.3 GB/s per core here, `openssl speed`). A client that
-/// prefers another suite still gets it on its leg; the transcript records what each leg used.
+/// aws-lc-rs's suites with AES-128-GCM first, as Firefox, Thunderbird and Chrome order them:
+/// every byte is decrypted on one leg and encrypted on the other, and AES-128 costs about 30%
+/// less per pass than AES-256. aws-lc rather than ring because its AES-GCM uses this class of
+/// CPU's AVX-512 (VAES) code: 14 against 9 GB/s per core for AES-128-GCM, 9 against 6 for
+/// AES-256 (16 KiB records, measured here); the two passes were a third of a TLS relay's CPU.
+/// A client that prefers another suite still gets it on its leg; the transcript records what
+/// each leg used.
 fn provider() -> Arc<CryptoProvider> {
-    let mut provider = rustls::crypto::ring::default_provider();
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     provider
         .cipher_suites
         .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
