@@ -666,14 +666,36 @@ fn fanout(addr: SocketAddr, sessions: usize, secs: f64) -> f64 {
     rate
 }
 
-/// `-- peers`: TLS on both legs between Python's ssl module at both ends (`benches/peers.py`),
-/// the kind of peers issue 14's independent measurement used, slower than this benchmark's
-/// own: direct TLS, imapscope (`--out none`, recording, another build), sslsplit (as shipped,
-/// and with TCP_NODELAY) and mitmproxy, throughput and round trips in turns, in one run.
+/// `-- peers`: Python at both ends (`benches/peers.py`), the kind of peers issue 14's
+/// independent measurement used, slower than this benchmark's own. First plain legs: direct,
+/// socat, imapscope (`--out none`, recording, another build); then TLS on both legs (Python's
+/// ssl module): direct TLS, imapscope, sslsplit (as shipped, and with TCP_NODELAY) and
+/// mitmproxy. Throughput and round trips in turns, in one run.
 fn python_peers(work: &Path, plan: &Plan) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers.py");
     let dir = work.join("peers");
     std::fs::create_dir_all(&dir).unwrap();
+    let other_bin = std::env::var_os("IMAPSCOPE_BENCH_OTHER").filter(|v| !v.is_empty());
+
+    let server = start_peers_server(&dir.join("plain-port"), None);
+    let scope = start_imapscope(server.addr, None, &[]);
+    let recording = start_imapscope(server.addr, Some(&work.join("peers-plain-recordings")), &[]);
+    let other = other_bin
+        .as_ref()
+        .map(|bin| start_imapscope_from(Path::new(bin), server.addr, None, &[]));
+    let socat = start_socat(server.addr, Some(262_144));
+    let mut rows: Vec<(&str, SocketAddr)> = vec![("direct", server.addr)];
+    match &socat {
+        Some(s) => rows.push(("socat -b 262144", s.addr)),
+        None => println!("socat: not installed, its row is skipped"),
+    }
+    rows.push(("imapscope --out none", scope.addr));
+    rows.push(("imapscope recording", recording.addr));
+    if let Some(o) = &other {
+        rows.push(("other build --out none", o.addr));
+    }
+    peers_in_turns(false, &rows, plan);
+    drop((server, scope, recording, other, socat));
+
     let key = rcgen::KeyPair::generate().unwrap();
     let cert =
         rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
@@ -683,44 +705,16 @@ fn python_peers(work: &Path, plan: &Plan) {
     let (cert_pem, key_pem) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_pem, cert.pem()).unwrap();
     std::fs::write(&key_pem, key.serialize_pem()).unwrap();
-    let port_file = dir.join("port");
-    let server = Command::new("python3")
-        .arg(&script)
-        .arg("server")
-        .arg(&port_file)
-        .arg(&cert_pem)
-        .arg(&key_pem)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("python3 runs the peers");
-    let start = Instant::now();
-    let port = loop {
-        if let Some(p) = std::fs::read_to_string(&port_file)
-            .ok()
-            .and_then(|s| s.trim().parse::<u16>().ok())
-        {
-            break p;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "peers.py server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let server = Proc {
-        child: server,
-        addr: SocketAddr::from(([127, 0, 0, 1], port)),
-    };
+    let server = start_peers_server(&dir.join("tls-port"), Some((&cert_pem, &key_pem)));
     let certs = work.join("peers-certs");
     let tls_args = both_legs_tls(&cert_pem, &certs);
     let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
     let scope = start_imapscope(server.addr, None, &tls_args);
     let rec = work.join("peers-recordings");
     let recording = start_imapscope(server.addr, Some(&rec), &tls_args);
-    let other = std::env::var_os("IMAPSCOPE_BENCH_OTHER")
-        .filter(|v| !v.is_empty())
-        .map(|bin| start_imapscope_from(Path::new(&bin), server.addr, None, &tls_args));
+    let other = other_bin
+        .as_ref()
+        .map(|bin| start_imapscope_from(Path::new(bin), server.addr, None, &tls_args));
     let (ca_cert, ca_key) = (certs.join("ca.pem"), certs.join("ca-key.pem"));
     let sslsplit = start_sslsplit(server.addr, &ca_cert, &ca_key, None);
     let sslsplit_nodelay = sslsplit
@@ -746,15 +740,57 @@ fn python_peers(work: &Path, plan: &Plan) {
             None => println!("{name}: not installed or not started, its row is skipped"),
         }
     }
+    peers_in_turns(true, &rows, plan);
+}
+
+/// `benches/peers.py`'s server, plain or with TLS (`cert`, `key`); it writes its port to
+/// `port_file`.
+fn start_peers_server(port_file: &Path, tls: Option<(&Path, &Path)>) -> Proc {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers.py");
+    let mut command = Command::new("python3");
+    command.arg(&script).arg("server").arg(port_file);
+    match tls {
+        Some((cert, key)) => command.arg(cert).arg(key),
+        None => command.arg("plain"),
+    };
+    let server = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 runs the peers");
+    let start = Instant::now();
+    let port = loop {
+        if let Some(p) = std::fs::read_to_string(port_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u16>().ok())
+        {
+            break p;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "peers.py server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Proc {
+        child: server,
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+/// Runs `benches/peers.py`'s client over `rows` (the first is direct) and prints the table.
+fn peers_in_turns(tls: bool, rows: &[(&str, SocketAddr)], plan: &Plan) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers.py");
     let fetches = plan.fetches.max(10);
+    let legs = if tls { "TLS" } else { "plain" };
     eprintln!(
-        "measuring Python peers through {} paths, in turns...",
+        "measuring Python peers ({legs}) through {} paths, in turns...",
         rows.len()
     );
     let output = Command::new("python3")
         .arg(&script)
         .args([
-            "client",
+            if tls { "client" } else { "client-plain" },
             &fetches.to_string(),
             &(plan.body / MB).to_string(),
         ])
@@ -773,15 +809,21 @@ fn python_peers(work: &Path, plan: &Plan) {
     let base = |key: &str| figure(rows[0].1, key).unwrap_or(f64::NAN);
     println!();
     println!(
-        "Python peers (ssl module at both ends), TLS on both legs, {fetches} x {} MiB FETCH and {} NOOPs per path, in turns:",
+        "Python peers, {} legs, {fetches} x {} MiB FETCH and {} NOOPs per path, in turns:",
+        if tls {
+            "TLS (ssl module) on both"
+        } else {
+            "plain"
+        },
         plan.body / MB,
         plan.pings
     );
+    let of = if tls { "of direct TLS" } else { "of direct" };
     println!(
         "  {:<24} {:>7} {:>14} {:>9} {:>9}",
-        "path", "MB/s", "of direct TLS", "p50 +us", "p99 +us"
+        "path", "MB/s", of, "p50 +us", "p99 +us"
     );
-    for (name, addr) in &rows {
+    for (name, addr) in rows {
         let mbps = figure(*addr, "mbps").unwrap_or(f64::NAN);
         println!(
             "  {:<24} {:>7.0} {:>14.2} {:>9.1} {:>9.1}",

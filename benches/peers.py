@@ -6,8 +6,10 @@ cores they leave a relay little room. Mail clients and servers are rarely that q
 issue 14's independent measurement used Python's ssl module on both ends; this file is that
 kind of pair, so that the benchmark shows the relay between realistic peers too.
 
-    python3 peers.py server PORT_FILE CERT KEY
-    python3 peers.py client FETCHES BODY_MIB PINGS PORT...
+    python3 peers.py server PORT_FILE CERT KEY     (TLS)
+    python3 peers.py server PORT_FILE plain        (plain TCP)
+    python3 peers.py client FETCHES BODY_MIB PINGS PORT...        (TLS)
+    python3 peers.py client-plain FETCHES BODY_MIB PINGS PORT...  (plain TCP)
 
 The server answers `FETCH n BODY[]` with an n MiB literal, `NOOP` with one line, `LOGOUT`
 with BYE. The client FETCHes on every port in turns (one FETCH per port, then the next round,
@@ -25,8 +27,10 @@ import time
 
 
 def serve(port_file, cert, key):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
+    context = None
+    if cert != "plain":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(128)
@@ -44,7 +48,7 @@ def serve(port_file, cert, key):
 def session(context, conn, body):
     try:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        tls = context.wrap_socket(conn, server_side=True)
+        tls = context.wrap_socket(conn, server_side=True) if context else conn
         tls.sendall(b"* OK peers.py ready\r\n")
         lines = tls.makefile("rb")
         for line in lines:
@@ -73,13 +77,15 @@ def session(context, conn, body):
 
 
 class Session:
-    def __init__(self, port):
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
+    def __init__(self, port, tls=True):
         raw = socket.create_connection(("127.0.0.1", port))
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.tls = context.wrap_socket(raw, server_hostname="localhost")
+        self.tls = raw
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            self.tls = context.wrap_socket(raw, server_hostname="localhost")
         self.buf = bytearray(1 << 20)
         self.pending = b""
         self.line()
@@ -125,8 +131,8 @@ def turn_order(round, n):
     return order
 
 
-def measure(fetches, mib, pings, ports):
-    sessions = [Session(p) for p in ports]
+def measure(fetches, mib, pings, ports, tls=True):
+    sessions = [Session(p, tls) for p in ports]
     for s in sessions:
         s.fetch(b"w", mib)
     seconds = [0.0] * len(ports)
@@ -150,7 +156,7 @@ def measure(fetches, mib, pings, ports):
 
 if __name__ == "__main__":
     if sys.argv[1] == "server":
-        serve(sys.argv[2], sys.argv[3], sys.argv[4])
+        serve(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
     else:
         fetches, mib, pings = (int(a) for a in sys.argv[2:5])
-        measure(fetches, mib, pings, [int(p) for p in sys.argv[5:]])
+        measure(fetches, mib, pings, [int(p) for p in sys.argv[5:]], sys.argv[1] == "client")
