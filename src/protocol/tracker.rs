@@ -798,6 +798,17 @@ impl SessionTracker {
     pub fn is_opaque(&self) -> bool {
         self.client.framer.is_opaque()
     }
+
+    /// Whether the server may still be sending: a command awaits its completion, or the
+    /// server is in the middle of a message (a literal, a line). False once everything asked
+    /// was answered in full: a relay need not hurry its acknowledgement then, since no held
+    /// segment of the server's waits for it. An opaque stream could be anything: true.
+    pub fn server_may_send_more(&self) -> bool {
+        !self.in_flight.is_empty()
+            || !self.server.framer.at_message_start()
+            || self.server.framer.is_opaque()
+            || self.server.inflater.is_some()
+    }
 }
 
 fn text(bytes: &[u8], t: &super::token::Token) -> String {
@@ -866,6 +877,29 @@ mod tests {
         }
         tracker.finish(99_999, &mut events);
         events
+    }
+
+    #[test]
+    fn the_server_may_send_more_until_every_command_is_answered_in_full() {
+        let mut tracker = SessionTracker::new();
+        let mut events = Vec::new();
+        let mut feed = |tracker: &mut SessionTracker, side, bytes: &[u8]| {
+            tracker.on_bytes(side, 1, bytes, &mut events);
+            tracker.server_may_send_more()
+        };
+        assert!(!feed(&mut tracker, Side::Server, b"* OK ready\r\n"));
+        assert!(feed(&mut tracker, Side::Client, b"a1 NOOP\r\n"));
+        assert!(!feed(&mut tracker, Side::Server, b"a1 OK done\r\n"));
+        assert!(feed(&mut tracker, Side::Client, b"a2 FETCH 1 BODY[]\r\n"));
+        // Mid-literal, mid-line, and after the literal but before the completion.
+        assert!(feed(
+            &mut tracker,
+            Side::Server,
+            b"* 1 FETCH (BODY[] {10}\r\n0123"
+        ));
+        assert!(feed(&mut tracker, Side::Server, b"456789)\r\na2 OK"));
+        assert!(feed(&mut tracker, Side::Server, b" done\r\n* 2 EXI"));
+        assert!(!feed(&mut tracker, Side::Server, b"STS\r\n"));
     }
 
     fn messages(events: &[Event]) -> Vec<&Message> {

@@ -618,9 +618,17 @@ impl Connection {
                 return PumpEnd::WriteError(side, e);
             }
             if side == Side::Server {
-                // After the forward, so that the system call is not in the response's way.
+                // After the forward, so that the system call is not in the response's way;
+                // and only while the server may have more to send (a held last segment
+                // waits for this ACK). Once all that was asked is answered, the ACK rides on
+                // the next command instead of costing a packet and a system call per
+                // round trip.
                 let fd = self.upstream_fd.load(Ordering::Relaxed);
-                if fd >= 0 {
+                let more = self
+                    .recorder
+                    .lock()
+                    .map_or(true, |r| r.server_may_send_more());
+                if fd >= 0 && more {
                     super::stream::acknowledge_now(fd);
                 }
             }

@@ -94,6 +94,11 @@ impl Recorder {
         self.ended
     }
 
+    /// See [`SessionTracker::server_may_send_more`].
+    pub fn server_may_send_more(&self) -> bool {
+        self.tracker.server_may_send_more()
+    }
+
     /// Follows one event; returns what the transcript writer must get, if anything.
     pub fn handle(&mut self, event: RelayEvent) -> Option<Record> {
         let record = match event {
