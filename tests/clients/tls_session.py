@@ -8,9 +8,10 @@ Usage: tls_session.py MODE PORT [CAFILE]
   refused    IMAP4 to PORT: log in, then STARTTLS (refused after login), then NOOP in plain
   injection  raw socket: 'STARTTLS' and a pipelined command in one write, then TLS,
              then LOGIN and LOGOUT; prints whether the pipelined command was answered
-  slow       implicit TLS with a small receive buffer: FETCH message 2, wait while the
-             sockets fill, then read in small bites, as a busy or distant client does; prints
-             how much of the answer came and whether its tagged OK did (within 15 s)
+  slow       implicit TLS with a small receive buffer: FETCH message 2 three times, each
+             time waiting while the sockets fill, then reading in small bites, as a busy or
+             distant client does; prints how much of each answer came and whether the last
+             tagged OK did (each read waits 15 s at most)
 Prints one JSON line with what it saw.
 """
 
