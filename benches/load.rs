@@ -264,9 +264,8 @@ fn start_socat(upstream: SocketAddr, buffer: Option<usize>) -> Option<Proc> {
     })
 }
 
-/// sslsplit 0.5.5 (Debian), as shipped, intercepting TLS on both legs with the given CA: the
-/// TLS row's peer. `None` (the row is skipped) when it is not installed.
-/// sslsplit as shipped, or with `preload` (see [`nodelay_shim`]) in `LD_PRELOAD`.
+/// sslsplit 0.5.5 (Debian) intercepting TLS on both legs with the given CA, as shipped or with
+/// `preload` (see [`nodelay_shim`]) in `LD_PRELOAD`. `None` when it is not installed.
 fn start_sslsplit(
     upstream: SocketAddr,
     ca_cert: &Path,
@@ -297,7 +296,6 @@ fn start_sslsplit(
     }))
 }
 
-/// A process that forks workers of its own (sslsplit): its whole process group is ended.
 /// sslsplit 0.5.5 leaves Nagle on, so the last short segment of each response waits for a
 /// delayed ACK. The independent run measured it also "with TCP_NODELAY forced": this
 /// builds the same thing, a preload library that sets TCP_NODELAY on every TCP socket sslsplit
@@ -410,6 +408,7 @@ fn start_mitmdump(
     listening_within(port, Duration::from_secs(20)).then_some(group)
 }
 
+/// A process that forks workers of its own (sslsplit): its whole process group is ended.
 struct Group(Proc);
 
 impl Drop for Group {
@@ -674,7 +673,7 @@ fn fanout(addr: SocketAddr, sessions: usize, secs: f64) -> f64 {
 fn python_peers(work: &Path, plan: &Plan) {
     let dir = work.join("peers");
     std::fs::create_dir_all(&dir).unwrap();
-    let other_bin = std::env::var_os("IMAPSCOPE_BENCH_OTHER").filter(|v| !v.is_empty());
+    let other_bin = other_build();
 
     let server = start_peers_server(&dir.join("plain-port"), None);
     let scope = start_imapscope(server.addr, None, &[]);
@@ -715,13 +714,12 @@ fn python_peers(work: &Path, plan: &Plan) {
     let other = other_bin
         .as_ref()
         .map(|bin| start_imapscope_from(Path::new(bin), server.addr, None, &tls_args));
-    let (ca_cert, ca_key) = (certs.join("ca.pem"), certs.join("ca-key.pem"));
-    let sslsplit = start_sslsplit(server.addr, &ca_cert, &ca_key, None);
-    let sslsplit_nodelay = sslsplit
-        .as_ref()
-        .and_then(|_| nodelay_shim(work))
-        .and_then(|shim| start_sslsplit(server.addr, &ca_cert, &ca_key, Some(&shim)));
-    let mitmdump = start_mitmdump(work, server.addr, &ca_cert, &ca_key);
+    let relays = tls_peer_relays(
+        work,
+        server.addr,
+        &certs.join("ca.pem"),
+        &certs.join("ca-key.pem"),
+    );
     let mut rows: Vec<(&str, SocketAddr)> = vec![
         ("direct TLS", server.addr),
         ("imapscope --out none", scope.addr),
@@ -730,14 +728,9 @@ fn python_peers(work: &Path, plan: &Plan) {
     if let Some(o) = &other {
         rows.push(("other build --out none", o.addr));
     }
-    for (name, relay) in [
-        ("sslsplit", &sslsplit),
-        ("sslsplit TCP_NODELAY", &sslsplit_nodelay),
-        ("mitmproxy", &mitmdump),
-    ] {
-        match relay {
-            Some(r) => rows.push((name, r.0.addr)),
-            None => println!("{name}: not installed or not started, its row is skipped"),
+    for (name, relay) in &relays {
+        if let Some(r) = relay {
+            rows.push((name, r.0.addr));
         }
     }
     peers_in_turns(true, &rows, plan);
@@ -989,6 +982,45 @@ fn cpu_of(pid: &str) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
+/// `IMAPSCOPE_BENCH_OTHER`: another imapscope binary to measure in the same turns (empty
+/// counts as unset).
+fn other_build() -> Option<std::ffi::OsString> {
+    std::env::var_os("IMAPSCOPE_BENCH_OTHER").filter(|v| !v.is_empty())
+}
+
+/// The TLS-intercepting peer relays, each forging with imapscope's CA (`ca_cert`, `ca_key`):
+/// sslsplit as shipped, sslsplit with TCP_NODELAY forced, mitmproxy. One that is not installed
+/// (or not started) is `None`, and the reason is printed.
+fn tls_peer_relays(
+    work: &Path,
+    upstream: SocketAddr,
+    ca_cert: &Path,
+    ca_key: &Path,
+) -> [(&'static str, Option<Group>); 3] {
+    let sslsplit = start_sslsplit(upstream, ca_cert, ca_key, None);
+    if sslsplit.is_none() {
+        println!("sslsplit not found: its rows are skipped (apt-get install sslsplit)");
+    }
+    let nodelay = sslsplit.as_ref().and_then(|_| match nodelay_shim(work) {
+        Some(shim) => start_sslsplit(upstream, ca_cert, ca_key, Some(&shim)),
+        None => {
+            println!("no C compiler for the TCP_NODELAY preload: that sslsplit row is skipped");
+            None
+        }
+    });
+    let mitmdump = start_mitmdump(work, upstream, ca_cert, ca_key);
+    if mitmdump.is_none() {
+        println!(
+            "mitmdump not found or not listening: its row is skipped (apt-get install mitmproxy)"
+        );
+    }
+    [
+        ("sslsplit", sslsplit),
+        ("sslsplit TCP_NODELAY", nodelay),
+        ("mitmproxy", mitmdump),
+    ]
+}
+
 /// imapscope's arguments for TLS on both legs: the server's certificate (or its CA) pinned
 /// from `upstream_ca`, imapscope's own CA in `certs`.
 fn both_legs_tls(upstream_ca: &Path, certs: &Path) -> Vec<String> {
@@ -1016,8 +1048,7 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
     let tls_rec = work.join("tls-recordings");
     std::fs::create_dir_all(&tls_rec).unwrap();
     let tls_recording = start_imapscope(tls_responder.addr, Some(&tls_rec), &tls_args);
-    let other = std::env::var_os("IMAPSCOPE_BENCH_OTHER")
-        .filter(|v| !v.is_empty())
+    let other = other_build()
         .map(|bin| start_imapscope_from(Path::new(&bin), tls_responder.addr, None, &tls_args));
     // Every connection makes a full handshake: the paths share the name `localhost`, and a
     // ticket one relay issued must not be offered to the next.
@@ -1064,34 +1095,16 @@ fn tls_row(work: &Path, plain: &Proc, plain_responder: &Proc, plan: &Plan) {
         ));
     }
     // sslsplit and mitmproxy forge with imapscope's CA, which the client trusts already.
-    let (ca_cert, ca_key) = (certs.join("ca.pem"), certs.join("ca-key.pem"));
-    let sslsplit = start_sslsplit(tls_responder.addr, &ca_cert, &ca_key, None);
-    let shim = sslsplit.as_ref().and_then(|_| nodelay_shim(work));
-    let sslsplit_nodelay = shim
-        .as_deref()
-        .and_then(|shim| start_sslsplit(tls_responder.addr, &ca_cert, &ca_key, Some(shim)));
-    let mitmdump = start_mitmdump(work, tls_responder.addr, &ca_cert, &ca_key);
-    match &sslsplit {
-        Some(p) => paths.push(("sslsplit", Some(&p.0), &tls_responder, Some(&client_tls))),
-        None => println!("sslsplit not found: its rows are skipped (apt-get install sslsplit)"),
-    }
-    match &sslsplit_nodelay {
-        Some(p) => paths.push((
-            "sslsplit TCP_NODELAY",
-            Some(&p.0),
-            &tls_responder,
-            Some(&client_tls),
-        )),
-        None if sslsplit.is_some() => {
-            println!("no C compiler for the TCP_NODELAY preload: that sslsplit row is skipped")
+    let relays = tls_peer_relays(
+        work,
+        tls_responder.addr,
+        &certs.join("ca.pem"),
+        &certs.join("ca-key.pem"),
+    );
+    for (name, relay) in &relays {
+        if let Some(r) = relay {
+            paths.push((name, Some(&r.0), &tls_responder, Some(&client_tls)));
         }
-        None => {}
-    }
-    match &mitmdump {
-        Some(p) => paths.push(("mitmproxy", Some(&p.0), &tls_responder, Some(&client_tls))),
-        None => println!(
-            "mitmdump not found or not listening: its row is skipped (apt-get install mitmproxy)"
-        ),
     }
     let mut sessions: Vec<_> = paths
         .iter()
@@ -1240,7 +1253,7 @@ fn main() {
     let rec_dir = work.path().join("rec");
     let recording = start_imapscope(up, Some(&rec_dir), &[]);
     // Another build of imapscope, measured in the same turns: A/B on a noisy machine.
-    let other_bin = std::env::var_os("IMAPSCOPE_BENCH_OTHER").filter(|v| !v.is_empty());
+    let other_bin = other_build();
     let other = other_bin
         .as_ref()
         .map(|bin| start_imapscope_from(Path::new(bin), up, None, &[]));
