@@ -785,6 +785,40 @@ fn tls_and_plain_ports_mixed_up_say_which_option_to_use() {
     assert_readable(&log);
 }
 
+/// A plain upstream that says nothing (an implicit-TLS port waiting for a hello, while the
+/// client waits for a greeting) gets a note after five seconds, and the session goes on: the
+/// client's first bytes, once sent, are relayed as ever.
+#[test]
+fn a_silent_upstream_is_named_after_five_seconds() {
+    let dovecot = Dovecot::start();
+    let tls_port = format!("localhost:{}", dovecot.tls_port);
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(
+        &tls_port,
+        out.path(),
+        &["--client-tls", "none", "--upstream-tls", "none"],
+    );
+    let mut c = RawClient::connect(scope.port());
+    scope.wait_for_log("the silent upstream's note", 1, |l| {
+        l.contains("has sent no greeting after 5 s") && l.contains("--upstream-tls tls")
+    });
+    // The wait did not end the session: a command still reaches the server, which hangs up
+    // on plain text, and that is said too.
+    c.send(b"a1 CAPABILITY\r\n");
+    c.until_eof();
+    let bye = String::from_utf8_lossy(&c.received).into_owned();
+    assert!(
+        bye.contains("closed the connection without a greeting"),
+        "{bye}"
+    );
+    let all = wait_for_ended(out.path(), 1);
+    let noted =
+        all[0].1.records.iter().any(
+            |r| matches!(r, Record::Note(n) if n.note.contains("has sent no greeting after 5 s")),
+        );
+    assert!(noted, "the note is in the transcript too");
+}
+
 /// A client that reads slowly gets the whole of large answers over TLS. The end of an answer
 /// used to stay in rustls when the client's socket was full at the last write, and the client
 /// waited for ever (seen once with a Python client in the load benchmark). Whether the socket

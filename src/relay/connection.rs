@@ -458,8 +458,8 @@ impl Connection {
 
     /// Relays until the connection ends, or until both legs agreed to STARTTLS.
     async fn relay(&self, client: &mut Stream, upstream: &mut Stream, starttls: bool) -> Phase {
-        let (client_read, client_write) = tokio::io::split(client);
-        let (upstream_read, upstream_write) = tokio::io::split(upstream);
+        let (client_read, client_write) = client.halves();
+        let (upstream_read, upstream_write) = upstream.halves();
         let gate = starttls.then(|| Gate {
             watch: Mutex::new(StarttlsWatch::new()),
             verdict: watch::channel(None).0,
@@ -469,24 +469,14 @@ impl Connection {
         let mut to_client =
             Box::pin(self.pump(upstream_read, client_write, Side::Server, gate.as_ref()));
 
-        // A plain upstream that has not greeted yet may be waiting for a TLS hello.
-        let mut greeting_wait = std::pin::pin!(tokio::time::sleep(GREETING_WAIT));
-        let mut watch_greeting = self.config.upstream_tls != TlsMode::Tls
-            && !self.spoke[Side::Server as usize].load(Ordering::Relaxed);
         // `wait_*`: that direction is still running (a finished future must not be polled again).
-        let (first, wait_to_client, wait_to_server) = loop {
-            break tokio::select! {
-                end = &mut to_server => (Some(end), true, false),
-                end = &mut to_client => (Some(end), false, true),
-                _ = self.shutdown.cancelled() => (None, false, false),
-                _ = &mut greeting_wait, if watch_greeting => {
-                    watch_greeting = false;
-                    if !self.spoke[Side::Server as usize].load(Ordering::Relaxed) {
-                        self.silent_upstream().await;
-                    }
-                    continue;
-                }
-            };
+        // Biased: polled in this order on every wake-up, without drawing a random start; each
+        // pump gives way after a bulk chunk, so neither direction starves the other.
+        let (first, wait_to_client, wait_to_server) = tokio::select! {
+            biased;
+            end = &mut to_server => (Some(end), true, false),
+            end = &mut to_client => (Some(end), false, true),
+            _ = self.shutdown.cancelled() => (None, false, false),
         };
         let Some(first) = first else {
             return Phase::Closed("imapscope shut down".into());
@@ -553,9 +543,27 @@ impl Connection {
     {
         let mut buf = BytesMut::new();
         let mut size = READ_MIN;
+        // A plain upstream that has not greeted yet may be waiting for a TLS hello. Watched on
+        // the first read only, here rather than beside the pumps, so that the timer is not
+        // polled at every wake-up of a busy session.
+        let mut watch_greeting = side == Side::Server
+            && self.config.upstream_tls != TlsMode::Tls
+            && !self.spoke[Side::Server as usize].load(Ordering::Relaxed);
         loop {
             buf.reserve(size);
-            let read = from.read_buf(&mut buf).await;
+            let read = if watch_greeting {
+                watch_greeting = false;
+                // `read_buf` is cancel-safe: nothing read is lost when the timeout wins.
+                match tokio::time::timeout(GREETING_WAIT, from.read_buf(&mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        self.silent_upstream().await;
+                        from.read_buf(&mut buf).await
+                    }
+                }
+            } else {
+                from.read_buf(&mut buf).await
+            };
             // Bulk traffic (see the yield below): a read of at least a small buffer's worth.
             // Commands and their short answers come in smaller reads.
             let bulk = matches!(read, Ok(n) if n >= READ_MIN);

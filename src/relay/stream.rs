@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp;
 
 use super::read_ahead::ReadAhead;
 
@@ -22,6 +23,92 @@ pub enum Stream {
 impl Stream {
     pub fn is_tls(&self) -> bool {
         !matches!(self, Stream::Plain(_))
+    }
+
+    /// The two directions of this leg, for the two pumps of one task. A plain socket splits
+    /// by reference, without a lock; a TLS stream is one state machine for both directions,
+    /// so its halves share it through tokio's split.
+    pub fn halves(&mut self) -> (ReadLeg<'_>, WriteLeg<'_>) {
+        match self {
+            Stream::Plain(tcp) => {
+                let (read, write) = tcp.split();
+                (ReadLeg::Plain(read), WriteLeg::Plain(write))
+            }
+            tls => {
+                let (read, write) = tokio::io::split(tls);
+                (ReadLeg::Tls(read), WriteLeg::Tls(write))
+            }
+        }
+    }
+}
+
+/// The reading half of a [`Stream`] (see [`Stream::halves`]).
+pub enum ReadLeg<'a> {
+    Plain(tcp::ReadHalf<'a>),
+    Tls(tokio::io::ReadHalf<&'a mut Stream>),
+}
+
+/// The writing half of a [`Stream`] (see [`Stream::halves`]).
+pub enum WriteLeg<'a> {
+    Plain(tcp::WriteHalf<'a>),
+    Tls(tokio::io::WriteHalf<&'a mut Stream>),
+}
+
+impl AsyncRead for ReadLeg<'_> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadLeg::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ReadLeg::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteLeg<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteLeg::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            WriteLeg::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteLeg::Plain(s) => Pin::new(s).poll_flush(cx),
+            WriteLeg::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteLeg::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            WriteLeg::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteLeg::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            WriteLeg::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WriteLeg::Plain(s) => s.is_write_vectored(),
+            WriteLeg::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
