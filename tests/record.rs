@@ -498,3 +498,78 @@ fn two_processes_in_one_directory_sort_in_start_order() {
         .collect();
     assert_eq!(listed, sorted, "ls lists by start time");
 }
+
+/// A message of `lines` numbered lines, the same in every Dovecot the test seeds.
+fn numbered_message(lines: usize, word: &str) -> Vec<u8> {
+    let mut m =
+        b"From: Bob <bob@example.com>\r\nTo: nell@example.com\r\nSubject: big\r\n\r\n".to_vec();
+    for n in 0..lines {
+        m.extend_from_slice(
+            format!("{n:08} the quick {word} fox jumps over the lazy dog\r\n").as_bytes(),
+        );
+    }
+    m
+}
+
+/// A client killed in the middle of a large FETCH: the transcript has the start of the
+/// message, and a replay against a server seeded alike passes on that start (and fails on a
+/// different body), as mbsync killed during a 21 MB FETCH showed.
+#[test]
+fn a_client_killed_inside_a_large_fetch_replays_on_what_was_recorded() {
+    let message = numbered_message(80_000, "brown");
+    let dovecot = Dovecot::start();
+    dovecot.deliver("nell", "INBOX", &message);
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&dovecot.addr(), out.path(), &[]);
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", scope.port())).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut got = Vec::new();
+    let read_until = |c: &mut std::net::TcpStream, got: &mut Vec<u8>, want: &[u8]| {
+        let mut buf = [0u8; 65536];
+        while !contains(got, want) {
+            let n = std::io::Read::read(c, &mut buf).unwrap();
+            assert!(n > 0, "closed before {:?}", String::from_utf8_lossy(want));
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    read_until(&mut c, &mut got, b"\r\n");
+    std::io::Write::write_all(&mut c, format!("a1 LOGIN nell {PASSWORD}\r\n").as_bytes()).unwrap();
+    read_until(&mut c, &mut got, b"a1 OK");
+    std::io::Write::write_all(&mut c, b"a2 SELECT INBOX\r\na3 UID FETCH 1 BODY.PEEK[]\r\n")
+        .unwrap();
+    read_until(&mut c, &mut got, b"00002000 the quick");
+    drop(c);
+    let all = wait_for_ended(out.path(), 1);
+    let (path, t) = &all[0];
+    let cut = t.records.iter().any(|r| {
+        matches!(r, Record::Note(n) if n.note.contains("closed before this message was complete"))
+    });
+    assert!(cut, "the recording ends inside the FETCH");
+    let path = path.to_string_lossy().into_owned();
+    let login = format!("nell:{PASSWORD}");
+    let replay = |message: &[u8]| {
+        let fresh = Dovecot::start();
+        fresh.deliver("nell", "INBOX", message);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_imapscope"))
+            .args([
+                "replay",
+                &path,
+                "--upstream",
+                &fresh.addr(),
+                "--login",
+                &login,
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, report) = replay(&message);
+    assert!(code == Some(0) && report.starts_with("PASS"), "{report}");
+    let (code, report) = replay(&numbered_message(80_000, "green"));
+    assert!(code == Some(1) && report.starts_with("FAIL"), "{report}");
+    assert!(report.contains("+00000000 the quick green fox"), "{report}");
+}

@@ -94,19 +94,26 @@ pub enum Extras {
 /// any order; a tagged completion must match in status and code. `cut_off` names the commands
 /// the recording stopped inside (no completion was recorded: the client quit during IDLE, or
 /// was killed mid-FETCH): what the recording has of them must arrive, and whatever the server
-/// said after that point is not a difference.
+/// said after that point is not a difference. `cut_short` holds the indexes in `expected` of
+/// messages the recording has only the start of (the connection closed in the middle of
+/// them): each matches a received message that starts the same way.
 pub fn compare(
     commands: &BTreeMap<Group, String>,
     cut_off: &BTreeSet<Group>,
     expected: &[(Group, Vec<u8>)],
+    cut_short: &BTreeSet<usize>,
     received: &[(Group, Vec<u8>)],
     extras: Extras,
 ) -> Comparison {
-    /// Per group: what was recorded, what was received.
-    type Sides<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
+    /// Per group: what was recorded (and whether it was cut short), what was received.
+    type Sides<'a> = (Vec<(&'a [u8], bool)>, Vec<&'a [u8]>);
     let mut by_group: BTreeMap<Group, Sides> = BTreeMap::new();
-    for (g, b) in expected {
-        by_group.entry(*g).or_default().0.push(b);
+    for (i, (g, b)) in expected.iter().enumerate() {
+        by_group
+            .entry(*g)
+            .or_default()
+            .0
+            .push((b, cut_short.contains(&i)));
     }
     for (g, b) in received {
         by_group.entry(*g).or_default().1.push(b);
@@ -123,10 +130,19 @@ pub fn compare(
         let mut used = vec![false; rec.len()];
         let mut lines = Vec::new();
         let mut missing = Vec::new();
-        for e in &exp {
+        for &(e, short) in &exp {
             let ec = canon_in(e, &scope);
-            let found = (0..rec.len())
-                .find(|&i| !used[i] && matches(&ec, &rec_canon[i], &mut out.bindings));
+            let found = (0..rec.len()).find(|&i| {
+                !used[i]
+                    && if short {
+                        let Some((e, r)) = closed_alike(e, rec[i]) else {
+                            return false;
+                        };
+                        matches(&canon_in(&e, &scope), &canon_in(&r, &scope), &mut out.bindings)
+                    } else {
+                        matches(&ec, &rec_canon[i], &mut out.bindings)
+                    }
+            });
             match found {
                 Some(i) => {
                     used[i] = true;
@@ -135,7 +151,7 @@ pub fn compare(
                 }
                 None => {
                     out.missing += 1;
-                    missing.push((lines.len(), *e));
+                    missing.push((lines.len(), (e, short)));
                     lines.push(DiffLine::new(Mark::Missing, show(e)));
                 }
             }
@@ -144,7 +160,7 @@ pub fn compare(
         // stands for (same tag or `* n NAME`), with their difference; else at the end. Heads
         // are read once per line, so a large group pairs in linear time.
         let mut by_head: HashMap<Head, VecDeque<usize>> = HashMap::new();
-        for (n, (_, e)) in missing.iter().enumerate() {
+        for (n, (_, (e, _))) in missing.iter().enumerate() {
             if let Some(h) = head_of(e) {
                 by_head.entry(h).or_default().push_back(n);
             }
@@ -155,7 +171,13 @@ pub fn compare(
             if used[i] {
                 continue;
             }
-            if cut_off.contains(&group) {
+            let partner = head_of(r)
+                .and_then(|h| by_head.get_mut(&h))
+                .and_then(VecDeque::pop_front)
+                .map(|n| missing[n]);
+            // After the point the recording stopped, only what stands for a recorded
+            // message that did not come is a difference.
+            if cut_off.contains(&group) && partner.is_none() {
                 lines.push(DiffLine::new(
                     Mark::Same,
                     format!("{} (after the recording ended)", show(r)),
@@ -172,15 +194,16 @@ pub fn compare(
             }
             out.extra += 1;
             let mut line = DiffLine::new(Mark::Extra, show(r));
-            let partner = head_of(r)
-                .and_then(|h| by_head.get_mut(&h))
-                .and_then(VecDeque::pop_front)
-                .map(|n| missing[n]);
             match partner {
-                Some((at, e)) => {
+                Some((at, (e, short))) => {
                     // One short line each: the pair itself says it all.
                     let long = |b: &[u8]| {
                         b.len() > LONG_LINE || b.iter().filter(|&&c| c == b'\n').count() > 1
+                    };
+                    // A recorded start is compared with as much of the received message.
+                    let r = match short {
+                        true => &r[..r.len().min(same_length_start(e, r))],
+                        false => r,
                     };
                     if long(e) || long(r) {
                         line.detail = detail(e, r);
@@ -206,6 +229,115 @@ pub fn compare(
         });
     }
     out
+}
+
+/// A message as pieces: whole lines, and literals (`true` when all their bytes are there).
+enum Piece<'a> {
+    Line(Vec<u8>),
+    Literal(&'a [u8], bool),
+}
+
+fn pieces(bytes: &[u8]) -> Vec<Piece<'_>> {
+    let mut framer = crate::protocol::framer::Framer::new(crate::protocol::Side::Server);
+    let mut input = bytes;
+    let mut out = Vec::new();
+    let mut line = Vec::new();
+    let mut literal: Option<usize> = None;
+    let mut at = 0;
+    while let Some(fragment) = framer.next(&mut input) {
+        use crate::protocol::framer::Fragment;
+        let taken = bytes.len() - input.len();
+        match fragment {
+            Fragment::Line { bytes: b, end } => {
+                line.extend_from_slice(b);
+                if end.is_some() {
+                    out.push(Piece::Line(std::mem::take(&mut line)));
+                }
+            }
+            Fragment::Literal { last, .. } => {
+                let start = *literal.get_or_insert(at);
+                if last {
+                    out.push(Piece::Literal(&bytes[start..taken], true));
+                    literal = None;
+                }
+            }
+            Fragment::Opaque(_) => break,
+        }
+        at = taken;
+    }
+    if let Some(start) = literal {
+        out.push(Piece::Literal(&bytes[start..], false));
+    } else if !line.is_empty() {
+        out.push(Piece::Line(line));
+    }
+    out
+}
+
+/// A recorded message cut short and a received one, made into two whole messages that compare
+/// as the recording's start does: the received one cut where the recording stops (inside the
+/// same literal, after as many of its bytes), each literal that was cut announcing the bytes
+/// it kept, and both closed with `)`. Values a server mints (MODSEQ, dates) are then compared
+/// as in any response. `None` when the received message has no such place (it is shorter, or
+/// built otherwise).
+fn closed_alike(recorded: &[u8], received: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (old, new) = (pieces(recorded), pieces(received));
+    let last = old.len().checked_sub(1)?;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for (i, (o, n)) in old.iter().zip(new.iter()).enumerate() {
+        match (o, n) {
+            (Piece::Line(o), Piece::Line(n)) if i == last && !o.ends_with(b"\n") => {
+                a.extend_from_slice(o);
+                b.extend_from_slice(n.get(..o.len())?);
+            }
+            (Piece::Line(o), Piece::Line(n)) => {
+                // The literal this line announces is cut: it announces what is kept.
+                let kept = match old.get(i + 1) {
+                    Some(Piece::Literal(bytes, false)) => Some(bytes.len()),
+                    _ => None,
+                };
+                a.extend_from_slice(&announcing(o, kept));
+                b.extend_from_slice(&announcing(n, kept));
+            }
+            (Piece::Literal(o, whole), Piece::Literal(n, _)) => {
+                a.extend_from_slice(o);
+                b.extend_from_slice(if *whole { n } else { n.get(..o.len())? });
+            }
+            _ => return None,
+        }
+        if i == last {
+            a.extend_from_slice(b")\r\n");
+            b.extend_from_slice(b")\r\n");
+            return Some((a, b));
+        }
+    }
+    None
+}
+
+/// `line` (which may announce a literal), announcing `kept` bytes instead when given.
+fn announcing(line: &[u8], kept: Option<usize>) -> Vec<u8> {
+    let Some(kept) = kept else {
+        return line.to_vec();
+    };
+    let body = line.trim_ascii_end();
+    match body.iter().rposition(|&c| c == b'{') {
+        Some(open) => {
+            let mut out = body[..open].to_vec();
+            out.extend_from_slice(format!("{{{kept}}}\r\n").as_bytes());
+            out
+        }
+        None => line.to_vec(),
+    }
+}
+
+/// How much of `received` stands for the `recorded` start of a message: as many bytes, counted
+/// from the end of the first literal's `{n}` line when both have one, so that items before the
+/// literal that differ in length only (a MODSEQ, a date) do not shift where the body is cut.
+fn same_length_start(recorded: &[u8], received: &[u8]) -> usize {
+    let body_start = |b: &[u8]| b.windows(3).position(|w| w == b"}\r\n").map(|at| at + 3);
+    match (body_start(recorded), body_start(received)) {
+        (Some(r), Some(n)) if r <= recorded.len() => n + (recorded.len() - r),
+        _ => recorded.len(),
+    }
 }
 
 /// The scope a command's responses are read in: the mailbox selected (a SELECT or EXAMINE
@@ -436,7 +568,14 @@ mod tests {
             (g, b"* 3 EXISTS\r\n".to_vec()),
             (g, b"a1 OK [READ-WRITE] done (0.001 secs)\r\n".to_vec()),
         ];
-        let c = compare(&commands, &none, &expected, &received, Extras::Forbid);
+        let c = compare(
+            &commands,
+            &none,
+            &expected,
+            &BTreeSet::new(),
+            &received,
+            Extras::Forbid,
+        );
         assert!(!c.ok());
         assert_eq!((c.matched, c.missing, c.extra), (2, 1, 1));
         let text = c.render(false);
@@ -449,7 +588,14 @@ mod tests {
             text.contains("- S: * 2 EXISTS\n+ S: * 3 EXISTS\n"),
             "{text}"
         );
-        let same = compare(&commands, &none, &expected, &expected, Extras::Forbid);
+        let same = compare(
+            &commands,
+            &none,
+            &expected,
+            &BTreeSet::new(),
+            &expected,
+            Extras::Forbid,
+        );
         assert!(same.ok());
     }
 
@@ -463,8 +609,28 @@ mod tests {
             (g, b"* OK Still here\r\n".to_vec()),
             (g, b"a1 OK done\r\n".to_vec()),
         ];
-        assert!(!compare(&commands, &none, &expected, &received, Extras::Forbid).ok());
-        assert!(compare(&commands, &none, &expected, &received, Extras::Allow).ok());
+        assert!(
+            !compare(
+                &commands,
+                &none,
+                &expected,
+                &BTreeSet::new(),
+                &received,
+                Extras::Forbid
+            )
+            .ok()
+        );
+        assert!(
+            compare(
+                &commands,
+                &none,
+                &expected,
+                &BTreeSet::new(),
+                &received,
+                Extras::Allow
+            )
+            .ok()
+        );
     }
 
     #[test]
@@ -487,7 +653,14 @@ mod tests {
             (g, body("Lunch on Monday")),
             (g, b"a3 OK done\r\n".to_vec()),
         ];
-        let c = compare(&commands, &none, &expected, &received, Extras::Forbid);
+        let c = compare(
+            &commands,
+            &none,
+            &expected,
+            &BTreeSet::new(),
+            &received,
+            Extras::Forbid,
+        );
         assert_eq!((c.matched, c.missing, c.extra), (1, 1, 1));
         let text = c.render(false);
         assert!(text.contains("      -Subject: Lunch on Friday\n"), "{text}");
@@ -522,10 +695,77 @@ mod tests {
             (g, b"+ idling\r\n".to_vec()),
             (g, b"* 4 EXISTS\r\n".to_vec()),
         ];
-        let c = compare(&commands, &cut, &expected, &received, Extras::Forbid);
+        let c = compare(
+            &commands,
+            &cut,
+            &expected,
+            &BTreeSet::new(),
+            &received,
+            Extras::Forbid,
+        );
         assert!(c.ok(), "{}", c.render(true));
         // What the recording has must still arrive.
-        let c = compare(&commands, &cut, &expected, &[], Extras::Forbid);
+        let c = compare(
+            &commands,
+            &cut,
+            &expected,
+            &BTreeSet::new(),
+            &[],
+            Extras::Forbid,
+        );
         assert_eq!(c.missing, 1);
+    }
+
+    #[test]
+    fn a_message_the_recording_has_only_the_start_of_matches_by_its_start() {
+        let mut commands = BTreeMap::new();
+        commands.insert(Group::Command(0), "a3 UID FETCH 5 BODY.PEEK[]".to_string());
+        let g = Group::Command(0);
+        let cut = BTreeSet::from([g]);
+        let body = "Subject: big\r\n\r\n".to_string() + &"line of text\r\n".repeat(400);
+        let whole = |modseq: &str, body: &str| {
+            format!(
+                "* 5 FETCH (UID 5 MODSEQ ({modseq}) BODY[] {{{}}}\r\n{body})\r\n",
+                body.len()
+            )
+            .into_bytes()
+        };
+        let recorded = whole("7", &body)[..1000].to_vec();
+        let expected = vec![(g, recorded)];
+        let short = BTreeSet::from([0]);
+        // The whole message now, with a MODSEQ one digit longer: the start still matches.
+        let received = vec![(g, whole("12", &body))];
+        let c = compare(
+            &commands,
+            &cut,
+            &expected,
+            &short,
+            &received,
+            Extras::Forbid,
+        );
+        assert!(c.ok(), "{}", c.render(true));
+        // A different body does not.
+        let other = body.replace("line of text", "line of TEXT");
+        let received = vec![(g, whole("12", &other))];
+        let c = compare(
+            &commands,
+            &cut,
+            &expected,
+            &short,
+            &received,
+            Extras::Forbid,
+        );
+        assert!(!c.ok());
+        // Without the mark, a start is not the whole message.
+        let received = vec![(g, whole("7", &body))];
+        let c = compare(
+            &commands,
+            &BTreeSet::new(),
+            &expected,
+            &BTreeSet::new(),
+            &received,
+            Extras::Forbid,
+        );
+        assert!(!c.ok());
     }
 }

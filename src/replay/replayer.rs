@@ -358,6 +358,7 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         .map(|(i, s)| (*s, i))
         .collect();
     let mut expected = Vec::new();
+    let mut cut_short = BTreeSet::new();
     if let Some(g) = script
         .greeting
         .as_ref()
@@ -366,6 +367,9 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         expected.push((Group::Greeting, g.bytes.clone()));
     }
     for unit in script.timeline.iter().filter(|u| u.from == Side::Server) {
+        if unit.cut_short {
+            cut_short.insert(expected.len());
+        }
         expected.push((
             group_of(unit.kind, unit.reply_to, &unit.in_flight, &recorded_index),
             unit.bytes.clone(),
@@ -386,6 +390,7 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         &commands,
         &cut_off(script, &recorded_index),
         &expected,
+        &cut_short,
         &received,
         options.extras,
     );
@@ -423,6 +428,13 @@ pub async fn replay_capture(
 
 /// The commands the recording stopped inside: no completion was recorded for them.
 fn cut_off(script: &Script, index: &HashMap<u64, usize>) -> BTreeSet<Group> {
+    unanswered(script)
+        .filter_map(|u| index.get(&u.seq).map(|&i| Group::Command(i)))
+        .collect()
+}
+
+/// The commands the recording has no completion for.
+fn unanswered(script: &Script) -> impl Iterator<Item = &super::script::Unit> {
     let completed: BTreeSet<u64> = script
         .timeline
         .iter()
@@ -431,9 +443,7 @@ fn cut_off(script: &Script, index: &HashMap<u64, usize>) -> BTreeSet<Group> {
         .collect();
     script
         .commands()
-        .filter(|u| !completed.contains(&u.seq))
-        .filter_map(|u| index.get(&u.seq).map(|&i| Group::Command(i)))
-        .collect()
+        .filter(move |u| !completed.contains(&u.seq))
 }
 
 fn group_of(
@@ -523,17 +533,64 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
             .iter()
             .rposition(|r| matches!(r.kind, Kind::Completion | Kind::ContinuationRequest))
             .map_or(0, |i| i + 1);
+        // Or as many untagged responses in all as were recorded: pipelined commands may be
+        // answered in another order, and the last answer come after what it followed before.
+        let untagged =
+            |units: &mut dyn Iterator<Item = Kind>| units.filter(|k| *k == Kind::Untagged).count();
+        let recorded = untagged(
+            &mut script
+                .timeline
+                .iter()
+                .filter(|u| u.from == Side::Server)
+                .map(|u| u.kind),
+        );
         // A push that never comes is reported by the comparison, not as an error.
         let _ = live
             .wait(
                 &format!("{pushes} untagged response(s) after the last answer"),
                 options.timeout,
                 |l| {
-                    l.received[since.min(l.received.len())..]
-                        .iter()
-                        .filter(|r| r.kind == Kind::Untagged)
-                        .count()
-                        >= pushes
+                    let all = &l.received;
+                    untagged(&mut all[since.min(all.len())..].iter().map(|r| r.kind)) >= pushes
+                        || untagged(&mut all.iter().map(|r| r.kind)) >= recorded
+                },
+            )
+            .await;
+    }
+    // The recording ends inside a message (the client was killed in the middle of a large
+    // FETCH): as much of it as was recorded, or its command's end, before the comparison.
+    let last_server = script
+        .timeline
+        .iter()
+        .rev()
+        .find(|u| u.from == Side::Server);
+    if let Some(short) = last_server.filter(|u| u.cut_short) {
+        let want = short.bytes.len();
+        // As many messages at least that long as the recording has (the one cut short among
+        // them), or the end of the command it answered, whichever comes first.
+        let long = |len: usize| len >= want;
+        let recorded = script
+            .timeline
+            .iter()
+            .filter(|u| u.from == Side::Server && u.kind == short.kind && long(u.bytes.len()))
+            .count();
+        let unanswered: Vec<&str> = unanswered(script)
+            .filter_map(|u| u.tag.as_deref())
+            .collect();
+        // Like a push, a rest that never comes is the comparison's to report.
+        let _ = live
+            .wait(
+                "the rest of the message the recording ends inside",
+                options.timeout,
+                |l| {
+                    let answered =
+                        !unanswered.is_empty() && unanswered.iter().all(|t| l.completions(t) > 0);
+                    answered
+                        || l.received
+                            .iter()
+                            .filter(|r| r.kind == short.kind && long(r.bytes.len()))
+                            .count()
+                            >= recorded
                 },
             )
             .await;

@@ -24,6 +24,9 @@ pub struct Unit {
     pub bytes: Vec<u8>,
     /// This unit continues the message `seq` (it is not its head).
     pub is_part: bool,
+    /// A server message the recording has only the start of: the connection closed before
+    /// its end (a client killed in the middle of a large FETCH).
+    pub cut_short: bool,
     pub reply_to: Option<u64>,
     pub in_flight: Vec<u64>,
     pub redacted: Vec<String>,
@@ -179,6 +182,8 @@ impl Script {
                         shown: bytes.clone(),
                         bytes,
                         is_part: false,
+                        // Until its last part says otherwise.
+                        cut_short: m.from == Side::Server && m.partial,
                         reply_to: m.reply_to,
                         in_flight: m.in_flight.to_vec(),
                         redacted: m.redacted.clone(),
@@ -211,6 +216,9 @@ impl Script {
                         Side::Server => {
                             if let Some(&i) = server_index.get(&p.seq) {
                                 script.timeline[i].bytes.extend_from_slice(&bytes);
+                                if p.last {
+                                    script.timeline[i].cut_short = false;
+                                }
                             }
                         }
                         // An empty part only ends its message (a literal the server
