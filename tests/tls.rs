@@ -5,6 +5,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use imapscope::protocol::Kind;
 use imapscope::transcript::format::Record;
@@ -783,6 +784,53 @@ fn tls_and_plain_ports_mixed_up_say_which_option_to_use() {
         "{log}"
     );
     assert_readable(&log);
+}
+
+/// `serve` presents the certificate name the recorded client accepted: a client that connects
+/// by address sends no SNI, and mbsync or fetchmail then check the CN, which `record` had
+/// made the upstream host (127.0.0.1 here) and `serve` used to make `localhost`.
+#[test]
+fn serve_presents_the_certificate_name_the_recorded_client_accepted() {
+    let s = Setup::new();
+    let scope = s.record(true, "tls", "tls", true);
+    let ca = s.our_ca();
+    let out = curl(&[
+        "--cacert",
+        &ca.to_string_lossy(),
+        &format!("imaps://127.0.0.1:{}/INBOX;UID=1", scope.port()),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let all = wait_for_ended(s.out.path(), 1);
+    let path = all[0].0.to_string_lossy().into_owned();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let certs = s.certs.path().to_string_lossy().into_owned();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(["serve", &path, "--listen", &listen, "--certs", &certs])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(std::time::Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // No -servername: an address, as mbsync with `Host 127.0.0.1` connects.
+    let s_client = Command::new("openssl")
+        .args(["s_client", "-connect", &listen, "-CAfile"])
+        .arg(&ca)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl");
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let text = String::from_utf8_lossy(&s_client.stdout);
+    assert!(text.contains("subject=CN = 127.0.0.1"), "{text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
 }
 
 /// A plain upstream that says nothing (an implicit-TLS port waiting for a hello, while the

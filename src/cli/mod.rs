@@ -195,9 +195,12 @@ pub fn run(cli: Cli) -> ExitCode {
 
 fn init_logging(verbose: u8, quiet: bool) {
     use tracing_subscriber::EnvFilter;
+    // rustls's own warnings (an IP address sent as SNI, which mbsync and neomutt do) say
+    // nothing a person must act on, and carry no connection number; imapscope says in its own
+    // words what failed in a handshake. `-v` shows them.
     let default = match (quiet, verbose) {
-        (true, _) => "warn",
-        (false, 0) => "info",
+        (true, _) => "warn,rustls=error",
+        (false, 0) => "info,rustls=error",
         (false, 1) => "debug",
         (false, _) => "trace",
     };

@@ -76,7 +76,8 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
             Ok((a, _)) => Arc::new(a),
             Err(e) => return unusable(e.to_string()),
         };
-        match tls::client_leg_config(authority, "localhost") {
+        let name = imapscope::replay::serve::certificate_name(&capture.scripts, options.listen);
+        match tls::client_leg_config(authority, &name) {
             Ok(c) => options.tls = Some(c),
             Err(e) => return unusable(format!("client TLS configuration: {e}")),
         }

@@ -138,7 +138,11 @@ pub fn compare(
                         let Some((e, r)) = closed_alike(e, rec[i]) else {
                             return false;
                         };
-                        matches(&canon_in(&e, &scope), &canon_in(&r, &scope), &mut out.bindings)
+                        matches(
+                            &canon_in(&e, &scope),
+                            &canon_in(&r, &scope),
+                            &mut out.bindings,
+                        )
                     } else {
                         matches(&ec, &rec_canon[i], &mut out.bindings)
                     }

@@ -67,6 +67,9 @@ pub struct Script {
     /// TLS, one after it is STARTTLS.
     pub upstream_tls: TlsMode,
     pub client_tls: TlsMode,
+    /// The name imapscope's certificate for the client carried (its CN): the name the client
+    /// accepted, which a fake server presents again to a client that sends no SNI.
+    pub client_certificate_name: Option<String>,
 }
 
 /// Why a transcript cannot be played.
@@ -128,6 +131,15 @@ impl Login {
     }
 }
 
+/// The CN of a subject as the transcript writes it (`CN=127.0.0.1, O=imapscope`).
+fn common_name(subject: &str) -> Option<String> {
+    subject
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("CN="))
+        .filter(|cn| !cn.is_empty())
+        .map(String::from)
+}
+
 impl Script {
     /// Builds the script of a transcript. `name` is used in messages (the file name).
     pub fn from_transcript(name: &str, transcript: &Transcript) -> Result<Script, ScriptError> {
@@ -141,6 +153,7 @@ impl Script {
             start: None,
             upstream_tls: TlsMode::None,
             client_tls: TlsMode::None,
+            client_certificate_name: None,
         };
         let damaged = |why: String| ScriptError::Damaged {
             name: name.to_string(),
@@ -163,7 +176,11 @@ impl Script {
                     };
                     match t.leg.as_str() {
                         "upstream" => script.upstream_tls = mode,
-                        "client" => script.client_tls = mode,
+                        "client" => {
+                            script.client_tls = mode;
+                            script.client_certificate_name =
+                                t.subject.as_deref().and_then(common_name);
+                        }
                         _ => {}
                     }
                 }

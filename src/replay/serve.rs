@@ -749,7 +749,24 @@ impl FakeServer {
 /// Whether serving `scripts` needs a TLS configuration.
 pub fn needs_tls(scripts: &[Script], options: &ServeOptions) -> bool {
     options.client_tls.is_some_and(|m| m != TlsMode::None)
-        || scripts.iter().any(|s| s.client_tls != TlsMode::None)
+        || scripts.iter().any(|s| {
+            // A client that asked for STARTTLS asks again, even where the recorded handshake
+            // then failed (the client did not trust the certificate yet).
+            s.client_tls != TlsMode::None
+                || s.commands().any(|u| u.name.as_deref() == Some("STARTTLS"))
+        })
+}
+
+/// The name for the certificate of a client that sends no SNI (one that connects by address):
+/// the name the recorded client accepted, else the address served on, else `localhost`.
+pub fn certificate_name(scripts: &[Script], listen: SocketAddr) -> String {
+    scripts
+        .iter()
+        .find_map(|s| s.client_certificate_name.clone())
+        .unwrap_or_else(|| match listen.ip() {
+            ip if ip.is_unspecified() => "localhost".to_string(),
+            ip => ip.to_string(),
+        })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -108,10 +108,6 @@ pub fn client_failure(e: &io::Error) -> String {
     match error {
         rustls::Error::AlertReceived(
             alert @ (AlertDescription::UnknownCA
-            | AlertDescription::BadCertificate
-            | AlertDescription::CertificateUnknown
-            | AlertDescription::UnsupportedCertificate
-            | AlertDescription::CertificateExpired
             | AlertDescription::AccessDenied
             | AlertDescription::DecryptError),
         ) => format!(
@@ -119,6 +115,26 @@ pub fn client_failure(e: &io::Error) -> String {
              imapscope's CA yet; {TRUST}",
             alert_words(*alert)
         ),
+        // OpenSSL-based clients (fetchmail, mbsync, `openssl s_client -verify_hostname`) send
+        // these for a name that does not match as well as for an unknown issuer.
+        rustls::Error::AlertReceived(
+            alert @ (AlertDescription::BadCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnsupportedCertificate),
+        ) => format!(
+            "the client refused imapscope's certificate (alert: {}): either it does not trust \
+             imapscope's CA yet ({TRUST}), or the host name it checks is not among the \
+             certificate's names. The certificate names the host the client asks for by SNI, \
+             else the upstream host, plus localhost, 127.0.0.1 and ::1; a client that connects \
+             by address and checks only DNS names (fetchmail, mbsync) wants a host name: \
+             localhost, for instance",
+            alert_words(*alert)
+        ),
+        rustls::Error::AlertReceived(AlertDescription::CertificateExpired) => {
+            "the client says imapscope's certificate has expired or is not valid yet (it is \
+             valid from an hour ago for 7 days): the client's clock and this machine's differ"
+                .to_string()
+        }
         rustls::Error::AlertReceived(alert) => format!(
             "the client ended the TLS handshake (alert: {})",
             alert_words(*alert)
@@ -297,6 +313,18 @@ mod tests {
             (
                 client_failure(&io::Error::new(io::ErrorKind::UnexpectedEof, "eof")),
                 "imapscope ca show",
+            ),
+            (
+                client_failure(&io(rustls::Error::AlertReceived(
+                    AlertDescription::BadCertificate,
+                ))),
+                "or the host name it checks is not among the certificate's names",
+            ),
+            (
+                client_failure(&io(rustls::Error::AlertReceived(
+                    AlertDescription::CertificateExpired,
+                ))),
+                "the client's clock",
             ),
             (
                 client_failure(&io(rustls::Error::InvalidMessage(
