@@ -125,7 +125,7 @@ pub fn client_failure(e: &io::Error) -> String {
             "the client refused imapscope's certificate (alert: {}): either it does not trust \
              imapscope's CA yet ({TRUST}), or the host name it checks is not among the \
              certificate's names. The certificate names the host the client asks for by SNI, \
-             else the upstream host, plus localhost, 127.0.0.1 and ::1; a client that connects \
+             else the upstream host, plus localhost and the loopback addresses; a client that connects \
              by address and checks only DNS names (fetchmail, mbsync) wants a host name: \
              localhost, for instance",
             alert_words(*alert)
