@@ -527,4 +527,33 @@ mod tests {
         let outcome = b.finish(&mut pool);
         assert_eq!(outcome.repeated, 1);
     }
+
+    #[test]
+    fn an_upload_is_matched_by_its_size_and_its_date_by_its_form() {
+        // mbsync stamps each uploaded message with a new X-TUID; offlineimap dates it by the
+        // file's modification time. Strict matching still answers the same upload.
+        let mut pool = Pool::new(vec![recording(
+            "upload",
+            &[
+                ("LOGIN nell pw", &[]),
+                (
+                    "APPEND INBOX () \\\"27-Nov-2026 19:32:22 +0000\\\" {15+}\\r\\nX-TUID: abc\\r\\n\\r\\n",
+                    &[],
+                ),
+            ],
+        )]);
+        let mut s = ServeSession::new(MatchMode::Strict, 1.0);
+        s.greeting(&pool);
+        s.on_client(b"1 LOGIN nell pw\r\n", &mut pool);
+        let other_size = said(&s.on_client(
+            b"2 APPEND INBOX () \" 3-Dec-2026 08:01:02 -0500\" {16+}\r\nX-TUID: abcd\r\n\r\n\r\n",
+            &mut pool,
+        ));
+        assert!(other_size.starts_with("2 BAD"), "{other_size}");
+        let same_size = said(&s.on_client(
+            b"3 APPEND INBOX () \" 3-Dec-2026 08:01:02 -0500\" {15+}\r\nX-TUID: xyz\r\n\r\n\r\n",
+            &mut pool,
+        ));
+        assert_eq!(same_size, "3 OK done\r\n");
+    }
 }

@@ -38,7 +38,8 @@ use crate::tls::TlsMode;
 pub enum MatchMode {
     /// An unused recorded command sent in the same session state (not logged in, logged in,
     /// which mailbox), with the same name and arguments (normalized: case of atoms, quoting;
-    /// a redacted password matches any). Each recording's next command is preferred.
+    /// a redacted password matches any; a literal, such as the message an APPEND uploads,
+    /// by its size; a date-time by its form). Each recording's next command is preferred.
     #[default]
     Strict,
     /// An unused recorded command in the same state with the same name.
@@ -426,15 +427,22 @@ impl ServeSession {
                 .or(candidates.first())
                 .map(shown)
                 .unwrap_or_else(|| "nothing more (the recordings are used up)".into());
-            let closest = candidates
-                .iter()
-                .find(|c| same_name(c))
-                .map(|c| format!("; closest recorded: {}", shown(c)))
-                .unwrap_or_default();
-            format!(
-                "`{}`; expected {expected}{closest}",
-                show(&redacted_view(bytes, &head))
-            )
+            let received = redacted_view(bytes, &head);
+            let closest = candidates.iter().find(|c| same_name(c));
+            let mut said = format!(
+                "`{}`; expected {expected}{}",
+                show(&received),
+                closest
+                    .map(|c| format!("; closest recorded: {}", shown(c)))
+                    .unwrap_or_default()
+            );
+            // Shortened (a literal cut off), the two may read alike: say where they differ.
+            if let Some(&(s, i)) = closest
+                && show(&pool.unit(s, i).shown) == show(&received)
+            {
+                said.push_str(&first_difference(&pool.unit(s, i).shown, &received));
+            }
+            said
         })
     }
 
@@ -567,19 +575,63 @@ fn same_token(rb: &[u8], r: &Token, cb: &[u8], c: &Token) -> bool {
         (TokenKind::List(a), TokenKind::List(b)) | (TokenKind::Code(a), TokenKind::Code(b)) => {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_token(rb, x, cb, y))
         }
-        (
-            TokenKind::Literal {
-                data: None, len: a, ..
-            },
-            TokenKind::Literal {
-                data: None, len: b, ..
-            },
-        ) => a == b,
+        // A literal's data is the client's own (the message an APPEND uploads, which a client
+        // may stamp anew each run: mbsync's X-TUID header): compared by size, whether it
+        // came with the command (LITERAL+) or after a continuation.
+        (TokenKind::Literal { len: a, .. }, TokenKind::Literal { len: b, .. }) => a == b,
         _ => match (string_value(rb, r), string_value(cb, c)) {
+            // An APPEND's date-time comes from the client's copy (offlineimap: the file's
+            // modification time): any date-time stands for any other.
+            (Some(a), Some(b)) if is_date_time(&a) && is_date_time(&b) => true,
             (Some(a), Some(b)) => a.eq_ignore_ascii_case(&b),
             _ => rb[r.span.clone()].eq_ignore_ascii_case(&cb[c.span.clone()]),
         },
     }
+}
+
+/// An IMAP date-time (RFC 3501): `dd-Mon-yyyy hh:mm:ss +zzzz`, the day possibly space-padded.
+fn is_date_time(s: &[u8]) -> bool {
+    let digit = |i: usize| s[i].is_ascii_digit();
+    s.len() == 26
+        && (s[0] == b' ' || digit(0))
+        && digit(1)
+        && s[2] == b'-'
+        && s[3..6].iter().all(u8::is_ascii_alphabetic)
+        && s[6] == b'-'
+        && (7..11).all(digit)
+        && s[11] == b' '
+        && digit(12)
+        && digit(13)
+        && s[14] == b':'
+        && digit(15)
+        && digit(16)
+        && s[17] == b':'
+        && digit(18)
+        && digit(19)
+        && s[20] == b' '
+        && (s[21] == b'+' || s[21] == b'-')
+        && (22..26).all(digit)
+}
+
+/// Where two commands that read the same when shortened differ, for a person.
+fn first_difference(recorded: &[u8], received: &[u8]) -> String {
+    let at = recorded
+        .iter()
+        .zip(received)
+        .position(|(a, b)| a != b)
+        .unwrap_or(recorded.len().min(received.len()));
+    let around = |b: &[u8]| {
+        let start = at.saturating_sub(20);
+        let end = (at + 40).min(b.len());
+        String::from_utf8_lossy(&b[start.min(end)..end])
+            .escape_debug()
+            .to_string()
+    };
+    format!(
+        "; they differ at byte {at}: recorded `…{}…`, received `…{}…`",
+        around(recorded),
+        around(received)
+    )
 }
 
 /// What the fake server needs.
