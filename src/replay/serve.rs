@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::Capture;
 use super::matcher::show;
-use super::pool::{Context, Pool};
+use super::pool::{Context, Pool, REPEATABLE, fits_state};
 use super::script::{Script, ScriptError, Unit};
 use crate::protocol::message::{parse_command, parse_response};
 use crate::protocol::token::{Token, TokenKind, string_value};
@@ -129,20 +129,6 @@ pub struct ServeSession {
     /// The exchange being answered is one played before, asked again.
     repeat: bool,
 }
-
-/// Commands that only read, whose recorded answer may be played again when a client asks
-/// twice what it asked once in the recording (connections racing to the same NAMESPACE).
-const REPEATABLE: &[&str] = &[
-    "CAPABILITY",
-    "NAMESPACE",
-    "ID",
-    "LIST",
-    "LSUB",
-    "STATUS",
-    "NOOP",
-    "GETQUOTAROOT",
-    "GETQUOTA",
-];
 
 impl ServeSession {
     pub fn new(mode: MatchMode, speed: f64) -> ServeSession {
@@ -391,7 +377,8 @@ impl ServeSession {
             .chain(rest.into_iter().filter(|c| !heads.contains(c)))
             .collect();
         let same_name = |&(s, i): &(usize, usize)| pool.unit(s, i).name.as_deref() == Some(&*name);
-        let same_state = |&(s, i): &(usize, usize)| *pool.context_before(s, i) == self.context;
+        let same_state =
+            |&(s, i): &(usize, usize)| fits_state(&name, pool.context_before(s, i), &self.context);
         let found = match self.mode {
             MatchMode::Strict => candidates.iter().copied().find(|c| {
                 same_name(c) && same_state(c) && same_arguments(pool.unit(c.0, c.1), bytes, &head)
@@ -407,15 +394,21 @@ impl ServeSession {
         }
         // A command the capture has answered already, in the same state, with the same
         // arguments, and without a literal or a SASL exchange: a read the client made twice.
-        let again = pool.played_commands().into_iter().find(|c| {
-            let unit = pool.unit(c.0, c.1);
-            same_name(c)
-                && same_state(c)
-                && !unit.bytes.ends_with(b"}\r\n")
-                && unit.name.as_deref() != Some("AUTHENTICATE")
-                && REPEATABLE.contains(&unit.name.as_deref().unwrap_or_default())
-                && same_arguments(unit, bytes, &head)
-        });
+        // The latest such answer (a mailbox selected again is as it was last seen), in the
+        // recording being followed if it has one.
+        let again = pool
+            .played_commands()
+            .into_iter()
+            .filter(|c| {
+                let unit = pool.unit(c.0, c.1);
+                same_name(c)
+                    && same_state(c)
+                    && !unit.bytes.ends_with(b"}\r\n")
+                    && unit.name.as_deref() != Some("AUTHENTICATE")
+                    && REPEATABLE.contains(&unit.name.as_deref().unwrap_or_default())
+                    && same_arguments(unit, bytes, &head)
+            })
+            .max_by_key(|&(s, i)| (Some(s) == self.following, i));
         if let Some((s, i)) = again {
             return Ok((s, i, true));
         }
@@ -452,6 +445,17 @@ impl ServeSession {
         let script = pool.script(s).clone();
         let timeline = &script.timeline;
         let matched = &timeline[index];
+        // A mailbox selected where the recording had none open (or the other way round):
+        // the server's `* OK [CLOSED]` (RFC 7162) goes with what this session had open.
+        let selects = matched.kind == Kind::Command
+            && matches!(matched.name.as_deref(), Some("SELECT" | "EXAMINE"));
+        let had_open = matches!(self.context, Context::Selected(_));
+        let recorded_open = matches!(pool.context_before(s, index), Context::Selected(_));
+        let mut closed = match (selects, had_open, recorded_open) {
+            (true, true, false) => pool.closed_line(),
+            _ => None,
+        };
+        let drop_closed = selects && !had_open && recorded_open;
         if matched.kind == Kind::Command && !matched.is_part {
             self.context = pool.context_after(s, index).clone();
         }
@@ -503,6 +507,12 @@ impl ServeSession {
             if !self.repeat {
                 pool.mark_used(s, i);
             }
+            if drop_closed && is_closed_line(&unit.bytes) {
+                continue;
+            }
+            if let Some(line) = closed.take() {
+                out.push(self.say(line, Duration::ZERO));
+            }
             out.push(self.say(bytes, delay));
             match matched.name.as_deref() {
                 Some("STARTTLS") if accepted => {
@@ -547,6 +557,11 @@ impl ServeSession {
             .on_bytes(Side::Server, self.t_us, &bytes, &mut self.events);
         Output::Bytes { bytes, delay }
     }
+}
+
+/// `* OK [CLOSED] ...`: the previously selected mailbox was closed by a SELECT or EXAMINE.
+pub fn is_closed_line(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"* OK [CLOSED]")
 }
 
 /// The client's command with LOGIN/AUTHENTICATE secrets hidden, for diagnostics.
