@@ -53,13 +53,38 @@ pub const REPEATABLE: &[&str] = &[
     "EXAMINE",
 ];
 
+/// Commands whose answer does not depend on which mailbox is selected: a SELECT or EXAMINE
+/// opens its mailbox whichever one was open before, and the others name what they work on.
+const ANY_MAILBOX_OPEN: &[&str] = &[
+    "SELECT",
+    "EXAMINE",
+    "LOGOUT",
+    "CAPABILITY",
+    "ID",
+    "NAMESPACE",
+    "LIST",
+    "LSUB",
+    "STATUS",
+    "CREATE",
+    "DELETE",
+    "RENAME",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "APPEND",
+    "GETQUOTA",
+    "GETQUOTAROOT",
+    "ENABLE",
+];
+
 /// Whether a recorded command sent in state `recorded` may answer the command `name` sent in
-/// state `live`: the same state, except that a SELECT or EXAMINE opens its mailbox whichever
-/// one was open before (clients that share a connection between threads select in a
-/// different order each run).
+/// state `live`: the same state, or for a command that does not depend on the selected
+/// mailbox, logged in alike (clients that share a connection between threads, offlineimap's,
+/// select in a different order each run and log out with another mailbox open).
 pub fn fits_state(name: &str, recorded: &Context, live: &Context) -> bool {
-    let selects = name.eq_ignore_ascii_case("SELECT") || name.eq_ignore_ascii_case("EXAMINE");
-    if selects {
+    let any_mailbox = ANY_MAILBOX_OPEN
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(name));
+    if any_mailbox {
         (*recorded == Context::NotAuthenticated) == (*live == Context::NotAuthenticated)
     } else {
         recorded == live

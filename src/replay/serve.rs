@@ -377,6 +377,9 @@ impl ServeSession {
             .chain(rest.into_iter().filter(|c| !heads.contains(c)))
             .collect();
         let same_name = |&(s, i): &(usize, usize)| pool.unit(s, i).name.as_deref() == Some(&*name);
+        // The state the command was recorded in, or for a command that does not depend on
+        // the selected mailbox, one it answers alike in (see `fits_state`): then the order of
+        // the candidates decides, the recording being followed first.
         let same_state =
             |&(s, i): &(usize, usize)| fits_state(&name, pool.context_before(s, i), &self.context);
         let found = match self.mode {
@@ -456,7 +459,10 @@ impl ServeSession {
             _ => None,
         };
         let drop_closed = selects && !had_open && recorded_open;
-        if matched.kind == Kind::Command && !matched.is_part {
+        // A command matched in another state than recorded (see `fits_state`) leaves this
+        // session's state as it was, unless it selects.
+        let matched_in_state = *pool.context_before(s, index) == self.context;
+        if matched.kind == Kind::Command && !matched.is_part && (matched_in_state || selects) {
             self.context = pool.context_after(s, index).clone();
         }
         let next_client = timeline[index + 1..]
