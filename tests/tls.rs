@@ -432,6 +432,31 @@ fn refused_starttls_keeps_the_session_plain() {
     assert!(tls_records(t).is_empty());
 }
 
+/// With STARTTLS expected on the client leg, a client that logs in without it (curl without
+/// `--ssl-reqd`) is warned of, in the log and in the transcript: its credentials crossed both
+/// legs in clear.
+#[test]
+fn a_login_without_starttls_is_warned_of() {
+    let s = Setup::new();
+    let scope = s.record(false, "starttls", "starttls", true);
+    let out = curl(&[&format!("imap://127.0.0.1:{}/", scope.port())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    scope.wait_for_log("the warning", 1, |l| {
+        l.contains("WARN") && l.contains("AUTHENTICATE before STARTTLS")
+    });
+    let all = wait_for_ended(s.out.path(), 1);
+    let noted = all[0]
+        .1
+        .records
+        .iter()
+        .any(|r| matches!(r, Record::Note(n) if n.note.contains("credentials in clear")));
+    assert!(noted, "the transcript says so too");
+}
+
 #[test]
 fn plaintext_pipelined_after_starttls_is_never_relayed() {
     let s = Setup::new();

@@ -132,12 +132,16 @@ pub async fn handle(
         _ => None,
     };
     let keeps = transcript.is_some();
+    let recorder = match config.client_tls {
+        TlsMode::Starttls => Recorder::new(id, keeps).expecting_starttls(),
+        _ => Recorder::new(id, keeps),
+    };
     let mut conn = Connection {
         id,
         start,
         config,
         shutdown,
-        recorder: Mutex::new(Recorder::new(id, keeps)),
+        recorder: Mutex::new(recorder),
         transcript,
         spoke: [AtomicBool::new(false), AtomicBool::new(false)],
         upstream_fd: AtomicI32::new(-1),

@@ -69,6 +69,9 @@ pub struct Recorder {
     /// Whether the transcript is kept; `false` with `--out none`.
     keeps: bool,
     ended: bool,
+    /// The client leg was to be upgraded with STARTTLS and has not been yet: a login now
+    /// crosses both legs in clear, which a person should hear of.
+    awaiting_starttls: bool,
 }
 
 impl Recorder {
@@ -86,7 +89,15 @@ impl Recorder {
             messages: 0,
             keeps,
             ended: false,
+            awaiting_starttls: false,
         }
+    }
+
+    /// The client leg is meant to use STARTTLS (`--client-tls starttls`): a login before it is
+    /// warned of, in the log and in the transcript.
+    pub fn expecting_starttls(mut self) -> Recorder {
+        self.awaiting_starttls = true;
+        self
     }
 
     /// Whether the end was recorded.
@@ -109,8 +120,11 @@ impl Recorder {
                 (!events.is_empty()).then_some(Record::Events(events))
             }
             RelayEvent::Said(said) => {
-                if let Annotation::Tls(_) = said {
+                if let Annotation::Tls(tls) = &said {
                     self.tracker.tls_established();
+                    if tls.leg == "client" {
+                        self.awaiting_starttls = false;
+                    }
                 }
                 Some(Record::Said(said))
             }
@@ -149,14 +163,33 @@ impl Recorder {
 
     /// Counts and logs the tracker's events; returns them when they are kept.
     fn drain(&mut self) -> Vec<Event> {
+        let mut warnings = Vec::new();
         for event in &self.scratch {
             if let Event::Message(m) = event {
                 self.messages += 1;
                 if m.kind == Kind::Completion {
                     log_completion(self.id, m);
                 }
+                let login = m.kind == Kind::Command
+                    && matches!(m.name.as_deref(), Some("LOGIN" | "AUTHENTICATE"));
+                if login && self.awaiting_starttls {
+                    let text = format!(
+                        "{} before STARTTLS: the client sent its credentials in clear, and \
+                         imapscope relayed them to the server in clear too (the client may be \
+                         set to use STARTTLS only when it can, or not at all)",
+                        m.name.as_deref().unwrap_or_default()
+                    );
+                    tracing::warn!("#{} {text}", self.id);
+                    warnings.push(Event::Note {
+                        seq: Some(m.seq),
+                        from: Side::Client,
+                        t_us: m.t_us,
+                        text,
+                    });
+                }
             }
         }
+        self.scratch.extend(warnings);
         if !self.keeps {
             self.scratch.clear();
             return Vec::new();
@@ -240,6 +273,36 @@ mod tests {
             "redaction applies on this path"
         );
         parse_transcript(&text[..], "test").unwrap().records
+    }
+
+    #[test]
+    fn a_login_before_the_expected_starttls_gets_a_note_and_one_after_it_none() {
+        let notes = |recorder: &mut Recorder, events: Vec<RelayEvent>| {
+            events
+                .into_iter()
+                .filter_map(|e| recorder.handle(e))
+                .flat_map(|r| match r {
+                    Record::Events(events) => events,
+                    _ => Vec::new(),
+                })
+                .filter(
+                    |e| matches!(e, Event::Note { text, .. } if text.contains("before STARTTLS")),
+                )
+                .count()
+        };
+        let mut plain = Recorder::new(1, true).expecting_starttls();
+        assert_eq!(notes(&mut plain, session()), 1);
+        // Without STARTTLS expected, a plain login is what was asked for.
+        assert_eq!(notes(&mut Recorder::new(2, true), session()), 0);
+        // After the client leg's handshake, no note.
+        let mut upgraded = Recorder::new(3, true).expecting_starttls();
+        let tls = crate::transcript::format::TlsRecord {
+            leg: "client".into(),
+            ..Default::default()
+        };
+        let mut events = vec![RelayEvent::Said(Annotation::Tls(Box::new(tls)))];
+        events.extend(session());
+        assert_eq!(notes(&mut upgraded, events), 0);
     }
 
     #[test]
