@@ -256,7 +256,10 @@ impl Renderer {
                 Fragment::Line { bytes, end } => {
                     let text = String::from_utf8_lossy(bytes);
                     current.push_str(text.trim_end_matches(['\r', '\n']));
-                    if end.is_some() {
+                    // A command that ends with its literal (APPEND) leaves an empty line:
+                    // nothing a person would read.
+                    let empty_after_literal = current.is_empty() && !lines.is_empty();
+                    if end.is_some() && !empty_after_literal {
                         lines.push(mark_secrets(&std::mem::take(&mut current)));
                     }
                 }
