@@ -467,8 +467,17 @@ fn group_of(
 }
 
 async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Result<(), String> {
+    let plain = matches!(live.stream, Some(Stream::Plain(_)));
     live.wait("greeting", options.timeout, |l| !l.received.is_empty())
-        .await?;
+        .await
+        .map_err(|e| match plain {
+            // An IMAP server greets at once; a TLS one waits for the client's hello.
+            true => format!(
+                "{e}: if {} speaks implicit TLS (as port 993 does), replay with --upstream-tls tls",
+                options.upstream
+            ),
+            false => e,
+        })?;
     // The SASL exchanges being rebuilt, by their AUTHENTICATE's recorded seq.
     let mut sasl: HashMap<u64, SaslClient> = HashMap::new();
     for (index, unit) in script.timeline.iter().enumerate() {
