@@ -324,6 +324,8 @@ fn mixed_legs_plain_client_to_tls_server_and_back() {
     let scope = s.record(true, "none", "tls", true);
     let seen = python("tls_session.py", &["plain", &scope.port().to_string()]);
     assert!(seen.contains("Subject: tls-hello"), "{seen}");
+    // Its end line before the process is killed (the client can be gone before it is written).
+    wait_for_ended(s.out.path(), 1);
     drop(scope);
     // tls/none: a TLS client in front of Dovecot's plain port.
     let scope = s.record(false, "tls", "none", false);

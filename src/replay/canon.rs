@@ -14,6 +14,7 @@
 //! `\Recent` and `RECENT` say which session saw a message first: with several connections that
 //! depends on timing, not on the server's correctness, so `\Recent` is left out of flag sets and
 //! the number of `* n RECENT` and STATUS `RECENT` is not compared (imaptest does the same).
+//! For the same reason a LIST's `\Marked` and `\Unmarked` hints are left out.
 //! Pure functions over bytes: the replayer and the fake server are shells around them.
 
 use std::collections::BTreeMap;
@@ -236,9 +237,20 @@ fn set(bytes: &[u8], items: &[Token], drop_recent: bool) -> C {
     C::Set(words)
 }
 
+/// A LIST or LSUB response's attributes, without `\Marked` and `\Unmarked`: hints that a
+/// mailbox got messages since it was last selected, which depend on what other sessions did
+/// when (Dovecot says `\UnMarked` in one run and nothing in the next).
 fn list_set(bytes: &[u8], t: &Token) -> C {
     match &t.kind {
-        TokenKind::List(items) => set(bytes, items, true),
+        TokenKind::List(items) => match set(bytes, items, true) {
+            C::Set(words) => C::Set(
+                words
+                    .into_iter()
+                    .filter(|w| w != b"\\MARKED" && w != b"\\UNMARKED")
+                    .collect(),
+            ),
+            other => other,
+        },
         _ => value(bytes, t),
     }
 }
@@ -634,5 +646,20 @@ mod tests {
             &mut b
         ));
         assert!(!m(b"* 3 EXISTS\r\n", b"* 2 EXISTS\r\n", &mut b));
+    }
+
+    #[test]
+    fn a_list_marked_hint_is_not_compared_and_other_attributes_are() {
+        let mut b = Bindings::default();
+        assert!(m(
+            b"* LIST (\\HasChildren \\UnMarked) \"/\" Lists\r\n",
+            b"* LIST (\\HasChildren) \"/\" Lists\r\n",
+            &mut b
+        ));
+        assert!(!m(
+            b"* LIST (\\HasChildren) \"/\" Lists\r\n",
+            b"* LIST (\\HasNoChildren) \"/\" Lists\r\n",
+            &mut b
+        ));
     }
 }

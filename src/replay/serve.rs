@@ -128,6 +128,8 @@ pub struct ServeSession {
     deflater: Option<crate::protocol::compress::Deflater>,
     /// The exchange being answered is one played before, asked again.
     repeat: bool,
+    /// The exchange answered last is its recording's last client message.
+    played_last: bool,
 }
 
 impl ServeSession {
@@ -146,6 +148,7 @@ impl ServeSession {
             t_us: 0,
             deflater: None,
             repeat: false,
+            played_last: false,
         }
     }
 
@@ -220,8 +223,15 @@ impl ServeSession {
             if let Some((script, index)) = matched {
                 if self.following.is_none() {
                     pool.opened();
+                    self.following = Some(script);
+                } else if !self.repeat {
+                    // An answer played again is borrowed: the connection goes on following
+                    // its recording (else one used up could end the connection, see
+                    // `finished`, in the middle of its work).
+                    self.following = Some(script);
                 }
-                self.following = Some(script);
+                let timeline = &pool.script(script).timeline;
+                self.played_last = !timeline[index + 1..].iter().any(|u| u.from == Side::Client);
                 self.respond(script, index, pool, out);
             }
         }
@@ -232,14 +242,17 @@ impl ServeSession {
         &self.outcome.mismatches
     }
 
-    /// The recording followed has been played to its end and its server hung up: time to
-    /// hang up too.
+    /// The recording followed has been played to its end, by this connection's last command
+    /// (a LOGOUT), and its server hung up: time to hang up too. (A connection that takes the
+    /// last unused exchange of another recording in the middle of its work goes on.)
     pub fn finished(&self, pool: &Pool) -> bool {
         let Some(s) = self.following else {
             return false;
         };
         let script = pool.script(s);
-        script.server_hung_up() && (0..script.timeline.len()).all(|i| pool.is_used(s, i))
+        self.played_last
+            && script.server_hung_up()
+            && (0..script.timeline.len()).all(|i| pool.is_used(s, i))
     }
 
     /// The connection is over: what it did. The recording's name is that of the recording it

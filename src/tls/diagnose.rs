@@ -124,8 +124,9 @@ pub fn client_failure(e: &io::Error) -> String {
         ) => format!(
             "the client refused imapscope's certificate (alert: {}): either it does not trust \
              imapscope's CA yet ({TRUST}), or the host name it checks is not among the \
-             certificate's names. The certificate names the host the client asks for by SNI, \
-             else the upstream host, plus localhost and the loopback addresses; a client that connects \
+             certificate's names. The certificate names the host the client asks for by SNI \
+             (else a default: the upstream host, or for `serve` the name the recorded client \
+             accepted), plus localhost and the loopback addresses; a client that connects \
              by address and checks only DNS names (fetchmail, mbsync) wants a host name: \
              localhost, for instance",
             alert_words(*alert)
