@@ -260,19 +260,8 @@ fn commands_answered_before_their_literal_stay_paired() {
         "{report}"
     );
     // Served to the same client: each answer where the server gave it, before the data.
-    let port = free_port();
+    let (serve, port) = start_serve(&[&path, "--rounds", "1"]);
     let listen = format!("127.0.0.1:{port}");
-    let serve = std::process::Command::new(env!("CARGO_BIN_EXE_imapscope"))
-        .args(["serve", &path, "--listen", &listen, "--rounds", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
     // That probe was a connection too: serve ignores one that sends nothing. So is one that
     // leaves the greeting unread, whose close then arrives as a reset.
     let unread = std::net::TcpStream::connect(&listen).unwrap();

@@ -11,7 +11,6 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use support::*;
 
@@ -115,19 +114,7 @@ fn record_replay_serve(client: &dyn Sync) {
 
     // The same client, from the same local state, against the fake server.
     copy_dir(&snapshot, client.state());
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let serve = Command::new(env!("CARGO_BIN_EXE_imapscope"))
-        .args(["serve", &capture, "--listen", &listen, "--rounds", "1"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (serve, port) = start_serve(&[&capture, "--rounds", "1"]);
     let first = client.sync(port);
     client.change_locally();
     let second = client.sync(port);

@@ -5,7 +5,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use imapscope::protocol::Kind;
 use imapscope::transcript::format::Record;
@@ -833,19 +832,9 @@ fn serve_presents_the_certificate_name_the_recorded_client_accepted() {
     );
     let all = wait_for_ended(s.out.path(), 1);
     let path = all[0].0.to_string_lossy().into_owned();
-    let listen = format!("127.0.0.1:{}", free_port());
     let certs = s.certs.path().to_string_lossy().into_owned();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_imapscope"))
-        .args(["serve", &path, "--listen", &listen, "--certs", &certs])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut serve, port) = start_serve(&[&path, "--certs", &certs]);
+    let listen = format!("127.0.0.1:{port}");
     // No -servername: an address, as mbsync with `Host 127.0.0.1` connects.
     let s_client = Command::new("openssl")
         .args(["s_client", "-connect", &listen, "-CAfile"])

@@ -127,14 +127,24 @@ pub fn compare(
         let command = commands.get(&group);
         let scope = scope_of(command.map(String::as_str), &mut selected);
         let rec_canon: Vec<Vec<C>> = rec.iter().map(|b| canon_in(b, &scope)).collect();
+        // Heads, for messages cut short: only a received message with the same head (`* 5
+        // FETCH`) is cut and compared, which keeps the comparison linear.
+        let rec_heads: Vec<Option<Head>> = match exp.iter().any(|(_, short)| *short) {
+            true => rec.iter().map(|b| head_of(b)).collect(),
+            false => Vec::new(),
+        };
         let mut used = vec![false; rec.len()];
         let mut lines = Vec::new();
         let mut missing = Vec::new();
         for &(e, short) in &exp {
             let ec = canon_in(e, &scope);
+            let e_head = if short { head_of(e) } else { None };
             let found = (0..rec.len()).find(|&i| {
                 !used[i]
                     && if short {
+                        if e_head.is_none() || rec_heads[i] != e_head {
+                            return false;
+                        }
                         let Some((e, r)) = closed_alike(e, rec[i]) else {
                             return false;
                         };

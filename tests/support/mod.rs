@@ -422,6 +422,31 @@ impl Drop for Imapscope {
     }
 }
 
+/// `imapscope serve ARGS --listen 127.0.0.1:PORT` on a free port, once it accepts connections
+/// (the probe that tells is a connection that sends nothing, which serve ignores). Its output
+/// is piped: read it with `wait_with_output`.
+pub fn start_serve(args: &[&str]) -> (Child, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .arg("serve")
+        .args(args)
+        .args(["--listen", &listen])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start imapscope serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&listen).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "serve did not listen on {listen}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
+
 /// A scripted IMAP client over a plain socket that keeps every byte sent and received.
 pub struct RawClient {
     stream: TcpStream,
