@@ -214,10 +214,12 @@ pub fn compare(
                     let long = |b: &[u8]| {
                         b.len() > LONG_LINE || b.iter().filter(|&&c| c == b'\n').count() > 1
                     };
-                    // A recorded start is compared with as much of the received message.
-                    let r = match short {
-                        true => &r[..r.len().min(same_length_start(e, r))],
-                        false => r,
+                    // A recorded start is shown beside the received message cut the same
+                    // way it was compared (see `closed_alike`).
+                    let cut = short.then(|| closed_alike(e, r)).flatten();
+                    let (e, r) = match &cut {
+                        Some((e, r)) => (&e[..], &r[..]),
+                        None => (e, *r),
                     };
                     if long(e) || long(r) {
                         line.detail = detail(e, r);
@@ -340,17 +342,6 @@ fn announcing(line: &[u8], kept: Option<usize>) -> Vec<u8> {
             out
         }
         None => line.to_vec(),
-    }
-}
-
-/// How much of `received` stands for the `recorded` start of a message: as many bytes, counted
-/// from the end of the first literal's `{n}` line when both have one, so that items before the
-/// literal that differ in length only (a MODSEQ, a date) do not shift where the body is cut.
-fn same_length_start(recorded: &[u8], received: &[u8]) -> usize {
-    let body_start = |b: &[u8]| b.windows(3).position(|w| w == b"}\r\n").map(|at| at + 3);
-    match (body_start(recorded), body_start(received)) {
-        (Some(r), Some(n)) if r <= recorded.len() => n + (recorded.len() - r),
-        _ => recorded.len(),
     }
 }
 
