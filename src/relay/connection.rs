@@ -28,8 +28,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::RelayConfig;
+use super::plain_lane::{PlainLanes, Relaying};
 use super::read_ahead::ReadAhead;
-use super::recorder::{Annotation, Recorder, RelayEvent};
+use super::recorder::{Annotation, Record, Recorder, RelayEvent};
 use super::stream::Stream;
 use super::transcript_thread::{TranscriptSink, TranscriptThread};
 use crate::protocol::Side;
@@ -40,25 +41,27 @@ use crate::transcript::{FORMAT_VERSION, TranscriptWriter, file_stem, file_stem_a
 
 /// Bytes read at once: small while a peer is quiet (an idle session holds only this), doubled
 /// each time a read fills the buffer, up to the maximum that keeps syscalls few on bulk FETCH.
-const READ_MIN: usize = 4 * 1024;
-const READ_MAX: usize = 256 * 1024;
+pub(super) const READ_MIN: usize = 4 * 1024;
+pub(super) const READ_MAX: usize = 256 * 1024;
 
 /// After one side closed, how long the other may go on (a server's last responses).
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a plain upstream may keep silent before the log suggests it speaks implicit TLS
 /// (a TLS server waits for the client's hello; an IMAP server greets at once).
-const GREETING_WAIT: Duration = Duration::from_secs(5);
+pub(super) const GREETING_WAIT: Duration = Duration::from_secs(5);
 
 const INJECTION: &str = "sent after STARTTLS and before the TLS handshake: not relayed \
                          (plaintext injection, CVE-2011-0411 class)";
 
-/// What one connection task knows.
-struct Connection {
+/// What one connection task knows (and, for plain legs, the lane that relays it).
+pub(super) struct Connection {
     id: u64,
     start: Instant,
     config: Arc<RelayConfig>,
     shutdown: CancellationToken,
+    /// Where sessions with plain legs are relayed; `None` if those threads could not start.
+    plain_lanes: Option<Arc<PlainLanes>>,
     /// Follows the session in this task; both pumps reach it, neither holds it across an await.
     recorder: Mutex<Recorder>,
     /// To the transcript thread; `None` with `--out none`.
@@ -97,6 +100,7 @@ pub async fn handle(
     client_addr: SocketAddr,
     config: Arc<RelayConfig>,
     transcripts: Option<Arc<TranscriptThread>>,
+    plain_lanes: Option<Arc<PlainLanes>>,
     shutdown: CancellationToken,
 ) {
     let start = Instant::now();
@@ -136,16 +140,17 @@ pub async fn handle(
         TlsMode::Starttls => Recorder::new(id, keeps).expecting_starttls(),
         _ => Recorder::new(id, keeps),
     };
-    let mut conn = Connection {
+    let conn = Arc::new(Connection {
         id,
         start,
         config,
         shutdown,
+        plain_lanes,
         recorder: Mutex::new(recorder),
         transcript,
         spoke: [AtomicBool::new(false), AtomicBool::new(false)],
         upstream_fd: AtomicI32::new(-1),
-    };
+    });
     tracing::info!("#{id} {client_addr} connected");
     let reason = conn.run(client).await;
     conn.tell(RelayEvent::End {
@@ -153,8 +158,11 @@ pub async fn handle(
         reason: reason.clone(),
     })
     .await;
-    let transcript = conn.transcript.take();
-    drop(conn);
+    // The lane that relayed the session (if one did) has let go of it by now.
+    let transcript = match Arc::try_unwrap(conn) {
+        Ok(mut conn) => conn.transcript.take(),
+        Err(_) => None,
+    };
     let path = match transcript {
         None => None,
         Some(sink) => sink.close().await.and_then(|w| w.path().map(PathBuf::from)),
@@ -206,18 +214,55 @@ enum Phase {
 }
 
 impl Connection {
-    fn micros(&self) -> u64 {
+    pub(super) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(super) fn micros(&self) -> u64 {
         u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// `side` has sent bytes before.
+    pub(super) fn spoke(&self, side: Side) -> bool {
+        self.spoke[side as usize].load(Ordering::Relaxed)
+    }
+
+    /// Whether these are the first bytes `side` sends (true once).
+    pub(super) fn first_bytes(&self, side: Side) -> bool {
+        // A plain load per chunk; the swap happens once, on the first.
+        !self.spoke(side) && !self.spoke[side as usize].swap(true, Ordering::Relaxed)
+    }
+
+    /// The tracker follows `event`; returns what the transcript writer should get of it.
+    pub(super) fn follow(&self, event: RelayEvent) -> Option<Record> {
+        self.recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .handle(event)
+    }
+
+    /// Queues `record` for the transcript thread if the session has room there; gives it
+    /// back if not.
+    pub(super) fn offer(&self, record: Record) -> Option<Record> {
+        self.transcript.as_ref()?.try_send(record)
+    }
+
+    /// Queues `record` for the transcript thread whether or not the session has room.
+    pub(super) fn offer_now(&self, record: Record) {
+        if let Some(sink) = &self.transcript {
+            sink.send_now(record);
+        }
+    }
+
+    pub(super) fn server_may_send_more(&self) -> bool {
+        self.recorder
+            .lock()
+            .map_or(true, |r| r.server_may_send_more())
     }
 
     /// Records `event`: the tracker sees it now, the transcript writer gets what it made of it.
     async fn tell(&self, event: RelayEvent) {
-        let record = self
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .handle(event);
-        if let (Some(record), Some(sink)) = (record, &self.transcript) {
+        if let (Some(record), Some(sink)) = (self.follow(event), &self.transcript) {
             sink.send(record).await;
         }
     }
@@ -232,7 +277,7 @@ impl Connection {
     }
 
     /// The whole life of the connection; returns why it ended.
-    async fn run(&self, client: TcpStream) -> String {
+    async fn run(self: &Arc<Self>, client: TcpStream) -> String {
         let mut client = match self.config.client_tls {
             TlsMode::Tls => match self.accept_tls(client).await {
                 Ok(s) => s,
@@ -278,6 +323,17 @@ impl Connection {
 
         let mut intercept_starttls = self.config.client_tls == TlsMode::Starttls
             && self.config.upstream_tls == TlsMode::Starttls;
+        if !intercept_starttls
+            && !client.is_tls()
+            && !upstream.is_tls()
+            && let Some(lanes) = &self.plain_lanes
+        {
+            match self.to_plain_lane(lanes, client, upstream) {
+                Ok(relaying) => return relaying.ended(&self.shutdown).await,
+                Err(Some((c, u))) => (client, upstream) = (c, u),
+                Err(None) => return "cannot hand the sockets to a relay thread".into(),
+            }
+        }
         loop {
             match self
                 .relay(&mut client, &mut upstream, intercept_starttls)
@@ -318,14 +374,56 @@ impl Connection {
         }
     }
 
+    /// Plain legs go to a [`PlainLanes`] thread. Gives the streams back when they cannot
+    /// (a TLS leg, or the lane's thread is gone); `None` if they were lost on the way.
+    #[allow(clippy::type_complexity)]
+    fn to_plain_lane(
+        self: &Arc<Self>,
+        lanes: &PlainLanes,
+        client: Stream,
+        upstream: Stream,
+    ) -> Result<Relaying, Option<(Stream, Stream)>> {
+        let (client, upstream) = match (client, upstream) {
+            (Stream::Plain(client), Stream::Plain(upstream)) => (client, upstream),
+            streams => return Err(Some(streams)),
+        };
+        let handed = client
+            .into_std()
+            .and_then(|c| Ok((c, upstream.into_std()?)));
+        let (client, upstream) = match handed {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::warn!(
+                    "#{} cannot hand the sockets to a relay thread: {e}",
+                    self.id
+                );
+                return Err(None);
+            }
+        };
+        lanes
+            .relay(self.clone(), client, upstream)
+            .map_err(|(c, u)| {
+                let back = TcpStream::from_std(c).and_then(|c| Ok((c, TcpStream::from_std(u)?)));
+                back.ok().map(|(c, u)| (Stream::Plain(c), Stream::Plain(u)))
+            })
+    }
+
+    /// What a refusal sends the client (an untagged BYE, as IMAP does) and the transcript's
+    /// note of it.
+    pub(super) fn refusal(&self, message: &str) -> (String, String) {
+        let bye = format!("* BYE [UNAVAILABLE] imapscope: {message}\r\n");
+        let note = format!("imapscope answered the client itself: {}", bye.trim_end());
+        (bye, note)
+    }
+
     /// Tells the client why there will be no session, as IMAP does: an untagged BYE.
     async fn refuse<W: AsyncWrite + Unpin>(&self, client: &mut W, message: &str) {
         tracing::warn!("#{} {message}", self.id);
-        let bye = format!("* BYE [UNAVAILABLE] imapscope: {message}\r\n");
+        let (bye, note) = self.refusal(message);
         self.tell(RelayEvent::Said(Annotation::Note {
             t_us: self.micros(),
             side: Some(Side::Client),
-            text: format!("imapscope answered the client itself: {}", bye.trim_end()),
+            text: note,
         }))
         .await;
         let _ = client.write_all(bye.as_bytes()).await;
@@ -575,12 +673,9 @@ impl Connection {
                 Ok(0) => {
                     if side == Side::Server
                         && self.config.upstream_tls != TlsMode::Tls
-                        && !self.spoke[Side::Server as usize].load(Ordering::Relaxed)
+                        && !self.spoke(Side::Server)
                     {
-                        // A plain IMAP server greets first; one that hangs up without a word
-                        // after the client spoke is most often a TLS port.
-                        let message =
-                            diagnose::server_closed_before_greeting(&self.config.upstream);
+                        let message = self.server_closed_before_greeting();
                         self.error("upstream-greeting", &message).await;
                         self.refuse(&mut to, &message).await;
                         return PumpEnd::Refused(message);
@@ -604,10 +699,9 @@ impl Connection {
             }
             let t_us = self.micros();
             let mut chunk: Bytes = buf.split().freeze();
-            // A plain load per chunk; the swap happens once, on the first.
-            let first = !self.spoke[side as usize].load(Ordering::Relaxed)
-                && !self.spoke[side as usize].swap(true, Ordering::Relaxed);
-            if first && let Some(message) = self.speaks_tls_unexpectedly(side, t_us, &chunk).await {
+            if self.first_bytes(side)
+                && let Some(message) = self.speaks_tls_unexpectedly(side, t_us, &chunk).await
+            {
                 // The client speaks plain IMAP: it can read why.
                 self.refuse(&mut to, &message).await;
                 return PumpEnd::Refused(message);
@@ -636,11 +730,7 @@ impl Connection {
                 // the next command instead of costing a packet and a system call per
                 // round trip.
                 let fd = self.upstream_fd.load(Ordering::Relaxed);
-                let more = self
-                    .recorder
-                    .lock()
-                    .map_or(true, |r| r.server_may_send_more());
-                if fd >= 0 && more {
+                if fd >= 0 && self.server_may_send_more() {
                     super::stream::acknowledge_now(fd);
                 }
             }
@@ -694,6 +784,30 @@ impl Connection {
         t_us: u64,
         first: &Bytes,
     ) -> Option<String> {
+        let (message, dropped) = self.unexpected_tls(side, first)?;
+        if side == Side::Client {
+            tracing::warn!("#{} {message}", self.id);
+            self.error("client-tls", &message).await;
+            return None;
+        }
+        self.tell(RelayEvent::Said(Annotation::Dropped {
+            side,
+            t_us,
+            data: first.clone(),
+            reason: dropped.into(),
+        }))
+        .await;
+        self.error("upstream-tls", &message).await;
+        Some(message)
+    }
+
+    /// What to say when `first`, the first bytes of `side`, open a TLS record on a plain
+    /// leg, and the reason given for not relaying them when `side` is the server.
+    pub(super) fn unexpected_tls(
+        &self,
+        side: Side,
+        first: &[u8],
+    ) -> Option<(String, &'static str)> {
         let tls_leg = match side {
             Side::Client => self.config.client_tls == TlsMode::Tls,
             Side::Server => self.config.upstream_tls == TlsMode::Tls,
@@ -701,32 +815,34 @@ impl Connection {
         if tls_leg || !looks_like_tls(first) {
             return None;
         }
-        if side == Side::Client {
-            let message = diagnose::client_tls_on_plain_port();
-            tracing::warn!("#{} {message}", self.id);
-            self.error("client-tls", &message).await;
-            return None;
-        }
-        let message = diagnose::server_tls_on_plain_connection(&self.config.upstream);
-        self.tell(RelayEvent::Said(Annotation::Dropped {
-            side,
-            t_us,
-            data: first.clone(),
-            reason: "a TLS record where plain IMAP was expected: not relayed".into(),
-        }))
-        .await;
-        self.error("upstream-tls", &message).await;
-        Some(message)
+        Some(match side {
+            Side::Client => (diagnose::client_tls_on_plain_port(), ""),
+            Side::Server => (
+                diagnose::server_tls_on_plain_connection(&self.config.upstream),
+                "a TLS record where plain IMAP was expected: not relayed",
+            ),
+        })
     }
 
-    /// The plain upstream has said nothing for [`GREETING_WAIT`]: say what that may mean.
-    async fn silent_upstream(&self) {
-        let text = format!(
+    /// A plain IMAP server greets first; one that hangs up without a word after the client
+    /// spoke is most often a TLS port.
+    pub(super) fn server_closed_before_greeting(&self) -> String {
+        diagnose::server_closed_before_greeting(&self.config.upstream)
+    }
+
+    /// What to say when the plain upstream has said nothing for [`GREETING_WAIT`].
+    pub(super) fn silent_upstream_text(&self) -> String {
+        format!(
             "the server at {} has sent no greeting after {} s; if that port speaks implicit \
              TLS (as port 993 does), run imapscope with --upstream-tls tls",
             self.config.upstream,
             GREETING_WAIT.as_secs()
-        );
+        )
+    }
+
+    /// The plain upstream has said nothing for [`GREETING_WAIT`]: say what that may mean.
+    async fn silent_upstream(&self) {
+        let text = self.silent_upstream_text();
         tracing::warn!("#{} {text}", self.id);
         self.tell(RelayEvent::Said(Annotation::Note {
             t_us: self.micros(),
@@ -868,7 +984,7 @@ impl Gate {
 }
 
 /// How one direction ended.
-enum PumpEnd {
+pub(super) enum PumpEnd {
     /// The sender closed its side.
     Eof(Side),
     ReadError(Side, std::io::Error),
@@ -882,11 +998,11 @@ enum PumpEnd {
 }
 
 impl PumpEnd {
-    fn is_clean(&self) -> bool {
+    pub(super) fn is_clean(&self) -> bool {
         matches!(self, PumpEnd::Eof(_) | PumpEnd::EofWithoutCloseNotify(_))
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match self {
             PumpEnd::Eof(side) => format!("{} closed", side.as_str()),
             PumpEnd::ReadError(side, e) => format!("reading from {} failed: {e}", side.as_str()),

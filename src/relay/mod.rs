@@ -9,6 +9,7 @@
 
 pub mod connection;
 pub mod lanes;
+pub mod plain_lane;
 pub mod read_ahead;
 pub mod recorder;
 pub mod server;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::lanes::Lanes;
+use super::plain_lane::PlainLanes;
 use super::transcript_thread::TranscriptThread;
 use super::{RelayConfig, connection};
 
@@ -64,6 +65,13 @@ impl RelayServer {
                 }
             },
         };
+        let plain_lanes = match PlainLanes::per_core() {
+            Ok(lanes) => Some(Arc::new(lanes)),
+            Err(e) => {
+                tracing::warn!("cannot start the plain relay threads ({e}); tokio relays all");
+                None
+            }
+        };
         let tasks = TaskTracker::new();
         let mut next_id = 0u64;
         loop {
@@ -75,10 +83,14 @@ impl RelayServer {
                 Ok((socket, addr)) => {
                     next_id += 1;
                     let id = next_id;
-                    let (config, transcripts, shutdown) =
-                        (self.config.clone(), transcripts.clone(), shutdown.clone());
+                    let (config, transcripts, plain, shutdown) = (
+                        self.config.clone(),
+                        transcripts.clone(),
+                        plain_lanes.clone(),
+                        shutdown.clone(),
+                    );
                     let relay = move |socket| {
-                        connection::handle(id, socket, addr, config, transcripts, shutdown)
+                        connection::handle(id, socket, addr, config, transcripts, plain, shutdown)
                     };
                     let Some(lanes) = &lanes else {
                         tasks.spawn(relay(socket));
@@ -123,6 +135,9 @@ impl RelayServer {
             transcripts.stop().await;
         }
         if let Some(lanes) = lanes {
+            lanes.stop().await;
+        }
+        if let Some(lanes) = plain_lanes {
             lanes.stop().await;
         }
     }

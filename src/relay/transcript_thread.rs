@@ -24,7 +24,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Semaphore, TryAcquireError, oneshot};
 
 use super::recorder::{Annotation, Record};
 use crate::transcript::TranscriptWriter;
@@ -127,7 +127,23 @@ impl TranscriptSink {
         });
     }
 
-    /// Queues `record` without waiting (for the end of a connection that panicked).
+    /// Queues `record` if the session has room; gives it back if not (the plain lanes, which
+    /// cannot wait, hold it and try again). A session whose writer failed records nothing more.
+    pub fn try_send(&self, record: Record) -> Option<Record> {
+        match self.room.try_acquire() {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::NoPermits) => return Some(record),
+            Err(TryAcquireError::Closed) => return None,
+        }
+        let _ = self.jobs.send(Job::Record {
+            session: self.session,
+            record,
+        });
+        None
+    }
+
+    /// Queues `record` without waiting (for the end of a connection that panicked, and what a
+    /// plain lane held at a session's end).
     pub fn send_now(&self, record: Record) {
         if let Ok(permit) = self.room.try_acquire() {
             permit.forget();
