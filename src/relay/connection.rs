@@ -247,6 +247,16 @@ impl Connection {
         self.transcript.as_ref()?.try_send(record)
     }
 
+    /// Has `wake` called when the transcript thread has room again after an [`offer`] found
+    /// none.
+    ///
+    /// [`offer`]: Connection::offer
+    pub(super) fn on_room(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        if let Some(sink) = &self.transcript {
+            sink.on_room(wake);
+        }
+    }
+
     /// Queues `record` for the transcript thread whether or not the session has room.
     pub(super) fn offer_now(&self, record: Record) {
         if let Some(sink) = &self.transcript {

@@ -13,9 +13,9 @@
 //! to the other peer, let the recorder follow it, and acknowledge the server at once while it
 //! may send more. Records go to the transcript thread without waiting. A session whose records
 //! the disk has not taken yet is not read from until they are taken (back-pressure, bounded
-//! memory); the loop retries it every millisecond. A bulk chunk is followed by a look at the
-//! other sockets (`epoll_wait` without waiting) before the same socket is read again, so one
-//! busy session does not starve the others.
+//! memory); the transcript thread wakes the lane when it has room again. A bulk chunk is
+//! followed by a look at the other sockets (`epoll_wait` without waiting) before the same
+//! socket is read again, so one busy session does not starve the others.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -40,8 +40,9 @@ use crate::protocol::Side;
 /// The token of each lane's waker; a connection's sockets use `2 * slot` and `2 * slot + 1`.
 const WAKER: Token = Token(usize::MAX);
 
-/// How often a session held back by the disk is tried again.
-const RETRY: Duration = Duration::from_millis(1);
+/// How often a session held back by the disk is tried again, should a wake-up from the
+/// transcript thread go missing (it is not expected to).
+const RETRY: Duration = Duration::from_millis(20);
 
 /// The lanes: started together, stopped together.
 pub struct PlainLanes {
@@ -106,7 +107,7 @@ impl PlainLanes {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (commands, inbox) = mpsc::channel();
-            let lane = Lane::new(poll, inbox);
+            let lane = Lane::new(poll, inbox, waker.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("imapscope-plain-{n}"))
@@ -190,6 +191,9 @@ impl PlainLanes {
 /// One lane's thread: its poll, its sessions, what is due.
 struct Lane {
     poll: Poll,
+    /// Handed to the transcript thread, which wakes the lane when a held-back session has
+    /// room again.
+    waker: Arc<Waker>,
     inbox: mpsc::Receiver<Command>,
     slots: Vec<Option<Relayed>>,
     free: Vec<usize>,
@@ -220,9 +224,10 @@ enum Progress {
 }
 
 impl Lane {
-    fn new(poll: Poll, inbox: mpsc::Receiver<Command>) -> Lane {
+    fn new(poll: Poll, inbox: mpsc::Receiver<Command>, waker: Arc<Waker>) -> Lane {
         Lane {
             poll,
+            waker,
             inbox,
             slots: Vec::new(),
             free: Vec::new(),
@@ -329,6 +334,10 @@ impl Lane {
             .register(&mut client, Token(2 * slot), both)
             .and_then(|()| registry.register(&mut upstream, Token(2 * slot + 1), both));
         let id = conn.id();
+        let waker = self.waker.clone();
+        conn.on_room(Box::new(move || {
+            let _ = waker.wake();
+        }));
         let greeting_by = (!conn.spoke(Side::Server)).then(|| Instant::now() + GREETING_WAIT);
         let relayed = Relayed {
             id,

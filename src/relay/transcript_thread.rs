@@ -20,8 +20,9 @@
 //!   its gap is (see [`TranscriptWriter::flush_now`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use tokio::sync::{Semaphore, TryAcquireError, oneshot};
@@ -43,7 +44,7 @@ enum Job {
     Open {
         session: u64,
         writer: Box<TranscriptWriter>,
-        room: Arc<Semaphore>,
+        room: Arc<Room>,
     },
     Record {
         session: u64,
@@ -81,7 +82,7 @@ impl TranscriptThread {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()?;
-        let room = Arc::new(Semaphore::new(QUEUE_RECORDS));
+        let room = Arc::new(Room::new());
         jobs.send(Job::Open {
             session,
             writer: Box::new(writer),
@@ -106,18 +107,71 @@ impl TranscriptThread {
     }
 }
 
+/// How many more records a session may queue, and whom to wake when it may again (a plain
+/// lane, which cannot wait on the semaphore).
+pub struct Room {
+    permits: Semaphore,
+    /// Set by a `try_send` that found no room.
+    waiting: AtomicBool,
+    wake: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl Room {
+    fn new() -> Room {
+        Room {
+            permits: Semaphore::new(QUEUE_RECORDS),
+            waiting: AtomicBool::new(false),
+            wake: OnceLock::new(),
+        }
+    }
+
+    /// Takes room for one record without waiting. Without room, the waiter (see
+    /// [`TranscriptSink::on_room`]) is woken when there is some again.
+    fn try_take(&self) -> Result<(), TryAcquireError> {
+        let taken = match self.permits.try_acquire() {
+            Err(TryAcquireError::NoPermits) => {
+                // Asks to be woken first, then tries once more: room given back in between
+                // is either taken now or wakes the waiter.
+                self.waiting.store(true, Ordering::SeqCst);
+                self.permits.try_acquire()
+            }
+            other => other,
+        };
+        taken.map(|permit| permit.forget())
+    }
+
+    fn give_back(&self, records: usize) {
+        self.permits.add_permits(records);
+        self.wake_waiter();
+    }
+
+    /// The session's writer failed: nothing more is recorded, and no relay waits for room.
+    fn close(&self) {
+        self.permits.close();
+        self.wake_waiter();
+    }
+
+    fn wake_waiter(&self) {
+        if self.waiting.swap(false, Ordering::SeqCst)
+            && let Some(wake) = self.wake.get()
+        {
+            wake();
+        }
+    }
+}
+
 /// One session's way to the thread.
 pub struct TranscriptSink {
     session: u64,
     jobs: mpsc::Sender<Job>,
-    room: Arc<Semaphore>,
+    room: Arc<Room>,
     closed: bool,
 }
 
 impl TranscriptSink {
     /// Queues `record`; waits only while the session already has [`QUEUE_RECORDS`] unwritten.
     pub async fn send(&self, record: Record) {
-        match self.room.acquire().await {
+        match self.room.permits.acquire().await {
             Ok(permit) => permit.forget(),
             Err(_) => return, // the session's writer failed: nothing more is recorded
         }
@@ -127,11 +181,17 @@ impl TranscriptSink {
         });
     }
 
+    /// Sets what to call when room comes back after a [`TranscriptSink::try_send`] found
+    /// none (once; later calls are ignored).
+    pub fn on_room(&self, wake: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.room.wake.set(wake);
+    }
+
     /// Queues `record` if the session has room; gives it back if not (the plain lanes, which
     /// cannot wait, hold it and try again). A session whose writer failed records nothing more.
     pub fn try_send(&self, record: Record) -> Option<Record> {
-        match self.room.try_acquire() {
-            Ok(permit) => permit.forget(),
+        match self.room.try_take() {
+            Ok(()) => {}
             Err(TryAcquireError::NoPermits) => return Some(record),
             Err(TryAcquireError::Closed) => return None,
         }
@@ -145,7 +205,7 @@ impl TranscriptSink {
     /// Queues `record` without waiting (for the end of a connection that panicked, and what a
     /// plain lane held at a session's end).
     pub fn send_now(&self, record: Record) {
-        if let Ok(permit) = self.room.try_acquire() {
+        if let Ok(permit) = self.room.permits.try_acquire() {
             permit.forget();
         }
         let _ = self.jobs.send(Job::Record {
@@ -183,7 +243,7 @@ impl Drop for TranscriptSink {
 /// A session as the thread holds it.
 struct Open {
     writer: TranscriptWriter,
-    room: Arc<Semaphore>,
+    room: Arc<Room>,
     ended: bool,
     /// Records taken since the last write, given back to the session once written; the
     /// session is in the batch's `touched` list while this is not zero.
@@ -295,7 +355,7 @@ fn write_out(sessions: &mut HashMap<u64, Open>, touched: &mut Vec<u64>) {
     for session in touched.drain(..) {
         if let Some(open) = sessions.get_mut(&session) {
             flush(session, &mut open.writer);
-            open.room.add_permits(std::mem::take(&mut open.taken));
+            open.room.give_back(std::mem::take(&mut open.taken));
         }
     }
 }
@@ -462,6 +522,30 @@ mod tests {
             panic!("no end line: {lines:?}");
         };
         assert_eq!(end.reason, "relay stopped");
+    }
+
+    #[test]
+    fn a_session_without_room_is_woken_once_room_comes_back() {
+        let room = Room::new();
+        let woken = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = woken.clone();
+        let _ = room.wake.set(Box::new(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+        }));
+        for _ in 0..QUEUE_RECORDS {
+            room.try_take().unwrap();
+        }
+        room.give_back(1);
+        assert_eq!(woken.load(Ordering::SeqCst), 0, "nobody was waiting");
+        room.try_take().unwrap();
+        assert!(matches!(room.try_take(), Err(TryAcquireError::NoPermits)));
+        room.give_back(2);
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "the waiter is woken");
+        room.give_back(1);
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "and only once");
+        room.try_take().unwrap();
+        room.close();
+        assert!(matches!(room.try_take(), Err(TryAcquireError::Closed)));
     }
 
     #[tokio::test]
