@@ -132,6 +132,14 @@ impl Framer {
         matches!(self.state, State::Literal { .. })
     }
 
+    /// How many bytes of the current literal are still to come (0 outside one).
+    pub fn literal_remaining(&self) -> u64 {
+        match self.state {
+            State::Literal { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
     /// A client line announced a synchronizing literal and no data has come yet.
     pub fn awaits_continuation(&self) -> bool {
         matches!(self.state, State::AwaitingContinuation { .. })

@@ -351,7 +351,7 @@ impl SessionTracker {
                     len: bytes.len(),
                 }),
                 Fragment::Line { bytes, end } => {
-                    self.append(from, t_us, bytes, out);
+                    self.append(from, t_us, bytes, 0, out);
                     if let Some(end) = end {
                         if end.bare_lf
                             && let Some(a) = self.direction(from).assembly.as_mut()
@@ -369,7 +369,10 @@ impl SessionTracker {
                         }
                     }
                 }
-                Fragment::Literal { bytes, .. } => self.append(from, t_us, bytes, out),
+                Fragment::Literal { bytes, .. } => {
+                    let more = self.direction(from).framer.literal_remaining();
+                    self.append(from, t_us, bytes, more, out)
+                }
             }
         }
     }
@@ -399,7 +402,11 @@ impl SessionTracker {
         }
     }
 
-    fn append(&mut self, from: Side, t_us: u64, mut bytes: &[u8], out: &mut Vec<Event>) {
+    /// Adds `bytes` to the message being assembled. `more`: how many bytes of it are known to
+    /// follow (the rest of a literal), so that the buffer is sized once rather than grown by
+    /// doubling, which copied a large literal's bytes almost twice more on their way to the
+    /// transcript.
+    fn append(&mut self, from: Side, t_us: u64, mut bytes: &[u8], more: u64, out: &mut Vec<Event>) {
         while !bytes.is_empty() {
             if self.direction(from).assembly.is_none() {
                 let seq = self.next_seq;
@@ -428,10 +435,25 @@ impl SessionTracker {
             }
             let room = limit - a.buf.len();
             let take = room.min(bytes.len());
+            // What this message will still bring, as far as it is known: the rest of the
+            // literal, and room for the line after it (`)` and CRLF, or a few more items);
+            // never more than is held at once.
+            let expected = usize::try_from(more)
+                .unwrap_or(usize::MAX)
+                .saturating_add(take + 64)
+                .min(room);
             if a.buf.is_empty() {
                 // Most messages are one line that arrives whole: one exact allocation.
-                a.buf = bytes[..take].to_vec();
+                if more == 0 {
+                    a.buf = bytes[..take].to_vec();
+                } else {
+                    a.buf = Vec::with_capacity(expected);
+                    a.buf.extend_from_slice(&bytes[..take]);
+                }
             } else {
+                if a.buf.capacity() - a.buf.len() < take {
+                    a.buf.reserve(expected.max(take));
+                }
                 a.buf.extend_from_slice(&bytes[..take]);
             }
             bytes = &bytes[take..];
@@ -1082,6 +1104,28 @@ mod tests {
                 last: true
             }]
         );
+    }
+
+    #[test]
+    fn a_literal_arriving_in_pieces_is_held_in_one_buffer_sized_once() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"f FETCH 1 BODY[]\r\n");
+        let head = b"* 1 FETCH (BODY[] {100000}\r\n";
+        let mut events = Vec::new();
+        t.on_bytes(Side::Server, 2, head, &mut events);
+        for _ in 0..100 {
+            t.on_bytes(Side::Server, 3, &[b'x'; 1000], &mut events);
+        }
+        let tail = b" FLAGS (\\Seen))\r\n";
+        t.on_bytes(Side::Server, 4, tail, &mut events);
+        let m = messages(&events)[0];
+        assert!(!m.partial);
+        let whole = head.len() + 100_000 + tail.len();
+        assert_eq!(m.bytes.len(), whole);
+        // Grown by doubling from the first piece, it would hold 128 KiB (after copying the
+        // bytes five more times); sized once, it holds the message and the slack.
+        assert!(m.bytes.capacity() <= whole + 64, "{}", m.bytes.capacity());
     }
 
     #[test]
