@@ -278,12 +278,16 @@ impl Connection {
     }
 
     async fn error(&self, during: &str, message: &str) {
-        self.tell(RelayEvent::Said(Annotation::Error {
+        self.tell(self.error_event(during, message)).await;
+    }
+
+    /// An error to record: what imapscope was doing, and what went wrong.
+    pub(super) fn error_event(&self, during: &str, message: &str) -> RelayEvent {
+        RelayEvent::Said(Annotation::Error {
             t_us: self.micros(),
             during: during.to_string(),
             message: message.to_string(),
-        }))
-        .await;
+        })
     }
 
     /// The whole life of the connection; returns why it ended.
@@ -783,41 +787,33 @@ impl Connection {
         }
     }
 
-    /// The first bytes of `side` open a TLS record where imapscope expects plain IMAP: the
-    /// peer is set up for implicit TLS. A client's hello is still relayed unchanged (the
-    /// relay never drops what a client sends) and the sentence goes to the log and the
-    /// transcript; a server that answers in TLS cannot serve a plain IMAP client at all, so
-    /// that session ends, and the client is told why. Returns the sentence in that case.
+    /// Records what [`Connection::unexpected_tls`] found; returns the sentence to refuse the
+    /// client with when the session cannot go on.
     async fn speaks_tls_unexpectedly(
         &self,
         side: Side,
         t_us: u64,
         first: &Bytes,
     ) -> Option<String> {
-        let (message, dropped) = self.unexpected_tls(side, first)?;
-        if side == Side::Client {
-            tracing::warn!("#{} {message}", self.id);
-            self.error("client-tls", &message).await;
-            return None;
+        let found = self.unexpected_tls(side, t_us, first)?;
+        for event in found.record {
+            self.tell(event).await;
         }
-        self.tell(RelayEvent::Said(Annotation::Dropped {
-            side,
-            t_us,
-            data: first.clone(),
-            reason: dropped.into(),
-        }))
-        .await;
-        self.error("upstream-tls", &message).await;
-        Some(message)
+        found.refusal
     }
 
-    /// What to say when `first`, the first bytes of `side`, open a TLS record on a plain
-    /// leg, and the reason given for not relaying them when `side` is the server.
+    /// The first bytes of `side` open a TLS record where imapscope expects plain IMAP: the
+    /// peer is set up for implicit TLS. A client's hello is still relayed unchanged (the
+    /// relay never drops what a client sends) and the sentence goes to the log and the
+    /// transcript; a server that answers in TLS cannot serve a plain IMAP client at all, so
+    /// that session ends, and the client is told why. Shared by the tokio pumps and the
+    /// plain lanes, which record the result each their own way.
     pub(super) fn unexpected_tls(
         &self,
         side: Side,
-        first: &[u8],
-    ) -> Option<(String, &'static str)> {
+        t_us: u64,
+        first: &Bytes,
+    ) -> Option<UnexpectedTls> {
         let tls_leg = match side {
             Side::Client => self.config.client_tls == TlsMode::Tls,
             Side::Server => self.config.upstream_tls == TlsMode::Tls,
@@ -826,11 +822,30 @@ impl Connection {
             return None;
         }
         Some(match side {
-            Side::Client => (diagnose::client_tls_on_plain_port(), ""),
-            Side::Server => (
-                diagnose::server_tls_on_plain_connection(&self.config.upstream),
-                "a TLS record where plain IMAP was expected: not relayed",
-            ),
+            Side::Client => {
+                let message = diagnose::client_tls_on_plain_port();
+                tracing::warn!("#{} {message}", self.id);
+                UnexpectedTls {
+                    record: vec![self.error_event("client-tls", &message)],
+                    refusal: None,
+                }
+            }
+            Side::Server => {
+                let message = diagnose::server_tls_on_plain_connection(&self.config.upstream);
+                UnexpectedTls {
+                    record: vec![
+                        RelayEvent::Said(Annotation::Dropped {
+                            side,
+                            t_us,
+                            data: first.clone(),
+                            reason: "a TLS record where plain IMAP was expected: not relayed"
+                                .into(),
+                        }),
+                        self.error_event("upstream-tls", &message),
+                    ],
+                    refusal: Some(message),
+                }
+            }
         })
     }
 
@@ -886,6 +901,14 @@ impl Connection {
 /// `*`, a tag or `+`.
 fn looks_like_tls(bytes: &[u8]) -> bool {
     matches!(bytes, [0x15 | 0x16, 0x03, ..])
+}
+
+/// TLS bytes found on a plain leg (see [`Connection::unexpected_tls`]).
+pub(super) struct UnexpectedTls {
+    /// What to record, in this order.
+    pub(super) record: Vec<RelayEvent>,
+    /// The sentence to refuse the client with when the session cannot go on.
+    pub(super) refusal: Option<String>,
 }
 
 /// Writes `chunk` to `to` and runs `record`, in the order that keeps the transcript causal

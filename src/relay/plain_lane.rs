@@ -666,20 +666,11 @@ impl Relayed {
 
     /// As `Connection::speaks_tls_unexpectedly`.
     fn speaks_tls_unexpectedly(&mut self, side: Side, t_us: u64, first: &Bytes) -> Option<String> {
-        let (message, dropped) = self.conn.unexpected_tls(side, first)?;
-        if side == Side::Client {
-            tracing::warn!("#{} {message}", self.id);
-            self.error("client-tls", &message);
-            return None;
+        let found = self.conn.unexpected_tls(side, t_us, first)?;
+        for event in found.record {
+            self.tell(event);
         }
-        self.tell(RelayEvent::Said(Annotation::Dropped {
-            side,
-            t_us,
-            data: first.clone(),
-            reason: dropped.into(),
-        }));
-        self.error("upstream-tls", &message);
-        Some(message)
+        found.refusal
     }
 
     /// Tells the client why there will be no session (as `Connection::refuse`); best effort:
@@ -698,11 +689,8 @@ impl Relayed {
     }
 
     fn error(&mut self, during: &str, message: &str) {
-        self.tell(RelayEvent::Said(Annotation::Error {
-            t_us: self.conn.micros(),
-            during: during.to_string(),
-            message: message.to_string(),
-        }));
+        let event = self.conn.error_event(during, message);
+        self.tell(event);
     }
 
     /// The recorder follows `event`; what it made of it goes to the transcript thread, or
