@@ -682,17 +682,17 @@ fn python_peers(work: &Path, plan: &Plan) {
         .as_ref()
         .map(|bin| start_imapscope_from(Path::new(bin), server.addr, None, &[]));
     let socat = start_socat(server.addr, Some(262_144));
-    let mut rows: Vec<(&str, SocketAddr)> = vec![("direct", server.addr)];
+    let mut rows: Vec<(&str, &Proc)> = vec![("direct", &server)];
     match &socat {
-        Some(s) => rows.push(("socat -b 262144", s.addr)),
+        Some(s) => rows.push(("socat -b 262144", s)),
         None => println!("socat: not installed, its row is skipped"),
     }
-    rows.push(("imapscope --out none", scope.addr));
-    rows.push(("imapscope recording", recording.addr));
+    rows.push(("imapscope --out none", &scope));
+    rows.push(("imapscope recording", &recording));
     if let Some(o) = &other {
-        rows.push(("other build --out none", o.addr));
+        rows.push(("other build --out none", o));
     }
-    peers_in_turns(false, &rows, plan);
+    peers_in_turns(false, &server, &rows, plan);
     drop((server, scope, recording, other, socat));
 
     let key = rcgen::KeyPair::generate().unwrap();
@@ -720,20 +720,20 @@ fn python_peers(work: &Path, plan: &Plan) {
         &certs.join("ca.pem"),
         &certs.join("ca-key.pem"),
     );
-    let mut rows: Vec<(&str, SocketAddr)> = vec![
-        ("direct TLS", server.addr),
-        ("imapscope --out none", scope.addr),
-        ("imapscope recording", recording.addr),
+    let mut rows: Vec<(&str, &Proc)> = vec![
+        ("direct TLS", &server),
+        ("imapscope --out none", &scope),
+        ("imapscope recording", &recording),
     ];
     if let Some(o) = &other {
-        rows.push(("other build --out none", o.addr));
+        rows.push(("other build --out none", o));
     }
     for (name, relay) in &relays {
         if let Some(r) = relay {
-            rows.push((name, r.0.addr));
+            rows.push((name, &r.0));
         }
     }
-    peers_in_turns(true, &rows, plan);
+    peers_in_turns(true, &server, &rows, plan);
 }
 
 /// `benches/peers.py`'s server, plain or with TLS (`cert`, `key`); it writes its port to
@@ -771,8 +771,9 @@ fn start_peers_server(port_file: &Path, tls: Option<(&Path, &Path)>) -> Proc {
     }
 }
 
-/// Runs `benches/peers.py`'s client over `rows` (the first is direct) and prints the table.
-fn peers_in_turns(tls: bool, rows: &[(&str, SocketAddr)], plan: &Plan) {
+/// Runs `benches/peers.py`'s client over `rows` (the first is direct: the server itself) and
+/// prints the table, then each party's CPU per GB on each path.
+fn peers_in_turns(tls: bool, server: &Proc, rows: &[(&str, &Proc)], plan: &Plan) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peers.py");
     let fetches = plan.fetches.max(10);
     let legs = if tls { "TLS" } else { "plain" };
@@ -788,7 +789,19 @@ fn peers_in_turns(tls: bool, rows: &[(&str, SocketAddr)], plan: &Plan) {
             &(plan.body / MB).to_string(),
         ])
         .arg(plan.pings.to_string())
-        .args(rows.iter().map(|r| r.1.port().to_string()))
+        .args(rows.iter().map(|(name, relay)| {
+            // socat and sslsplit work in processes they fork: the CPU of the one started
+            // is not theirs.
+            if relay.pid() == server.pid()
+                || name.starts_with("sslsplit")
+                || name.starts_with("socat")
+            {
+                relay.addr.port().to_string()
+            } else {
+                format!("{}/{}", relay.addr.port(), relay.pid())
+            }
+        }))
+        .env("PEERS_SERVER_PID", server.pid().to_string())
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
@@ -799,7 +812,7 @@ fn peers_in_turns(tls: bool, rows: &[(&str, SocketAddr)], plan: &Plan) {
         )
     });
     let figure = |addr: SocketAddr, key: &str| result[addr.port().to_string()][key].as_f64();
-    let base = |key: &str| figure(rows[0].1, key).unwrap_or(f64::NAN);
+    let base = |key: &str| figure(rows[0].1.addr, key).unwrap_or(f64::NAN);
     println!();
     println!(
         "Python peers, {} legs, {fetches} x {} MiB FETCH and {} NOOPs per path, in turns:",
@@ -816,15 +829,38 @@ fn peers_in_turns(tls: bool, rows: &[(&str, SocketAddr)], plan: &Plan) {
         "  {:<24} {:>7} {:>14} {:>9} {:>9}",
         "path", "MB/s", of, "p50 +us", "p99 +us"
     );
-    for (name, addr) in rows {
-        let mbps = figure(*addr, "mbps").unwrap_or(f64::NAN);
+    for (name, relay) in rows {
+        let mbps = figure(relay.addr, "mbps").unwrap_or(f64::NAN);
         println!(
             "  {:<24} {:>7.0} {:>14.2} {:>9.1} {:>9.1}",
             name,
             mbps,
             mbps / base("mbps"),
-            figure(*addr, "p50").unwrap_or(f64::NAN) - base("p50"),
-            figure(*addr, "p99").unwrap_or(f64::NAN) - base("p99"),
+            figure(relay.addr, "p50").unwrap_or(f64::NAN) - base("p50"),
+            figure(relay.addr, "p99").unwrap_or(f64::NAN) - base("p99"),
+        );
+    }
+    // Whether a path is bound by the CPU the parties share: on two cores, a path whose
+    // parties keep both busy cannot go faster by any change to one of them alone.
+    for (name, relay) in rows {
+        let port = relay.addr.port().to_string();
+        let party = |what: &str, who: &str| result[&port][what][who].as_f64();
+        let (Some(client), Some(server)) = (
+            party("cpu_s_per_gb", "client"),
+            party("cpu_s_per_gb", "server"),
+        ) else {
+            continue;
+        };
+        let cores = |who: &str| party("cores", who).unwrap_or(0.0);
+        let relay_gb = party("cpu_s_per_gb", "relay");
+        println!(
+            "  {:<24} CPU s/GB: client {client:.2}, relay {}, server {server:.2}; cores busy: {:.2} (client {:.2}, relay {:.2}, server {:.2})",
+            name,
+            relay_gb.map_or("-".to_string(), |r| format!("{r:.2}")),
+            cores("client") + cores("relay") + cores("server"),
+            cores("client"),
+            cores("relay"),
+            cores("server"),
         );
     }
 }
@@ -968,18 +1004,21 @@ fn raise_fd_limit() -> u64 {
     }
 }
 
-/// CPU seconds (user + system) of a process, from `/proc/PID/stat`.
+/// CPU seconds of a process, every thread: the scheduler's own count (`schedstat`, in
+/// nanoseconds). `/proc/PID/stat`'s utime and stime, used before, are adjusted to stay
+/// monotonic and can stand still for many milliseconds, which put the responder's work for
+/// one path on another path's FETCHes (a path measured at 0.00 s/GB). A thread that ends
+/// between two readings takes its time along.
 fn cpu_of(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit(')').next().unwrap_or("");
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
     };
-    (ticks(11) + ticks(12)) / 100.0
+    let nanos: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanos as f64 / 1e9
 }
 
 /// `IMAPSCOPE_BENCH_OTHER`: another imapscope binary to measure in the same turns (empty

@@ -8,16 +8,23 @@ kind of pair, so that the benchmark shows the relay between realistic peers too.
 
     python3 peers.py server PORT_FILE CERT KEY     (TLS)
     python3 peers.py server PORT_FILE plain        (plain TCP)
-    python3 peers.py client FETCHES BODY_MIB PINGS PORT...        (TLS)
-    python3 peers.py client-plain FETCHES BODY_MIB PINGS PORT...  (plain TCP)
+    python3 peers.py client FETCHES BODY_MIB PINGS PORT[/PID]...        (TLS)
+    python3 peers.py client-plain FETCHES BODY_MIB PINGS PORT[/PID]...  (plain TCP)
 
 The server answers `FETCH n BODY[]` with an n MiB literal, `NOOP` with one line, `LOGOUT`
 with BYE. The client FETCHes on every port in turns (one FETCH per port, then the next round,
 in a shuffled order), then NOOPs in turns, and prints one JSON object: per port,
 MB/s over all FETCHes, and the p50 and p99 NOOP round trip in microseconds.
+
+CPU: with PEERS_SERVER_PID set to the server's process, and `/PID` after a port naming the
+relay on that path, each FETCH is bracketed by readings of the CPU time of this client, the
+server and that relay (from /proc, see `cpu_seconds`), and the result adds, per path, each party's
+CPU seconds per GB and the cores it kept busy while that path's FETCHes ran. Those say whether
+a path is bound by the CPU all parties share.
 """
 
 import json
+import os
 import random
 import socket
 import ssl
@@ -36,8 +43,6 @@ def serve(port_file, cert, key):
     listener.listen(128)
     with open(port_file + ".tmp", "w") as f:
         f.write(str(listener.getsockname()[1]))
-    import os
-
     os.rename(port_file + ".tmp", port_file)
     body = b"x" * (64 << 20)
     while True:
@@ -131,25 +136,64 @@ def turn_order(round, n):
     return order
 
 
-def measure(fetches, mib, pings, ports, tls=True):
+def cpu_seconds(pid):
+    """CPU time of process `pid`, every thread, in seconds (the scheduler's own count in
+    schedstat, to the nanosecond: /proc/PID/stat's utime and stime are adjusted to stay
+    monotonic and can stand still for many milliseconds, which put one path's work on
+    another path's FETCHes). A thread that ends between two readings takes its time along."""
+    total = 0
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return 0.0
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                total += int(f.read().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / 1e9
+
+
+def measure(fetches, mib, pings, paths, tls=True):
+    ports = [int(p.split("/")[0]) for p in paths]
+    relays = [int(p.split("/")[1]) if "/" in p else 0 for p in paths]
+    server = int(os.environ.get("PEERS_SERVER_PID", "0"))
+    parties = lambda k: (os.getpid(), relays[k], server)
     sessions = [Session(p, tls) for p in ports]
     for s in sessions:
         s.fetch(b"w", mib)
     seconds = [0.0] * len(ports)
+    cpu = [[0.0, 0.0, 0.0] for _ in ports]
     for i in range(fetches):
         for k in turn_order(i, len(ports)):
+            before = [cpu_seconds(p) if p else 0.0 for p in parties(k)]
             seconds[k] += sessions[k].fetch(b"f%d" % i, mib)
+            after = [cpu_seconds(p) if p else 0.0 for p in parties(k)]
+            for j in range(3):
+                cpu[k][j] += after[j] - before[j]
     times = [[] for _ in ports]
     for i in range(pings):
         for k in turn_order(i, len(ports)):
             times[k].append(sessions[k].noop(b"n%d" % i) * 1e6)
     result = {}
+    gb = fetches * (mib << 20) / 1e9
     for k, port in enumerate(ports):
         t = sorted(times[k])
         result[str(port)] = {
             "mbps": fetches * (mib << 20) / seconds[k] / 1e6,
             "p50": t[(len(t) - 1) // 2],
             "p99": t[int((len(t) - 1) * 0.99)],
+            "cpu_s_per_gb": {
+                name: cpu[k][j] / gb
+                for j, name in enumerate(("client", "relay", "server"))
+                if parties(k)[j]
+            },
+            "cores": {
+                name: cpu[k][j] / seconds[k]
+                for j, name in enumerate(("client", "relay", "server"))
+                if parties(k)[j]
+            },
         }
     print(json.dumps(result))
 
@@ -159,4 +203,4 @@ if __name__ == "__main__":
         serve(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)
     else:
         fetches, mib, pings = (int(a) for a in sys.argv[2:5])
-        measure(fetches, mib, pings, [int(p) for p in sys.argv[5:]], sys.argv[1] == "client")
+        measure(fetches, mib, pings, sys.argv[5:], sys.argv[1] == "client")
