@@ -1214,4 +1214,70 @@ mod tests {
         assert!(recorded.load(Ordering::SeqCst));
         assert!(taken.lock().unwrap().is_empty());
     }
+
+    /// A lane whose thread is gone gives the sockets back (`PlainLanes::relay`), and the
+    /// session is relayed by the tokio pumps instead of failing.
+    #[tokio::test]
+    async fn a_session_is_relayed_without_its_lane_thread() {
+        use tokio::net::TcpListener;
+        let lanes = Arc::new(PlainLanes::start(1).unwrap());
+        lanes.stop().await;
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = server.local_addr().unwrap();
+        let serve = tokio::spawn(async move {
+            let (mut s, _) = server.accept().await.unwrap();
+            s.write_all(b"* OK hi\r\n").await.unwrap();
+            let mut command = Vec::new();
+            while !command.ends_with(b"\r\n") {
+                let mut byte = [0u8; 1];
+                if s.read(&mut byte).await.unwrap() == 0 {
+                    break;
+                }
+                command.push(byte[0]);
+            }
+            assert_eq!(command, b"a NOOP\r\n");
+            s.write_all(b"a OK done\r\n").await.unwrap();
+            let _ = s.read(&mut [0u8; 16]).await;
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listen = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(listen).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 64];
+            while !got.ends_with(b"* OK hi\r\n") {
+                let n = c.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed after {got:?}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            c.write_all(b"a NOOP\r\n").await.unwrap();
+            while !got.ends_with(b"a OK done\r\n") {
+                let n = c.read(&mut buf).await.unwrap();
+                assert!(n > 0, "closed after {got:?}");
+                got.extend_from_slice(&buf[..n]);
+            }
+            got
+        });
+        let (accepted, from) = listener.accept().await.unwrap();
+        let config = Arc::new(RelayConfig::plain(listen, &upstream.to_string(), None));
+        let session = tokio::spawn(handle(
+            1,
+            accepted,
+            from,
+            config,
+            None,
+            Some(lanes),
+            CancellationToken::new(),
+        ));
+        let got = tokio::time::timeout(Duration::from_secs(10), client)
+            .await
+            .expect("the client got its answer")
+            .unwrap();
+        assert_eq!(got, b"* OK hi\r\na OK done\r\n");
+        tokio::time::timeout(Duration::from_secs(10), session)
+            .await
+            .expect("the session ended once the client left")
+            .unwrap();
+        serve.await.unwrap();
+    }
 }
