@@ -1123,8 +1123,8 @@ mod tests {
         assert!(!m.partial);
         let whole = head.len() + 100_000 + tail.len();
         assert_eq!(m.bytes.len(), whole);
-        // Grown by doubling from the first piece, it would hold 128 KiB (after copying the
-        // bytes five more times); sized once, it holds the message and the slack.
+        // Grown as the pieces came, it would hold 128 KiB, reached through eight
+        // reallocations; sized once, it holds the message and the slack.
         assert!(m.bytes.capacity() <= whole + 64, "{}", m.bytes.capacity());
     }
 
