@@ -620,7 +620,7 @@ fn sasl_bytes(
             super::script::command_word(&unit.bytes).unwrap_or_else(|| "AUTHENTICATE".into());
         let mut line = format!("{tag} {verb} {}", step.spelled);
         if step.initial_response {
-            let ir = client.initial_response().unwrap_or_default();
+            let ir = client.initial_response_as_recorded();
             line.push(' ');
             line.push_str(&if ir.is_empty() {
                 "=".to_string()

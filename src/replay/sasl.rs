@@ -86,6 +86,17 @@ impl SaslClient {
         Some(self.respond(b""))
     }
 
+    /// The response to send with the command when the recorded client sent one. LOGIN does
+    /// not speak first by itself, but clients that send the user name with the command
+    /// (neomutt does) are answered by servers as if it had come after "Username:", and the
+    /// recorded exchange then has one response fewer.
+    pub fn initial_response_as_recorded(&mut self) -> Vec<u8> {
+        if self.step == 0 && self.mechanism == Mechanism::Login {
+            return self.respond(b"");
+        }
+        self.initial_response().unwrap_or_default()
+    }
+
     /// The response to the server's (decoded) challenge.
     pub fn respond(&mut self, challenge: &[u8]) -> Vec<u8> {
         let step = self.step;
@@ -241,6 +252,10 @@ mod tests {
         assert_eq!(p.initial_response().unwrap(), b"\0nell\0pw".to_vec());
         let mut l = SaslClient::new(Mechanism::Login, creds("nell", "pw"), "x".into());
         assert_eq!(l.respond(b"Username:"), b"nell".to_vec());
+        assert_eq!(l.respond(b"Password:"), b"pw".to_vec());
+        // A client that sent the user name with the command answers only "Password:".
+        let mut l = SaslClient::new(Mechanism::Login, creds("nell", "pw"), "x".into());
+        assert_eq!(l.initial_response_as_recorded(), b"nell".to_vec());
         assert_eq!(l.respond(b"Password:"), b"pw".to_vec());
         let mut x = SaslClient::new(Mechanism::XOAuth2, creds("nell", "pw"), "x".into());
         assert_eq!(
