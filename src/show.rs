@@ -55,9 +55,39 @@ pub struct Renderer {
     full: bool,
     /// `#3 ` before each line when several sessions are interleaved.
     prefix: String,
-    /// A framer per message seq, so a message's parts continue where its head stopped.
-    framers: BTreeMap<u64, Framer>,
+    /// Messages whose parts are still to come, by seq: each continues where it stopped.
+    pending: BTreeMap<u64, Pending>,
 }
+
+/// Where a message handed out in parts (a large literal) stopped.
+struct Pending {
+    framer: Framer,
+    side: Side,
+    /// The literal being read: how many bytes so far, and its first bytes (the folded view
+    /// shows the size and first line of the whole literal once it ends).
+    literal_len: u64,
+    preview: Vec<u8>,
+    /// With `full`: the literal's line not ended yet (it may end in the next part).
+    line: Vec<u8>,
+}
+
+impl Pending {
+    fn new(side: Side) -> Pending {
+        Pending {
+            framer: Framer::new(side),
+            side,
+            literal_len: 0,
+            preview: Vec::new(),
+            line: Vec::new(),
+        }
+    }
+}
+
+/// How much of a literal's first bytes the folded view keeps for its first line.
+const PREVIEW: usize = 200;
+
+/// A literal line without an end longer than this (binary data) is shown in pieces.
+const LONGEST_LINE: usize = 64 * 1024;
 
 impl Renderer {
     pub fn new(style: Style, full: bool, prefix: String) -> Renderer {
@@ -65,7 +95,7 @@ impl Renderer {
             style,
             full,
             prefix,
-            framers: BTreeMap::new(),
+            pending: BTreeMap::new(),
         }
     }
 
@@ -90,13 +120,13 @@ impl Renderer {
             Record::Part(p) => {
                 let bytes = p.payload.to_bytes().unwrap_or_default();
                 let side = p.from;
-                let mut framer = self
-                    .framers
+                let mut pending = self
+                    .pending
                     .remove(&p.seq)
-                    .unwrap_or_else(|| Framer::new(side));
-                let body = self.fragments(&mut framer, side, &bytes, p.redacted);
+                    .unwrap_or_else(|| Pending::new(side));
+                let body = self.fragments(&mut pending, &bytes, p.redacted);
                 if !p.last {
-                    self.framers.insert(p.seq, framer);
+                    self.pending.insert(p.seq, pending);
                 }
                 let label = self.label(side);
                 body.iter()
@@ -144,12 +174,16 @@ impl Renderer {
                     s.bad(&format!("{text}  ({})", d.reason))
                 )
             }
-            Record::Note(n) => format!(
-                "{}{} {}\n",
-                self.prefix,
-                self.time(n.t_us),
-                s.dim(&format!("note: {}", n.note))
-            ),
+            Record::Note(n) => {
+                // A message cut short gets its note: say first how far its literal came.
+                let cut = n.seq.map(|seq| self.cut_short(seq)).unwrap_or_default();
+                format!(
+                    "{cut}{}{} {}\n",
+                    self.prefix,
+                    self.time(n.t_us),
+                    s.dim(&format!("note: {}", n.note))
+                )
+            }
             Record::Error(e) => format!(
                 "{}{} {}\n",
                 self.prefix,
@@ -157,6 +191,8 @@ impl Renderer {
                 s.bad(&format!("error during {}: {}", e.during, e.message))
             ),
             Record::End(e) => {
+                let seqs: Vec<u64> = self.pending.keys().copied().collect();
+                let cut: String = seqs.into_iter().map(|seq| self.cut_short(seq)).collect();
                 let mut text = format!(
                     "closed at {:.3} s: {} · {} bytes from client, {} from server",
                     e.t_us as f64 / 1e6,
@@ -180,7 +216,7 @@ impl Renderer {
                 if e.lost_bytes > 0 {
                     let _ = write!(text, " · {} transcript bytes lost", e.lost_bytes);
                 }
-                self.separator(&text)
+                cut + &self.separator(&text)
             }
         }
     }
@@ -192,13 +228,36 @@ impl Renderer {
         }
     }
 
+    /// How far the literal of message `seq` came, when the message will get no more parts.
+    fn cut_short(&mut self, seq: u64) -> String {
+        let Some(mut p) = self.pending.remove(&seq) else {
+            return String::new();
+        };
+        let mut lines = Vec::new();
+        if self.full && !p.line.is_empty() {
+            lines.push(self.literal_line(&std::mem::take(&mut p.line)));
+        }
+        if p.literal_len > 0 && !self.full {
+            lines.push(self.style.dim(&format!(
+                "│ {} bytes so far: {}…",
+                p.literal_len,
+                first_line(&p.preview)
+            )));
+        }
+        let label = self.label(p.side);
+        lines
+            .iter()
+            .map(|l| format!("{}{} {label} {l}\n", self.prefix, " ".repeat(9)))
+            .collect()
+    }
+
     fn message(&mut self, m: &MessageRecord) -> String {
         let s = self.style;
         let bytes = m.payload.to_bytes().unwrap_or_default();
-        let mut framer = Framer::new(m.from);
-        let lines = self.fragments(&mut framer, m.from, &bytes, false);
+        let mut pending = Pending::new(m.from);
+        let lines = self.fragments(&mut pending, &bytes, false);
         if m.partial {
-            self.framers.insert(m.seq, framer);
+            self.pending.insert(m.seq, pending);
         }
         let mut out = String::new();
         for (i, line) in lines.iter().enumerate() {
@@ -236,22 +295,15 @@ impl Renderer {
         out
     }
 
-    /// The lines of some bytes of a message, literals summarized unless `full`.
-    fn fragments(
-        &self,
-        framer: &mut Framer,
-        _side: Side,
-        bytes: &[u8],
-        hidden: bool,
-    ) -> Vec<String> {
+    /// The lines of some bytes of a message, literals summarized unless `full`. `p` carries
+    /// a literal across the parts of a message.
+    fn fragments(&self, p: &mut Pending, bytes: &[u8], hidden: bool) -> Vec<String> {
         let s = self.style;
         let mut lines: Vec<String> = Vec::new();
         let mut current = String::new();
-        let mut literal: Vec<u8> = Vec::new();
-        let mut literal_len = 0usize;
         let mut input = bytes;
         let mark_secrets = |text: &str| text.replace("<redacted>", &s.secret("<redacted>"));
-        while let Some(f) = framer.next(&mut input) {
+        while let Some(f) = p.framer.next(&mut input) {
             match f {
                 Fragment::Line { bytes, end } => {
                     let text = String::from_utf8_lossy(bytes);
@@ -264,33 +316,23 @@ impl Renderer {
                     }
                 }
                 Fragment::Literal { bytes, last } => {
-                    literal_len += bytes.len();
+                    p.literal_len += bytes.len() as u64;
                     if self.full {
-                        literal.extend_from_slice(bytes);
-                    } else if literal.len() < 200 {
-                        literal.extend_from_slice(&bytes[..bytes.len().min(200)]);
+                        self.literal_lines(p, bytes, last, &mut lines);
+                    } else if p.preview.len() < PREVIEW {
+                        let room = PREVIEW - p.preview.len();
+                        p.preview.extend_from_slice(&bytes[..bytes.len().min(room)]);
                     }
                     if last {
-                        if self.full {
-                            for l in String::from_utf8_lossy(&literal).split_inclusive('\n') {
-                                lines.push(format!(
-                                    "{} {}",
-                                    s.dim("│"),
-                                    l.trim_end_matches(['\r', '\n'])
-                                ));
-                            }
-                        } else {
-                            let first = String::from_utf8_lossy(&literal)
-                                .lines()
-                                .next()
-                                .unwrap_or("")
-                                .chars()
-                                .take(60)
-                                .collect::<String>();
-                            lines.push(s.dim(&format!("│ {literal_len} bytes: {first}…")));
+                        if !self.full {
+                            lines.push(s.dim(&format!(
+                                "│ {} bytes: {}…",
+                                p.literal_len,
+                                first_line(&p.preview)
+                            )));
                         }
-                        literal.clear();
-                        literal_len = 0;
+                        p.literal_len = 0;
+                        p.preview.clear();
                     }
                 }
                 Fragment::Opaque(b) => lines.push(s.dim(&format!("[{} opaque bytes]", b.len()))),
@@ -299,14 +341,50 @@ impl Renderer {
         if !current.is_empty() {
             lines.push(mark_secrets(&current));
         }
-        if literal_len > 0 && !self.full {
-            lines.push(s.dim(&format!("│ {literal_len} bytes so far…")));
-        }
         if hidden {
             lines = vec![s.secret("<redacted>")];
         }
         lines
     }
+
+    /// With `full`: the literal's lines that `bytes` ends, one by one; a line the bytes do
+    /// not end waits in `p` (unless it is very long), and the literal's last line is shown
+    /// with its last bytes.
+    fn literal_lines(&self, p: &mut Pending, bytes: &[u8], last: bool, lines: &mut Vec<String>) {
+        let mut rest = bytes;
+        while let Some(i) = memchr::memchr(b'\n', rest) {
+            if p.line.is_empty() {
+                lines.push(self.literal_line(&rest[..=i]));
+            } else {
+                p.line.extend_from_slice(&rest[..=i]);
+                lines.push(self.literal_line(&std::mem::take(&mut p.line)));
+            }
+            rest = &rest[i + 1..];
+        }
+        p.line.extend_from_slice(rest);
+        if (last && !p.line.is_empty()) || p.line.len() > LONGEST_LINE {
+            lines.push(self.literal_line(&std::mem::take(&mut p.line)));
+        }
+    }
+
+    fn literal_line(&self, line: &[u8]) -> String {
+        format!(
+            "{} {}",
+            self.style.dim("│"),
+            String::from_utf8_lossy(line).trim_end_matches(['\r', '\n'])
+        )
+    }
+}
+
+/// The first line of a literal's first bytes, at most 60 characters, for the folded view.
+fn first_line(preview: &[u8]) -> String {
+    String::from_utf8_lossy(preview)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(60)
+        .collect()
 }
 
 fn session_title(h: &SessionRecord) -> String {

@@ -86,6 +86,68 @@ fn show_literals_summarized_or_full() {
     assert!(full.lines().count() > out.lines().count() + 5);
 }
 
+/// A literal larger than the tracker holds at once (256 KiB) is recorded in parts: `show`
+/// sums it up once, with the size and first line of the whole literal, `--full` shows each of
+/// its lines once, and a literal the connection cut short says how far it came.
+#[test]
+fn a_literal_recorded_in_parts_is_shown_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = 12_000;
+    let literal: String = (0..lines)
+        .map(|i| format!("line {i:05} of a large message, long enough to wrap parts\r\n"))
+        .collect();
+    let fetch = |cut: Option<usize>| {
+        let body = match cut {
+            Some(n) => literal[..n].to_string(),
+            None => format!("{literal})\r\na1 OK done\r\n* BYE\r\na2 OK bye\r\n"),
+        };
+        format!("* 1 FETCH (BODY[] {{{}}}\r\n{body}", literal.len())
+    };
+    let show = |name: &str, out: &str, full: bool| {
+        let stem = dir.path().join(name);
+        std::fs::write(
+            stem.with_extension("in"),
+            "a1 FETCH 1 BODY[]\r\na2 LOGOUT\r\n",
+        )
+        .unwrap();
+        std::fs::write(stem.with_extension("out"), out).unwrap();
+        let transcript = dir.path().join(format!("{name}.jsonl"));
+        let stem = stem.with_extension("in");
+        imapscope(
+            &["import", "rawlog", "-q", "--user", "nell", "--out"]
+                .into_iter()
+                .chain([transcript.to_str().unwrap(), stem.to_str().unwrap()])
+                .collect::<Vec<_>>(),
+        );
+        let mut args = vec!["show", "--color", "never", transcript.to_str().unwrap()];
+        if full {
+            args.insert(1, "--full");
+        }
+        imapscope(&args)
+    };
+    assert!(literal.len() > 2 * 256 * 1024);
+
+    let folded = show("whole", &fetch(None), false);
+    let summary = format!("│ {} bytes: line 00000 of a large message", literal.len());
+    assert_eq!(folded.matches(&summary).count(), 1, "{folded}");
+    assert!(!folded.contains("so far"), "{folded}");
+
+    let full = show("whole", &fetch(None), true);
+    let shown: Vec<&str> = full
+        .lines()
+        .filter_map(|l| l.split_once("│ ").map(|(_, text)| text))
+        .collect();
+    let wanted: Vec<&str> = literal.lines().collect();
+    assert_eq!(shown, wanted);
+
+    let cut = 300_000;
+    let folded = show("cut", &fetch(Some(cut)), false);
+    assert!(
+        folded.contains(&format!("│ {cut} bytes so far: line 00000")),
+        "{folded}"
+    );
+}
+
 #[test]
 fn show_colors_only_when_asked() {
     let plain = imapscope(&["show", "recordings/golden/errors.jsonl"]);
