@@ -81,3 +81,77 @@ fn challenge_response_logins_replay_against_another_server() {
         String::from_utf8_lossy(&without.stderr)
     );
 }
+
+/// Sessions of several users replay each as its own user with one `--login` per user; one
+/// `--login` alone stands for every user, and the report says whose account it used; a user
+/// left out of several is named.
+#[test]
+fn each_session_logs_in_again_as_its_own_user() {
+    let recorded_on = Dovecot::start();
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&recorded_on.addr(), out.path(), &[]);
+    let port = scope.port().to_string();
+    for user in [format!("nell:{PASSWORD}"), "alice:alicepw".to_string()] {
+        let curl = Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "20"])
+            .args(["--user", &user])
+            .arg(format!("imap://127.0.0.1:{port}/INBOX"))
+            .args(["--request", "EXAMINE INBOX"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("curl is needed for these tests");
+        assert!(
+            curl.status.success(),
+            "{}",
+            String::from_utf8_lossy(&curl.stderr)
+        );
+    }
+    wait_for_ended(out.path(), 2);
+    assert_no_secrets(out.path(), &[PASSWORD, "alicepw"]);
+    scope.terminate();
+
+    let replay_on = Dovecot::start();
+    let replay = |logins: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_imapscope"));
+        command
+            .arg("replay")
+            .arg(out.path())
+            .args(["--upstream", &replay_on.addr()]);
+        for login in logins {
+            command.args(["--login", login]);
+        }
+        let done = command
+            .env_remove("RUST_LOG")
+            .env_remove("IMAPSCOPE_LOGIN")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&done.stdout),
+            String::from_utf8_lossy(&done.stderr)
+        );
+        (done.status.code(), said)
+    };
+    let nell = format!("nell:{PASSWORD}");
+
+    let (code, said) = replay(&[&nell, "alice:alicepw"]);
+    assert_eq!(code, Some(0), "{said}");
+    assert_eq!(said.matches("PASS").count(), 2, "{said}");
+    assert!(!said.contains("logged in as"), "{said}");
+
+    let (_, said) = replay(&[&nell]);
+    assert_eq!(
+        said.matches("[logged in as nell; the recording logged in as alice]")
+            .count(),
+        1,
+        "{said}"
+    );
+
+    let (code, said) = replay(&[&nell, "bob:bobpw"]);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(
+        said.contains("of alice, for whom no --login was given"),
+        "{said}"
+    );
+}

@@ -110,7 +110,7 @@ pub async fn demo(args: DemoArgs) -> Result<(), String> {
     };
     let client: Vec<Script> = scripts
         .into_iter()
-        .map(|s| s.with_login(Some(&login)))
+        .map(|s| s.with_login(std::slice::from_ref(&login)))
         .collect::<Result<_, _>>()
         .map_err(|e| e.to_string())?;
     let options = ReplayOptions::plain(&relay_addr.to_string());

@@ -27,8 +27,10 @@ pub struct ReplayArgs {
     #[command(flatten)]
     trust: super::TrustArgs,
     /// Credentials for recordings whose LOGIN/AUTHENTICATE were redacted (else IMAPSCOPE_LOGIN).
+    /// Repeat it for sessions of several users: each session uses its recorded user's. One
+    /// alone is used for every session, whichever user it recorded.
     #[arg(long, value_name = "USER:PASS")]
-    login: Option<String>,
+    login: Vec<String>,
     /// Bearer token for recordings that logged in with XOAUTH2 or OAUTHBEARER (with --login
     /// for the user name).
     #[arg(
@@ -56,17 +58,19 @@ pub async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
         eprintln!("imapscope: {message}");
         ExitCode::from(2)
     };
-    let login = match &args.login {
-        Some(text) => match Login::parse(text) {
-            Some(l) => Some(l),
+    let mut logins = Vec::new();
+    for text in &args.login {
+        match Login::parse(text) {
+            Some(l) => logins.push(l),
             None => return unusable("--login takes USER:PASS".into()),
-        },
-        None => Login::from_env(),
-    };
-    let login = login.map(|mut l| {
-        l.token = args.oauth_token.clone();
-        l
-    });
+        }
+    }
+    if logins.is_empty() {
+        logins.extend(Login::from_env());
+    }
+    for login in &mut logins {
+        login.token = args.oauth_token.clone();
+    }
     let tls_config = match args.trust.trust().and_then(|t| t.config()) {
         Ok(c) => Some(c),
         Err(e) => return unusable(format!("upstream TLS configuration: {e}")),
@@ -90,7 +94,7 @@ pub async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
     for note in &capture.skipped {
         eprintln!("imapscope: {note}");
     }
-    let capture = match capture.with_login(login.as_ref()) {
+    let capture = match capture.with_login(&logins) {
         Ok(c) => c,
         Err(e) => return unusable(e.to_string()),
     };

@@ -70,11 +70,11 @@ impl Capture {
     }
 
     /// Credentials put back where the recording hid them (see [`Script::with_login`]).
-    pub fn with_login(mut self, login: Option<&super::Login>) -> Result<Capture, ScriptError> {
+    pub fn with_login(mut self, logins: &[super::Login]) -> Result<Capture, ScriptError> {
         self.scripts = self
             .scripts
             .into_iter()
-            .map(|s| s.with_login(login))
+            .map(|s| s.with_login(logins))
             .collect::<Result<_, _>>()?;
         Ok(self)
     }

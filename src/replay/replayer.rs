@@ -60,6 +60,8 @@ pub struct ReplayReport {
     /// The run could not go on: no connection, a timeout, the server hung up early.
     pub error: Option<String>,
     pub elapsed: Duration,
+    /// Logged in as another user than the recording did: (this run's, the recording's).
+    pub login_as: Option<(String, String)>,
 }
 
 impl ReplayReport {
@@ -83,7 +85,11 @@ impl ReplayReport {
                 .as_ref()
                 .map(|e| format!(" ({e})"))
                 .unwrap_or_default()
-        )
+        ) + &self
+            .login_as
+            .as_ref()
+            .map(|(now, then)| format!(" [logged in as {now}; the recording logged in as {then}]"))
+            .unwrap_or_default()
     }
 
     /// The summary, then on failure the diff.
@@ -107,6 +113,7 @@ impl ReplayReport {
             "unexpected": c.extra,
             "error": self.error,
             "seconds": self.elapsed.as_secs_f64(),
+            "login_as": self.login_as.as_ref().map(|(now, then)| json!({"user": now, "recorded_user": then})),
             "differences": c.groups.iter().filter(|g| g.differs()).collect::<Vec<_>>(),
             "bindings": c.bindings.pairs().into_iter()
                 .map(|(var, of, recorded, received)| json!({"var": var, "of": of, "recorded": recorded, "received": received}))
@@ -324,6 +331,7 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         comparison: Comparison::default(),
         error: None,
         elapsed: Duration::ZERO,
+        login_as: script.login_as.clone().zip(script.user.clone()),
     };
     let stream = match connect(options, options.tls.unwrap_or(script.upstream_tls)).await {
         Ok(s) => s,

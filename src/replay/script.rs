@@ -70,6 +70,11 @@ pub struct Script {
     /// The name imapscope's certificate for the client carried (its CN): the name the client
     /// accepted, which a fake server presents again to a client that sends no SNI.
     pub client_certificate_name: Option<String>,
+    /// The user the recorded session logged in as, when the transcript says.
+    pub user: Option<String>,
+    /// Set by [`Script::with_login`] when the credentials given are another user's: the
+    /// replay logs in as this user instead of the recorded one.
+    pub login_as: Option<String>,
 }
 
 /// Why a transcript cannot be played.
@@ -154,6 +159,8 @@ impl Script {
             upstream_tls: TlsMode::None,
             client_tls: TlsMode::None,
             client_certificate_name: None,
+            user: None,
+            login_as: None,
         };
         let damaged = |why: String| ScriptError::Damaged {
             name: name.to_string(),
@@ -185,6 +192,9 @@ impl Script {
                     }
                 }
                 Record::Message(m) => {
+                    if script.user.is_none() {
+                        script.user = m.user.clone();
+                    }
                     let bytes = m
                         .payload
                         .to_bytes()
@@ -261,7 +271,10 @@ impl Script {
                         }
                     }
                 }
-                Record::End(e) => script.end_reason = Some(e.reason.clone()),
+                Record::End(e) => {
+                    script.end_reason = Some(e.reason.clone());
+                    script.user = script.user.take().or_else(|| e.user.clone());
+                }
                 _ => {}
             }
         }
@@ -295,16 +308,37 @@ impl Script {
     /// Puts credentials back into the client's units. Units whose bytes were hidden whole
     /// (a LOGIN split over literals) are rebuilt as one line, and their later parts, and the
     /// continuation requests that answered them, are dropped.
-    pub fn with_login(mut self, login: Option<&Login>) -> Result<Script, ScriptError> {
+    ///
+    /// Of `logins`, the one for the user the session logged in as is used; without one, a
+    /// single login stands for any user (a recording replayed on another account, which the
+    /// report then says), and several are an error that names the user wanted.
+    pub fn with_login(mut self, logins: &[Login]) -> Result<Script, ScriptError> {
         if self.needs_login().is_none() {
             return Ok(self);
         }
+        let recorded = self.user.as_deref();
+        let login = match (logins, recorded) {
+            (_, Some(user)) if logins.iter().any(|l| l.user == user) => {
+                logins.iter().find(|l| l.user == user)
+            }
+            ([only], _) => Some(only),
+            _ => None,
+        };
         let Some(login) = login else {
+            let what = self.needs_login().unwrap_or_default();
             return Err(ScriptError::NeedLogin {
                 name: self.name.clone(),
-                what: self.needs_login().unwrap_or_default(),
+                what: match recorded {
+                    Some(user) if !logins.is_empty() => {
+                        format!("{what} of {user}, for whom no --login was given")
+                    }
+                    _ => what,
+                },
             });
         };
+        if recorded.is_some_and(|user| user != login.user) {
+            self.login_as = Some(login.user.clone());
+        }
         // A login that failed in the recording must fail again: it gets a wrong password.
         let failed: Vec<u64> = self
             .timeline
