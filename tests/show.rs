@@ -166,6 +166,24 @@ fn show_colors_only_when_asked() {
 }
 
 #[test]
+fn show_of_a_directory_is_show_of_its_transcripts() {
+    let dir = "recordings/golden/thunderbird";
+    let mut files: Vec<String> = std::fs::read_dir(repo().join(dir))
+        .unwrap()
+        .map(|e| format!("{dir}/{}", e.unwrap().file_name().to_string_lossy()))
+        .filter(|f| f.ends_with(".jsonl"))
+        .collect();
+    assert!(files.len() > 1);
+    files.sort();
+    let mut args = vec!["show", "--color", "never"];
+    args.extend(files.iter().map(String::as_str));
+    assert_eq!(
+        imapscope(&["show", "--color", "never", dir]),
+        imapscope(&args)
+    );
+}
+
+#[test]
 fn show_several_sessions_interleaved() {
     let out = imapscope(&[
         "show",

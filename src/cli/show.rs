@@ -14,6 +14,7 @@ enum ColorChoice {
 
 #[derive(Args)]
 pub struct ShowArgs {
+    /// Transcript files, or directories of them (`recordings/`).
     #[arg(required = true, value_name = "TRANSCRIPT")]
     transcripts: Vec<PathBuf>,
     /// Keep reading as the transcript grows, until its end line.
@@ -43,11 +44,28 @@ pub fn show(args: ShowArgs) -> Result<(), String> {
             ColorChoice::Auto => std::io::stdout().is_terminal(),
         },
     };
+    let mut paths = Vec::new();
+    for path in &args.transcripts {
+        if path.is_dir() {
+            // A directory's transcripts in the order their names give: by start time.
+            let mut files = imapscope::replay::capture::expand(path).map_err(|e| e.to_string())?;
+            if files.is_empty() {
+                return Err(format!(
+                    "{}: no transcripts (*.jsonl) in it",
+                    path.display()
+                ));
+            }
+            files.sort();
+            paths.extend(files);
+        } else {
+            paths.push(path.clone());
+        }
+    }
     if args.follow {
-        return follow(&args.transcripts, style, args.full);
+        return follow(&paths, style, args.full);
     }
     let mut all = Vec::new();
-    for path in &args.transcripts {
+    for path in &paths {
         let t = imapscope::transcript::read_transcript(path).map_err(|e| e.to_string())?;
         if t.torn_last_line {
             eprintln!(

@@ -96,8 +96,9 @@ fn started(script: &Script) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(script.start.as_deref()?.trim_end_matches('Z')).ok()
 }
 
-/// The transcript files one argument names.
-fn expand(path: &Path) -> Result<Vec<PathBuf>, CaptureError> {
+/// The transcript files one argument names: a file, a directory's `.jsonl` files, or a
+/// glob pattern.
+pub fn expand(path: &Path) -> Result<Vec<PathBuf>, CaptureError> {
     let shown = path.display().to_string();
     if path.is_dir() {
         let entries = std::fs::read_dir(path).map_err(|e| CaptureError::Unreadable {
