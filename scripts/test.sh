@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as root: installs what the tests need
-# (a real Dovecot and Cyrus, Python, curl, OpenSSL, Thunderbird, mbsync, offlineimap, Chromium) when missing, then checks formatting and lints
+# (a real Dovecot and Cyrus, Python, curl, OpenSSL, Thunderbird, mbsync, offlineimap, fetchmail, getmail, Chromium) when missing, then checks formatting and lints
 # and runs every test. The integration tests start their own Dovecot on loopback ports with
 # their own config; the system's /etc/dovecot is never used or started.
 set -euo pipefail
@@ -23,6 +23,9 @@ command -v certutil >/dev/null || need+=(libnss3-tools)
 # Mail synchronizers that upload as well as download (tests/sync_clients.rs).
 command -v mbsync >/dev/null || need+=(isync)
 command -v offlineimap >/dev/null || need+=(offlineimap3)
+# Mail fetchers that download and keep the mail on the server (tests/fetchers.rs).
+command -v fetchmail >/dev/null || need+=(fetchmail)
+command -v getmail >/dev/null || need+=(getmail6)
 # The web view is tested in a real headless Chromium over WebDriver (tests/web.rs).
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
