@@ -11,6 +11,24 @@ use support::*;
 
 const MECHANISMS: &str = "plain login cram-md5 scram-sha-1 scram-sha-256";
 
+/// curl logs in as `user` (`USER:PASS`) through `port` with `options` and examines INBOX.
+fn curl_examines(port: &str, user: &str, options: &[&str]) {
+    let curl = Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "20"])
+        .args(options)
+        .args(["--user", user])
+        .arg(format!("imap://127.0.0.1:{port}/INBOX"))
+        .args(["--request", "EXAMINE INBOX"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl is needed for these tests");
+    assert!(
+        curl.status.success(),
+        "{options:?}: {}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+}
+
 #[test]
 fn challenge_response_logins_replay_against_another_server() {
     let recorded_on = Dovecot::start_with_mechanisms(MECHANISMS);
@@ -23,23 +41,13 @@ fn challenge_response_logins_replay_against_another_server() {
     }
     // curl's own CRAM-MD5; and LOGIN with the user name sent with the command (SASL-IR), as
     // neomutt does too: the replay must then answer only "Password:".
-    for options in [&["AUTH=CRAM-MD5"][..], &["AUTH=LOGIN", "--sasl-ir"]] {
-        let curl = Command::new("curl")
-            .args(["--silent", "--show-error", "--max-time", "20"])
-            .args(["--login-options", options[0]])
-            .args(&options[1..])
-            .args(["--user", &format!("nell:{PASSWORD}")])
-            .arg(format!("imap://127.0.0.1:{port}/INBOX"))
-            .args(["--request", "EXAMINE INBOX"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("curl is needed for these tests");
-        assert!(
-            curl.status.success(),
-            "{options:?}: {}",
-            String::from_utf8_lossy(&curl.stderr)
-        );
-    }
+    let nell = format!("nell:{PASSWORD}");
+    curl_examines(&port, &nell, &["--login-options", "AUTH=CRAM-MD5"]);
+    curl_examines(
+        &port,
+        &nell,
+        &["--login-options", "AUTH=LOGIN", "--sasl-ir"],
+    );
     let transcripts = wait_for_ended(out.path(), 5);
     for (path, t) in &transcripts {
         assert_paired(path, t);
@@ -92,19 +100,7 @@ fn each_session_logs_in_again_as_its_own_user() {
     let scope = Imapscope::record(&recorded_on.addr(), out.path(), &[]);
     let port = scope.port().to_string();
     for user in [format!("nell:{PASSWORD}"), "alice:alicepw".to_string()] {
-        let curl = Command::new("curl")
-            .args(["--silent", "--show-error", "--max-time", "20"])
-            .args(["--user", &user])
-            .arg(format!("imap://127.0.0.1:{port}/INBOX"))
-            .args(["--request", "EXAMINE INBOX"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("curl is needed for these tests");
-        assert!(
-            curl.status.success(),
-            "{}",
-            String::from_utf8_lossy(&curl.stderr)
-        );
+        curl_examines(&port, &user, &[]);
     }
     wait_for_ended(out.path(), 2);
     assert_no_secrets(out.path(), &[PASSWORD, "alicepw"]);
