@@ -329,10 +329,11 @@ impl Script {
             return Err(ScriptError::NeedLogin {
                 name: self.name.clone(),
                 what: match recorded {
-                    Some(user) if !logins.is_empty() => {
-                        format!("{what} of {user}, for whom no --login was given")
-                    }
-                    _ => what,
+                    _ if logins.is_empty() => what,
+                    Some(user) => format!("{what} of {user}, for whom no --login was given"),
+                    None => format!(
+                        "{what}; the recording does not say whose, so one --login must serve"
+                    ),
                 },
             });
         };
