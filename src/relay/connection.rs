@@ -614,21 +614,16 @@ impl Connection {
                 None => Phase::Closed(other.describe()),
             };
         }
-        let mut reason = first.describe();
-        if first.is_clean() {
-            let other = tokio::select! {
-                end = &mut to_client, if wait_to_client => Some(end),
-                end = &mut to_server, if wait_to_server => Some(end),
-                _ = tokio::time::sleep(CLOSE_GRACE) => None,
-                _ = self.shutdown.cancelled() => None,
-            };
-            if let Some(other) = other
-                && !other.is_clean()
-            {
-                reason = format!("{reason}; then {}", other.describe());
-            }
+        if !first.is_clean() {
+            return Phase::Closed(first.describe());
         }
-        Phase::Closed(reason)
+        let other = tokio::select! {
+            end = &mut to_client, if wait_to_client => Some(end),
+            end = &mut to_server, if wait_to_server => Some(end),
+            _ = tokio::time::sleep(CLOSE_GRACE) => None,
+            _ = self.shutdown.cancelled() => None,
+        };
+        Phase::Closed(first.session_end(other.as_ref()))
     }
 
     /// Writes `chunk` to the other peer and records it (see [`write_then_record`]).
@@ -673,7 +668,7 @@ impl Connection {
                 match tokio::time::timeout(GREETING_WAIT, from.read_buf(&mut buf)).await {
                     Ok(read) => read,
                     Err(_) => {
-                        self.silent_upstream().await;
+                        self.tell(self.silent_upstream()).await;
                         from.read_buf(&mut buf).await
                     }
                 }
@@ -855,26 +850,21 @@ impl Connection {
         diagnose::server_closed_before_greeting(&self.config.upstream)
     }
 
-    /// What to say when the plain upstream has said nothing for [`GREETING_WAIT`].
-    pub(super) fn silent_upstream_text(&self) -> String {
-        format!(
+    /// The plain upstream has said nothing for [`GREETING_WAIT`]: logs what that may mean and
+    /// returns the note to record (each path records it its own way).
+    pub(super) fn silent_upstream(&self) -> RelayEvent {
+        let text = format!(
             "the server at {} has sent no greeting after {} s; if that port speaks implicit \
              TLS (as port 993 does), run imapscope with --upstream-tls tls",
             self.config.upstream,
             GREETING_WAIT.as_secs()
-        )
-    }
-
-    /// The plain upstream has said nothing for [`GREETING_WAIT`]: say what that may mean.
-    async fn silent_upstream(&self) {
-        let text = self.silent_upstream_text();
+        );
         tracing::warn!("#{} {text}", self.id);
-        self.tell(RelayEvent::Said(Annotation::Note {
+        RelayEvent::Said(Annotation::Note {
             t_us: self.micros(),
             side: Some(Side::Server),
             text,
-        }))
-        .await;
+        })
     }
 
     async fn drop_injected(&self, side: Side, t_us: u64, data: Bytes) {
@@ -1033,6 +1023,18 @@ pub(super) enum PumpEnd {
 impl PumpEnd {
     pub(super) fn is_clean(&self) -> bool {
         matches!(self, PumpEnd::Eof(_) | PumpEnd::EofWithoutCloseNotify(_))
+    }
+
+    /// Why the session ended, this direction having ended first and cleanly, `then` the other
+    /// direction's end if it came within the close grace: a clean second end adds nothing.
+    /// The tokio pumps and the plain lanes both word it here.
+    pub(super) fn session_end(&self, then: Option<&PumpEnd>) -> String {
+        match then {
+            Some(then) if !then.is_clean() => {
+                format!("{}; then {}", self.describe(), then.describe())
+            }
+            _ => self.describe(),
+        }
     }
 
     pub(super) fn describe(&self) -> String {

@@ -539,8 +539,7 @@ impl Relayed {
                 None
             }
             None => Some(end.describe()),
-            Some(first) if end.is_clean() => Some(first.describe()),
-            Some(first) => Some(format!("{}; then {}", first.describe(), end.describe())),
+            Some(first) => Some(first.session_end(Some(&end))),
         }
     }
 
@@ -549,17 +548,12 @@ impl Relayed {
         if self.greeting_by.is_some_and(|at| at <= now) {
             self.greeting_by = None;
             if !self.conn.spoke(Side::Server) {
-                let text = self.conn.silent_upstream_text();
-                tracing::warn!("#{} {text}", self.id);
-                self.tell(RelayEvent::Said(Annotation::Note {
-                    t_us: self.conn.micros(),
-                    side: Some(Side::Server),
-                    text,
-                }));
+                let note = self.conn.silent_upstream();
+                self.tell(note);
             }
         }
         if self.grace_until.is_some_and(|at| at <= now) {
-            return self.first_end.take().map(|first| first.describe());
+            return self.first_end.take().map(|first| first.session_end(None));
         }
         None
     }
