@@ -130,3 +130,39 @@ fn default_directories_are_made_private_others_reported() {
     assert_eq!(mode(&work.path().join("shared")), 0o755, "left as it was");
     assert!(said.contains("chmod 700 shared"), "{said}");
 }
+
+/// `imapscope show rec/ | head` ends as `cat` would when `head` has read enough: by SIGPIPE,
+/// quietly. It used to panic ("failed printing to stdout: Broken pipe") with a backtrace.
+#[test]
+fn show_and_ls_end_quietly_when_the_reader_goes_away() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let golden = concat!(env!("CARGO_MANIFEST_DIR"), "/recordings/golden/thunderbird");
+    for args in [vec!["show", "--full", golden], vec!["ls", golden]] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run imapscope");
+        let mut stdout = child.stdout.take().expect("piped stdout");
+        let mut first = [0u8; 64];
+        stdout.read_exact(&mut first).expect("the first bytes");
+        drop(stdout);
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .expect("piped stderr")
+            .read_to_string(&mut stderr)
+            .expect("stderr");
+        let status = child.wait().expect("wait");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(
+            status.success() || status.signal() == Some(libc::SIGPIPE),
+            "{args:?} ended with {status:?}: {stderr}"
+        );
+    }
+}

@@ -163,6 +163,12 @@ pub fn check_listen(
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(cli.verbose, cli.quiet);
+    if matches!(
+        cli.command,
+        Command::Show(_) | Command::Ls(_) | Command::Import(_) | Command::Ca(_)
+    ) {
+        end_quietly_when_stdout_closes();
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -191,6 +197,27 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `imapscope show rec/ | head` should end as `cat rec | head` does: quietly, once the reader
+/// has gone. Rust ignores SIGPIPE, so `print!` then panics on the broken pipe; commands that
+/// only read files and print get the default disposition back. The relaying commands keep it
+/// ignored: a client that goes away must not end the relay.
+fn end_quietly_when_stdout_closes() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal, before the runtime starts its
+    // threads; no handler is installed.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Prints a report on stdout; a reader that has gone (`| head`) takes what it wanted, and the
+/// exit status still says how the run went.
+pub fn print_report(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 fn init_logging(verbose: u8, quiet: bool) {

@@ -103,9 +103,9 @@ pub async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
     for report in &reports {
         all_ok &= report.ok();
         if args.json {
-            println!("{}", report.to_json());
+            super::print_report(&format!("{}\n", report.to_json()));
         } else {
-            print!("{}", report.render(verbose));
+            super::print_report(&report.render(verbose));
         }
     }
     if all_ok {

@@ -98,7 +98,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
     });
     let report = server.wait().await;
     let interrupted = signals.is_cancelled();
-    print!("{}", report.render());
+    super::print_report(&report.render());
     if report.ok() && (!interrupted || args.rounds == 0) {
         ExitCode::SUCCESS
     } else {
