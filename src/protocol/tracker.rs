@@ -562,7 +562,8 @@ impl SessionTracker {
     }
 
     fn understand_client(&mut self, m: &mut Message, bytes: &[u8]) {
-        // Inside AUTHENTICATE, after the server's `+`, client lines are SASL data.
+        // Inside AUTHENTICATE, after the server's `+` (or the command without an initial
+        // response), the client's next line is SASL data.
         if let Some(auth) = self
             .in_flight
             .iter_mut()
@@ -630,6 +631,11 @@ impl SessionTracker {
                     m.detail_mut().user = Some(user.clone());
                     self.user = Some(user);
                 }
+                // Without an initial response the server reads the client's next line as
+                // the first SASL response, whether or not its `+` came first: a client that
+                // sends both in one write (Dovecot accepts it) must not have its
+                // credentials read as a command.
+                command.continued = ir.is_none();
                 command.mechanism = mech;
             }
             "SELECT" | "EXAMINE" => {
@@ -1066,6 +1072,37 @@ mod tests {
         // Lines after the exchange are commands again.
         let next = feed(&mut t, Side::Client, 7, b"b NOOP\r\n");
         assert_eq!(messages(&next)[0].kind, Kind::Command);
+    }
+
+    #[test]
+    fn a_sasl_response_sent_with_its_command_is_sasl_data() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        // Before the server's `+`, in the same write as the command.
+        let sent = feed(
+            &mut t,
+            Side::Client,
+            1,
+            b"a AUTHENTICATE PLAIN\r\nAG5lbGwAc2VjcmV0\r\n",
+        );
+        let sent = messages(&sent);
+        assert_eq!(sent[1].kind, Kind::SaslData);
+        assert_eq!(sent[1].reply_to, Some(sent[0].seq));
+        assert_eq!(t.user(), Some("nell"));
+        let cont = feed(&mut t, Side::Server, 2, b"+ \r\n");
+        assert_eq!(messages(&cont)[0].reply_to, Some(sent[0].seq));
+        let done = feed(&mut t, Side::Server, 3, b"a OK logged in\r\n");
+        assert_eq!(messages(&done)[0].reply_to, Some(sent[0].seq));
+        // With an initial response the exchange needs no more lines: the next one is a
+        // command, pipelined or not.
+        let ir = feed(
+            &mut t,
+            Side::Client,
+            4,
+            b"b AUTHENTICATE PLAIN AG5lbGwAc2VjcmV0\r\nc NOOP\r\n",
+        );
+        assert_eq!(messages(&ir)[1].kind, Kind::Command);
+        assert_eq!(messages(&ir)[1].name.as_deref(), Some("NOOP"));
     }
 
     #[test]
