@@ -8,9 +8,10 @@
 //! The framer is zero-copy and holds no message: it hands back sub-slices of the caller's
 //! input, so memory stays bounded whatever the peer sends (a 100 MB literal or a line with
 //! no end). The only state kept across calls is a 24-byte tail of the current line, enough to
-//! recognise a literal announcement split across reads, and on the client's side whether a
-//! synchronizing literal still waits for the server's `+` (a server may refuse it instead: then
-//! no data follows, and whoever reads the server says so).
+//! recognise a literal announcement split across reads; the first 40 bytes of a server's
+//! message, since a status response (`a1 NO quota {5}`) ends in text, never in a literal; and
+//! on the client's side whether a synchronizing literal still waits for the server's `+` (a
+//! server may refuse it instead: then no data follows, and whoever reads the server says so).
 
 use memchr::memchr;
 
@@ -19,6 +20,11 @@ use super::Side;
 /// How many trailing bytes of a line are kept to recognise `{n}` / `~{n+}` at its end.
 /// 20 digits of length, the braces, `~` and `+` fit.
 const TAIL_LEN: usize = 24;
+
+/// How many leading bytes of a server message are kept to tell a status response (`tag OK`,
+/// `* BYE`), whose text cannot announce a literal, from one that can: a tag and the word
+/// after it fit.
+const HEAD_LEN: usize = 40;
 
 /// A literal announced at the end of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +75,9 @@ enum State {
         first_of_message: bool,
         /// The line's first byte, once seen.
         first_byte: Option<u8>,
+        /// A server message's first bytes (see [`HEAD_LEN`]).
+        head: [u8; HEAD_LEN],
+        head_len: u8,
     },
     Literal {
         remaining: u64,
@@ -92,6 +101,8 @@ impl State {
             line_len: 0,
             first_of_message,
             first_byte: None,
+            head: [0; HEAD_LEN],
+            head_len: 0,
         }
     }
 }
@@ -210,13 +221,19 @@ impl Framer {
                 line_len,
                 first_of_message,
                 first_byte,
+                head,
+                head_len,
             } => {
                 if first_byte.is_none() {
                     *first_byte = input.first().copied();
                 }
+                let keeps_head = self.side == Side::Server && *first_of_message;
                 let Some(nl) = memchr(b'\n', input) else {
                     let bytes = *input;
                     *input = &[];
+                    if keeps_head {
+                        push_head(head, head_len, bytes);
+                    }
                     push_tail(tail, tail_len, bytes);
                     *line_len += bytes.len() as u64;
                     return Some(Fragment::Line { bytes, end: None });
@@ -224,6 +241,9 @@ impl Framer {
                 let (bytes, rest) = input.split_at(nl + 1);
                 *input = rest;
                 let body = &bytes[..nl];
+                if keeps_head {
+                    push_head(head, head_len, body);
+                }
                 push_tail(tail, tail_len, body);
                 let tail = &tail[..*tail_len];
                 let (content, bare_lf) = match tail.last() {
@@ -232,10 +252,15 @@ impl Framer {
                 };
                 let continuation =
                     self.side == Side::Server && *first_of_message && *first_byte == Some(b'+');
+                // A continuation request or a status response ends with its text, which may
+                // end in `{5}` without announcing anything (RFC 9051: resp-text has no
+                // literal).
                 let literal = if continuation {
                     None
                 } else {
-                    literal_suffix(content)
+                    literal_suffix(content).filter(|_| {
+                        !(keeps_head && is_status_response(&head[..usize::from(*head_len)]))
+                    })
                 };
                 self.state = match literal {
                     // Only a client waits for `+`; a server's literal follows at once.
@@ -264,6 +289,28 @@ fn literal_state(len: u64) -> State {
         State::Literal { remaining: len }
     } else {
         State::new_line(false)
+    }
+}
+
+fn push_head(head: &mut [u8; HEAD_LEN], head_len: &mut u8, bytes: &[u8]) {
+    let have = usize::from(*head_len);
+    let take = (HEAD_LEN - have).min(bytes.len());
+    head[have..have + take].copy_from_slice(&bytes[..take]);
+    *head_len = (have + take) as u8;
+}
+
+/// `tag OK|NO|BAD ` or `* OK|NO|BAD|BYE|PREAUTH `: a response whose text runs to the line's
+/// end (`head` is the message's first bytes).
+fn is_status_response(head: &[u8]) -> bool {
+    let mut words = head.splitn(3, |&b| b == b' ');
+    let (Some(tag), Some(word), Some(_)) = (words.next(), words.next(), words.next()) else {
+        return false;
+    };
+    let word = word.to_ascii_uppercase();
+    match tag {
+        b"" | b"+" => false,
+        b"*" => matches!(&word[..], b"OK" | b"NO" | b"BAD" | b"BYE" | b"PREAUTH"),
+        _ => matches!(&word[..], b"OK" | b"NO" | b"BAD"),
     }
 }
 
@@ -354,6 +401,37 @@ mod tests {
                 "L$:\r\n",
                 "L$:a2 NOOP\n"
             ]
+        );
+    }
+
+    #[test]
+    fn a_status_response_ending_in_braces_announces_nothing() {
+        let stream: &[u8] = b"a1 NO x {5}\r\na2 OK done\r\n* BYE going {3}\r\n\
+            * OK [ALERT] quota {5}\r\n* 1 EXISTS\r\n* LIST () \"/\" {3}\r\nabc\r\n";
+        let want = vec![
+            "L$:a1 NO x {5}\r\n",
+            "L$:a2 OK done\r\n",
+            "L$:* BYE going {3}\r\n",
+            "L$:* OK [ALERT] quota {5}\r\n",
+            "L$:* 1 EXISTS\r\n",
+            "L${3}:* LIST () \"/\" {3}\r\n",
+            "D$:abc",
+            "L$:\r\n",
+        ];
+        assert_eq!(frame(Side::Server, &[stream]), want);
+        // The same one byte at a time: the head is gathered across reads.
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        let joined: Vec<String> = frame(Side::Server, &bytes)
+            .into_iter()
+            .filter_map(|f| f.strip_prefix("L$").map(String::from))
+            .collect();
+        assert_eq!(joined[0], ":\n");
+        assert_eq!(joined.len(), 7, "{joined:?}");
+        assert!(joined[5].starts_with("{3}"), "{joined:?}");
+        // A client's command may end in a literal whatever its name.
+        assert_eq!(
+            frame(Side::Client, &[b"a1 NO {2+}\r\nhi\r\n"])[0],
+            "L${2}:a1 NO {2+}\r\n"
         );
     }
 
@@ -474,7 +552,7 @@ mod tests {
             while framer.next(&mut input).is_some() {}
         }
         // The framer's size does not depend on what it has seen.
-        assert!(std::mem::size_of::<Framer>() < 64);
+        assert!(std::mem::size_of::<Framer>() <= 128);
         let mut input: &[u8] = b"{3}\r\nabc\r\n";
         let got: Vec<_> = std::iter::from_fn(|| framer.next(&mut input)).collect();
         assert_eq!(got.len(), 3);
