@@ -4,14 +4,15 @@
 //! the client's `STARTTLS` line or past the server's tagged `OK` to it: what a peer sends after
 //! those lines and before the handshake is plaintext that a man in the middle could have
 //! injected (CVE-2011-0411). The relay asks this watch, chunk by chunk, how much it may
-//! forward. Sans-I/O: bytes in, verdicts out. Only complete lines of a few hundred bytes can
-//! be a STARTTLS command or its answer, so memory stays bounded.
+//! forward. Sans-I/O: bytes in, verdicts out. Only a line's first KiB is kept, which holds its
+//! tag and its command or status word (the text of a server's OK may be any length), so
+//! memory stays bounded.
 
 use super::Side;
 use super::framer::{Fragment, Framer};
 use super::message::{Status, parse_command, parse_response};
 
-/// Longest line kept to check whether it is STARTTLS or its answer.
+/// How much of a line is kept to check whether it is STARTTLS or its answer.
 const MAX_LINE: usize = 1024;
 
 /// What the relay may do with a chunk of client bytes.
@@ -44,7 +45,6 @@ struct LineWatch {
     /// The current line starts a message (it is not the tail after a literal).
     line_starts_message: bool,
     line_start: usize,
-    overlong: bool,
 }
 
 impl LineWatch {
@@ -54,7 +54,6 @@ impl LineWatch {
             line: Vec::new(),
             line_starts_message: true,
             line_start: 0,
-            overlong: false,
         }
     }
 
@@ -73,23 +72,18 @@ impl LineWatch {
             let consumed = bytes.len() - input.len();
             match fragment {
                 Fragment::Line { bytes: part, end } => {
-                    if self.line.is_empty() && !self.overlong {
+                    if self.line.is_empty() {
                         self.line_start = consumed - part.len();
                     }
-                    if self.line.len() + part.len() <= MAX_LINE {
-                        self.line.extend_from_slice(part);
-                    } else {
-                        self.overlong = true;
-                    }
+                    let room = MAX_LINE.saturating_sub(self.line.len());
+                    self.line.extend_from_slice(&part[..room.min(part.len())]);
                     if let Some(end) = end {
-                        let starts = self.line_starts_message;
-                        let result = if starts && !self.overlong {
+                        let result = if self.line_starts_message {
                             on_line(&self.line, self.line_start, consumed)
                         } else {
                             None
                         };
                         self.line.clear();
-                        self.overlong = false;
                         self.line_starts_message = end.message_end;
                         if result.is_some() {
                             return result;
@@ -248,6 +242,23 @@ mod tests {
         assert_eq!(
             w.server(b"* 1 EXISTS\r\ns OK go\r\n"),
             ServerStep::Accepted { start: 12, end: 21 }
+        );
+    }
+
+    #[test]
+    fn an_ok_of_any_length_is_the_answer() {
+        let mut w = StarttlsWatch::new();
+        w.client(b"s STARTTLS\r\n");
+        let mut ok = b"s OK ".to_vec();
+        ok.extend(std::iter::repeat_n(b'x', 5000));
+        ok.extend_from_slice(b"\r\n");
+        assert_eq!(w.server(&ok[..3000]), ServerStep::Forward);
+        assert_eq!(
+            w.server(&ok[3000..]),
+            ServerStep::Accepted {
+                start: 0,
+                end: ok.len() - 3000
+            }
         );
     }
 
