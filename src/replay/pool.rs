@@ -588,6 +588,31 @@ mod tests {
     }
 
     #[test]
+    fn what_the_server_said_before_the_first_command_goes_out_with_the_greeting() {
+        let text = [
+            r#"{"type":"session","version":1,"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}"#,
+            r#"{"type":"message","seq":1,"t_us":0,"from":"server","kind":"greeting","text":"* OK ready\r\n"}"#,
+            r#"{"type":"message","seq":2,"t_us":1,"from":"server","kind":"untagged","tag":"*","name":"OK","status":"OK","code":"ALERT","text":"* OK [ALERT] maintenance at 5pm\r\n"}"#,
+            r#"{"type":"message","seq":3,"t_us":2,"from":"client","kind":"command","tag":"a1","name":"NOOP","text":"a1 NOOP\r\n"}"#,
+            r#"{"type":"message","seq":4,"t_us":3,"from":"server","kind":"completion","tag":"a1","name":"OK","status":"OK","reply_to":3,"text":"a1 OK\r\n"}"#,
+        ]
+        .join("\n");
+        let transcript = parse_transcript(text.as_bytes(), "alert").unwrap();
+        let mut pool = Pool::new(vec![Script::from_transcript("alert", &transcript).unwrap()]);
+        let mut s = ServeSession::new(MatchMode::Strict, 1.0);
+        assert_eq!(
+            s.greeting(&pool),
+            b"* OK ready\r\n* OK [ALERT] maintenance at 5pm\r\n"
+        );
+        // Like the greeting, they use nothing up: a probe would have had them too.
+        assert!(!pool.touched());
+        assert_eq!(said(&s.on_client(b"a1 NOOP\r\n", &mut pool)), "a1 OK\r\n");
+        let outcome = s.finish(&mut pool);
+        let round = pool.connection_ended(outcome).expect("the round is over");
+        assert!(round.iter().all(|o| o.ok()), "{round:?}");
+    }
+
+    #[test]
     fn a_command_in_the_wrong_state_is_refused_and_reported() {
         let mut pool = capture();
         let mut s = ServeSession::new(MatchMode::Strict, 1.0);
@@ -714,5 +739,68 @@ mod tests {
                 .iter()
                 .all(|(_, _, unused)| unused.is_empty())
         );
+    }
+
+    /// A capture of one recording, from transcript lines after the greeting.
+    fn recorded(name: &str, lines: &[&str]) -> Pool {
+        let mut text = vec![
+            r#"{"type":"session","version":1,"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}"#,
+            r#"{"type":"message","seq":1,"t_us":0,"from":"server","kind":"greeting","text":"* OK ready\r\n"}"#,
+        ];
+        text.extend_from_slice(lines);
+        let transcript = parse_transcript(text.join("\n").as_bytes(), name).unwrap();
+        Pool::new(vec![Script::from_transcript(name, &transcript).unwrap()])
+    }
+
+    #[test]
+    fn a_command_cut_off_where_the_recording_cut_it_is_played() {
+        // The recorded client closed in the middle of a LITERAL+ APPEND, its only command.
+        let capture = || {
+            recorded(
+                "cut",
+                &[
+                    r#"{"type":"message","seq":2,"t_us":1,"from":"client","kind":"command","tag":"a1","name":"APPEND","partial":true,"text":"a1 APPEND x {100+}\r\nFrom: x\r\n"}"#,
+                    r#"{"type":"end","t_us":2,"reason":"client closed","bytes_from_client":29,"bytes_from_server":12,"messages":2,"unanswered":[2]}"#,
+                ],
+            )
+        };
+        let mut pool = capture();
+        let mut s = ServeSession::new(MatchMode::Strict, 1.0);
+        s.greeting(&pool);
+        assert!(
+            s.on_client(b"a1 APPEND x {100+}\r\nFrom: x\r\n", &mut pool)
+                .is_empty()
+        );
+        assert!(s.on_client_closed(&mut pool).is_empty());
+        assert_eq!(s.commands(), 1);
+        let outcome = s.finish(&mut pool);
+        let round = pool.connection_ended(outcome).expect("the round is over");
+        assert!(round.iter().all(|o| o.ok()), "{round:?}");
+        // Cut off sooner, it is not the recorded command: nothing is used.
+        let mut pool = capture();
+        let mut s = ServeSession::new(MatchMode::Strict, 1.0);
+        s.greeting(&pool);
+        s.on_client(b"a1 APPEND x {100+}\r\nFr", &mut pool);
+        s.on_client_closed(&mut pool);
+        assert_eq!(s.commands(), 0);
+        assert!(!pool.touched());
+    }
+
+    #[test]
+    fn a_line_recorded_without_a_command_name_is_matched_by_the_same_line() {
+        let mut pool = recorded(
+            "nameless",
+            &[
+                r#"{"type":"message","seq":2,"t_us":1,"from":"client","kind":"command","tag":"xyz","text":"xyz\r\n"}"#,
+                r#"{"type":"message","seq":3,"t_us":2,"from":"server","kind":"completion","tag":"xyz","name":"BAD","status":"BAD","text":"xyz BAD\r\n"}"#,
+            ],
+        );
+        let mut s = ServeSession::new(MatchMode::Strict, 1.0);
+        s.greeting(&pool);
+        // Another line without a name is no match for it.
+        assert!(said(&s.on_client(b"abc\r\n", &mut pool)).starts_with("abc BAD [CLIENTBUG]"));
+        assert_eq!(s.mismatches().len(), 1);
+        assert_eq!(said(&s.on_client(b"xyz\r\n", &mut pool)), "xyz BAD\r\n");
+        assert_eq!(s.mismatches().len(), 1, "{:?}", s.mismatches());
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Each client unit is sent when the server has said what the recorded client had seen before
 //! sending it: the tagged completions and continuation requests that preceded it (so pipelining
-//! is kept, and literals wait for their `+`). IDLE's DONE goes out after the recorded delay,
+//! is kept, and literals wait for their `+`), and the untagged data the server pushed while no
+//! command was in flight (NOTIFY's), up to the timeout, so that it arrives between the same
+//! commands and is compared as unsolicited again. IDLE's DONE goes out after the recorded delay,
 //! and not before the recorded pushes arrived (up to the timeout). The server's bytes go
 //! through the same [`SessionTracker`] as a recording, which groups them by command; then
 //! [`compare`] says whether the run matches.
@@ -229,7 +231,14 @@ impl Live {
             match read {
                 Err(_) => return Err(format!("no {what} within {timeout:?}")),
                 Ok(Err(e)) => return Err(format!("reading from the server failed: {e}")),
-                Ok(Ok(0)) => self.closed = true,
+                Ok(Ok(0)) => {
+                    self.closed = true;
+                    // A message the server closed inside (the middle of a literal) is handed
+                    // out as far as it came, as a recording of this run would have it.
+                    let t = self.micros();
+                    self.tracker.finish(t, &mut self.events);
+                    self.absorb();
+                }
                 Ok(Ok(_)) => {
                     let chunk = self.buf.split();
                     let t = self.micros();
@@ -254,18 +263,29 @@ impl Live {
             .filter(|r| r.kind == Kind::ContinuationRequest)
             .count()
     }
+
+    /// Untagged responses received while no command was in flight.
+    fn unsolicited(&self) -> usize {
+        self.received
+            .iter()
+            .filter(|r| r.kind == Kind::Untagged && r.in_flight.is_empty())
+            .count()
+    }
 }
 
 /// What must have been received before the client unit at `index` is sent.
 struct Need {
     completions: HashMap<String, usize>,
     continuations: usize,
+    /// Untagged responses that arrived while no command was in flight.
+    unsolicited: usize,
 }
 
 fn need_before(script: &Script, index: usize) -> Need {
     let mut need = Need {
         completions: HashMap::new(),
         continuations: 0,
+        unsolicited: 0,
     };
     for unit in &script.timeline[..index] {
         if unit.from != Side::Server {
@@ -279,6 +299,7 @@ fn need_before(script: &Script, index: usize) -> Need {
                     .or_default() += 1;
             }
             Kind::ContinuationRequest => need.continuations += 1,
+            Kind::Untagged if unit.in_flight.is_empty() => need.unsolicited += 1,
             _ => {}
         }
     }
@@ -488,6 +509,8 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
         })?;
     // The SASL exchanges being rebuilt, by their AUTHENTICATE's recorded seq.
     let mut sasl: HashMap<u64, SaslClient> = HashMap::new();
+    // How many of the recorded unsolicited responses have been waited for.
+    let mut unsolicited = 0;
     for (index, unit) in script.timeline.iter().enumerate() {
         if unit.from != Side::Client {
             continue;
@@ -507,6 +530,21 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
                     .all(|(tag, n)| l.completions(tag) >= *n)
         })
         .await?;
+        // Untagged data pushed while no command was in flight (NOTIFY, a delivery between
+        // commands) was seen before this unit too. Sent now, this unit would be in flight when
+        // the push arrives, and the push would be compared as part of its answer: missing
+        // where it was recorded, unexpected here. One that never comes is the comparison's to
+        // report, and is waited for once.
+        if need.unsolicited > unsolicited {
+            unsolicited = need.unsolicited;
+            let _ = live
+                .wait(
+                    &format!("{unsolicited} untagged response(s) sent between commands"),
+                    options.timeout,
+                    |l| l.unsolicited() >= unsolicited,
+                )
+                .await;
+        }
         if unit.kind == Kind::IdleDone {
             idle_wait(script, index, options, live).await?;
         }
@@ -767,4 +805,133 @@ async fn starttls(
     live.stream = Some(upgrade(tcp, options).await?);
     live.tracker.tls_established();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transcript::reader::parse_transcript;
+    use tokio::net::TcpListener;
+
+    const GREETING: &str = r#"{"type":"message","seq":1,"t_us":0,"from":"server","kind":"greeting","text":"* OK ready\r\n"}"#;
+
+    /// A script from transcript lines, after a session line.
+    fn script(lines: &[&str]) -> Script {
+        let mut text = r#"{"type":"session","version":1,"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}"#.to_string();
+        for line in lines {
+            text.push('\n');
+            text.push_str(line);
+        }
+        let transcript = parse_transcript(text.as_bytes(), "t").unwrap();
+        Script::from_transcript("t", &transcript).unwrap()
+    }
+
+    /// What a scripted server does, in turn.
+    enum Step {
+        Say(&'static [u8]),
+        /// Reads one line the replayer sent.
+        Hear,
+        Pause(Duration),
+    }
+
+    /// Replays `script` against a server on an ephemeral port that plays `steps` to one
+    /// connection and then closes it.
+    async fn run(script: &Script, steps: Vec<Step>) -> ReplayReport {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let Ok((mut tcp, _)) = listener.accept().await else {
+                return;
+            };
+            for step in steps {
+                match step {
+                    Step::Say(bytes) => {
+                        let _ = tcp.write_all(bytes).await;
+                    }
+                    Step::Hear => {
+                        let mut line = Vec::new();
+                        let mut byte = [0u8; 1];
+                        while !line.ends_with(b"\r\n") {
+                            match tcp.read(&mut byte).await {
+                                Ok(1) => line.push(byte[0]),
+                                _ => break,
+                            }
+                        }
+                    }
+                    Step::Pause(d) => tokio::time::sleep(d).await,
+                }
+            }
+        });
+        let mut options = ReplayOptions::plain(&addr);
+        options.timeout = Duration::from_secs(5);
+        replay(script, &options).await
+    }
+
+    #[tokio::test]
+    async fn untagged_data_pushed_between_commands_is_awaited_and_matched_as_such() {
+        // NOTIFY: the server pushes a new message's EXISTS while no command is in flight.
+        let script = script(&[
+            GREETING,
+            r#"{"type":"message","seq":2,"t_us":10,"from":"client","kind":"command","tag":"a1","name":"NOTIFY","text":"a1 NOTIFY SET (selected (MessageNew))\r\n"}"#,
+            r#"{"type":"message","seq":3,"t_us":20,"from":"server","kind":"completion","tag":"a1","name":"OK","status":"OK","reply_to":2,"text":"a1 OK\r\n"}"#,
+            r#"{"type":"message","seq":4,"t_us":300000,"from":"server","kind":"untagged","tag":"*","name":"EXISTS","text":"* 5 EXISTS\r\n"}"#,
+            r#"{"type":"message","seq":5,"t_us":1300000,"from":"client","kind":"command","tag":"a2","name":"NOOP","text":"a2 NOOP\r\n"}"#,
+            r#"{"type":"message","seq":6,"t_us":1300100,"from":"server","kind":"completion","tag":"a2","name":"OK","status":"OK","reply_to":5,"text":"a2 OK\r\n"}"#,
+        ]);
+        // The same server: the push comes a while after a1's completion. Sent at once, a2
+        // would be in flight when it arrives.
+        let report = run(
+            &script,
+            vec![
+                Step::Say(b"* OK ready\r\n"),
+                Step::Hear,
+                Step::Say(b"a1 OK\r\n"),
+                Step::Pause(Duration::from_millis(100)),
+                Step::Say(b"* 5 EXISTS\r\n"),
+                Step::Hear,
+                Step::Say(b"a2 OK\r\n"),
+            ],
+        )
+        .await;
+        assert!(report.ok(), "{}", report.render(true));
+        let c = &report.comparison;
+        assert_eq!((c.matched, c.missing, c.extra), (4, 0, 0));
+        let pushed = c.groups.iter().find(|g| g.group == Group::Unsolicited);
+        assert!(pushed.is_some_and(|g| g.lines.len() == 1), "{:?}", c.groups);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_closes_inside_a_literal_as_recorded_matches_the_recording() {
+        // The recorded server closed in the middle of a FETCH's literal.
+        let script = script(&[
+            GREETING,
+            r#"{"type":"message","seq":2,"t_us":10,"from":"client","kind":"command","tag":"a1","name":"FETCH","text":"a1 FETCH 1 BODY[]\r\n"}"#,
+            r#"{"type":"message","seq":3,"t_us":20,"from":"server","kind":"untagged","tag":"*","name":"FETCH","partial":true,"in_flight":[2],"text":"* 1 FETCH (BODY[] {100}\r\nFrom: x\r\n"}"#,
+            r#"{"type":"note","t_us":30,"seq":3,"from":"server","note":"connection closed before this message was complete"}"#,
+            r#"{"type":"end","t_us":30,"reason":"server closed","bytes_from_client":19,"bytes_from_server":46,"messages":3,"unanswered":[2]}"#,
+        ]);
+        let same = run(
+            &script,
+            vec![
+                Step::Say(b"* OK ready\r\n"),
+                Step::Hear,
+                Step::Say(b"* 1 FETCH (BODY[] {100}\r\nFrom: x\r\n"),
+            ],
+        )
+        .await;
+        assert!(same.ok(), "{}", same.render(true));
+        let c = &same.comparison;
+        assert_eq!((c.matched, c.missing, c.extra), (2, 0, 0));
+        // A server that closes sooner still differs.
+        let sooner = run(
+            &script,
+            vec![
+                Step::Say(b"* OK ready\r\n"),
+                Step::Hear,
+                Step::Say(b"* 1 FETCH (BODY[] {100}\r\nFr"),
+            ],
+        )
+        .await;
+        assert_eq!(sooner.comparison.missing, 1, "{}", sooner.render(true));
+    }
 }

@@ -5,8 +5,9 @@
 //! [`Pool`] sent in the same session state (`--match strict|name|lenient`), and says what to
 //! send: the recorded responses, with the recorded tag replaced by the client's. Responses
 //! are sent as soon as the client has sent what the recorded client had sent before them; a
-//! command's own completion (or continuation request) is never held back. Pushes during IDLE
-//! keep their recorded delays, scaled by a speed factor.
+//! command's own completion (or continuation request) is never held back. What the server
+//! sent between its greeting and the client's first command (an `* OK [ALERT]`) goes out with
+//! the greeting. Pushes during IDLE keep their recorded delays, scaled by a speed factor.
 //!
 //! [`FakeServer`] is the async shell; it never connects anywhere. It serves a capture (the
 //! connections one client made) to connections arriving in any order, concurrently: see
@@ -157,17 +158,28 @@ impl ServeSession {
         self.outcome.commands
     }
 
-    /// The greeting of the first recording, to send first.
+    /// The greeting of the first recording, to send first, with the lines its server sent
+    /// after it and before the client's first command (an `* OK [ALERT]`, a stray `+`): they
+    /// answer no command, so no exchange plays them, and the client is owed them all the same.
+    /// Sent on every connection, as the greeting is, and used by none: a port probe that gets
+    /// them consumes nothing.
     pub fn greeting(&mut self, pool: &Pool) -> Vec<u8> {
-        let greeting = (0..pool.len()).find_map(|s| pool.script(s).greeting.as_ref());
+        let first = (0..pool.len()).find(|&s| pool.script(s).greeting.is_some());
+        let greeting = first.and_then(|s| pool.script(s).greeting.as_ref());
         if let Some(g) = greeting
             && parse_response(&g.bytes).name.as_deref() == Some("PREAUTH")
         {
             self.context = Context::Authenticated;
         }
-        let bytes = greeting
+        let mut bytes = greeting
             .map(|g| g.bytes.clone())
             .unwrap_or_else(|| b"* OK imapscope serve ready\r\n".to_vec());
+        if let Some(s) = first {
+            let opening = pool.script(s).timeline.iter();
+            for unit in opening.take_while(|u| u.from == Side::Server) {
+                bytes.extend_from_slice(&unit.bytes);
+            }
+        }
         self.tracker
             .on_bytes(Side::Server, 0, &bytes, &mut Vec::new());
         bytes
@@ -186,6 +198,28 @@ impl ServeSession {
             self.play(&mut events, pool, &mut out);
         }
         self.events = events;
+        out
+    }
+
+    /// The client closed. A command it was still sending, its literal data not waiting for
+    /// `+` (LITERAL+), never came out of the tracker; when a recording has that command cut
+    /// off at the same byte (its client closed there too), the client repeated it exactly and
+    /// it is played. A command cut off elsewhere stays unsent, as it never reached a server.
+    pub fn on_client_closed(&mut self, pool: &mut Pool) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(bytes) = self.tracker.unsent_command() else {
+            return out;
+        };
+        let cut_alike = matches!(
+            self.find_command(bytes, pool),
+            Ok((s, i, false)) if pool.unit(s, i).bytes.len() == bytes.len()
+        );
+        if cut_alike {
+            let mut events = std::mem::take(&mut self.events);
+            self.tracker.hand_out_command(&mut events);
+            self.play(&mut events, pool, &mut out);
+            self.events = events;
+        }
         out
     }
 
@@ -389,7 +423,15 @@ impl ServeSession {
             .copied()
             .chain(rest.into_iter().filter(|c| !heads.contains(c)))
             .collect();
-        let same_name = |&(s, i): &(usize, usize)| pool.unit(s, i).name.as_deref() == Some(&*name);
+        // A line without a command name (`xyz`, a client's junk) is recorded without one, and
+        // is known by the whole line.
+        let same_name = |&(s, i): &(usize, usize)| {
+            let unit = pool.unit(s, i);
+            match unit.name.as_deref() {
+                Some(recorded) => recorded == name,
+                None => name.is_empty() && unit.bytes.eq_ignore_ascii_case(bytes),
+            }
+        };
         // The state the command was recorded in, or for a command that does not depend on
         // the selected mailbox, one it answers alike in (see `fits_state`): then the order of
         // the candidates decides, the recording being followed first.
@@ -1012,6 +1054,17 @@ async fn serve_connection(
                 _ = stop.cancelled() => return Ok(()),
             };
             if n == 0 {
+                let outputs = {
+                    let mut p = pool.lock().map_err(|_| "the pool is unusable")?;
+                    session.on_client_closed(&mut p)
+                };
+                // What the recorded server said after such a command: the client may still
+                // read after closing its side.
+                for output in outputs {
+                    if let Output::Bytes { bytes, .. } = output {
+                        let _ = write(&mut stream, &bytes).await;
+                    }
+                }
                 return Ok(());
             }
             let chunk = buf.split();
