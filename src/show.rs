@@ -140,11 +140,11 @@ impl Renderer {
                 t.cipher,
                 t.sni
                     .as_ref()
-                    .map(|n| format!(", SNI {n}"))
+                    .map(|n| format!(", SNI {}", visible(n)))
                     .unwrap_or_default(),
                 t.subject
                     .as_ref()
-                    .map(|n| format!(", certificate {n}"))
+                    .map(|n| format!(", certificate {}", visible(n)))
                     .unwrap_or_default(),
                 t.verified
                     .as_ref()
@@ -162,9 +162,10 @@ impl Renderer {
                 s.dim(&format!("[{} bytes of {}, not decoded]", o.len, o.what))
             ),
             Record::Dropped(d) => {
-                let text = String::from_utf8_lossy(&d.payload.to_bytes().unwrap_or_default())
-                    .trim_end()
-                    .to_string();
+                let text = visible(
+                    String::from_utf8_lossy(&d.payload.to_bytes().unwrap_or_default()).trim_end(),
+                )
+                .into_owned();
                 format!(
                     "{}{} {} {} {}\n",
                     self.prefix,
@@ -181,14 +182,18 @@ impl Renderer {
                     "{cut}{}{} {}\n",
                     self.prefix,
                     self.time(n.t_us),
-                    s.dim(&format!("note: {}", n.note))
+                    s.dim(&format!("note: {}", visible(&n.note)))
                 )
             }
             Record::Error(e) => format!(
                 "{}{} {}\n",
                 self.prefix,
                 self.time(e.t_us),
-                s.bad(&format!("error during {}: {}", e.during, e.message))
+                s.bad(&format!(
+                    "error during {}: {}",
+                    e.during,
+                    visible(&e.message)
+                ))
             ),
             Record::End(e) => {
                 let seqs: Vec<u64> = self.pending.keys().copied().collect();
@@ -289,7 +294,7 @@ impl Renderer {
                 "{}{} {}",
                 self.prefix,
                 " ".repeat(9),
-                s.dim(&format!("   ^ {note}"))
+                s.dim(&format!("   ^ {}", visible(note)))
             );
         }
         out
@@ -307,7 +312,7 @@ impl Renderer {
             match f {
                 Fragment::Line { bytes, end } => {
                     let text = String::from_utf8_lossy(bytes);
-                    current.push_str(text.trim_end_matches(['\r', '\n']));
+                    current.push_str(&visible(text.trim_end_matches(['\r', '\n'])));
                     // A command that ends with its literal (APPEND) leaves an empty line:
                     // nothing a person would read.
                     let empty_after_literal = current.is_empty() && !lines.is_empty();
@@ -371,20 +376,50 @@ impl Renderer {
         format!(
             "{} {}",
             self.style.dim("│"),
-            String::from_utf8_lossy(line).trim_end_matches(['\r', '\n'])
+            visible(String::from_utf8_lossy(line).trim_end_matches(['\r', '\n']))
         )
     }
 }
 
+/// `text` as a terminal shows it and nothing more: what a peer sent may hold escape sequences
+/// (retitle the window, clear the screen, move the cursor up to forge an earlier line), a
+/// bare CR, or bidirectional overrides. Each is written out as `\x1b`, `\r`, `\u{202e}`, as
+/// Wireshark and `cat -v` make them visible. A tab stays a tab.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(hidden) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            c if hidden(c) && (c as u32) < 0x100 => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if hidden(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 /// The first line of a literal's first bytes, at most 60 characters, for the folded view.
 fn first_line(preview: &[u8]) -> String {
-    String::from_utf8_lossy(preview)
+    let line: String = String::from_utf8_lossy(preview)
         .lines()
         .next()
         .unwrap_or("")
         .chars()
         .take(60)
-        .collect()
+        .collect();
+    visible(&line).into_owned()
 }
 
 fn session_title(h: &SessionRecord) -> String {
@@ -654,7 +689,7 @@ impl Listing {
             start,
             self.duration_s,
             self.client,
-            self.user.as_deref().unwrap_or("-"),
+            visible(self.user.as_deref().unwrap_or("-")),
             self.upstream,
             self.commands,
             self.errors,

@@ -255,3 +255,61 @@ fn follow_renders_a_growing_transcript() {
         imapscope(&["show", "--color", "never", "recordings/golden/idle.jsonl"])
     );
 }
+
+/// What a peer sent reaches the terminal as text: an escape sequence that would retitle the
+/// window, clear the screen or move the cursor up to forge an earlier line is written out.
+#[test]
+fn escape_sequences_from_a_peer_are_shown_not_obeyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let stem = dir.path().join("escapes");
+    std::fs::write(
+        stem.with_extension("in"),
+        "a1 LOGIN \"ev\x1b[2Jil\" pw\r\na2 FETCH 1 BODY[]\r\n",
+    )
+    .unwrap();
+    std::fs::write(
+        stem.with_extension("out"),
+        "* OK \x1b]0;pwned\x07\x1b[2J hi\r\na1 OK \x1b[1A\rfake\r\n\
+         * 1 FETCH (BODY[] {14}\r\n\x1b[31mred\r\n\u{202e}x)\r\na2 OK done\r\n",
+    )
+    .unwrap();
+    let transcript = dir.path().join("escapes.jsonl");
+    imapscope(&[
+        "import",
+        "rawlog",
+        "-q",
+        "--out",
+        transcript.to_str().unwrap(),
+        stem.with_extension("in").to_str().unwrap(),
+    ]);
+    for args in [
+        vec!["show", "--color", "never"],
+        vec!["show", "--color", "never", "--full"],
+        vec!["ls"],
+    ] {
+        let mut args = args;
+        let ls = args[0] == "ls";
+        args.push(if ls { dir.path() } else { &transcript }.to_str().unwrap());
+        let out = imapscope(&args);
+        assert!(!out.contains('\x1b'), "{args:?}: {out:?}");
+        assert!(
+            !out.contains('\x07') && !out.contains('\u{202e}'),
+            "{out:?}"
+        );
+        assert!(!out.contains("\rfake"), "{out:?}");
+    }
+    let shown = imapscope(&[
+        "show",
+        "--color",
+        "never",
+        "--full",
+        transcript.to_str().unwrap(),
+    ]);
+    assert!(
+        shown.contains(r"* OK \x1b]0;pwned\x07\x1b[2J hi"),
+        "{shown}"
+    );
+    assert!(shown.contains(r"a1 OK \x1b[1A\rfake"), "{shown}");
+    assert!(shown.contains(r"│ \x1b[31mred"), "{shown}");
+    assert!(shown.contains(r"│ \u{202e}x"), "{shown}");
+}
