@@ -187,7 +187,48 @@ struct Direction {
 }
 
 /// How much of the inflated stream is framed at once: bounds memory whatever the ratio.
-const INFLATE_STEP: usize = 64 * 1024;
+const INFLATE_STEP: usize = 16 * 1024;
+
+/// After this many events, [`SessionTracker::on_bytes_bounded`] stops and leaves the rest of
+/// its input for the next call: a peer that sends a million empty lines in 2 MB must not make a
+/// million events at once (each weighs about a hundred times its two bytes).
+pub const EVENTS_PER_CALL: usize = 4096;
+
+/// After this many inflated bytes [`SessionTracker::on_bytes_bounded`] stops as well: a
+/// DEFLATE stream may inflate a thousandfold.
+const INFLATED_PER_CALL: usize = 1 << 20;
+
+/// How far [`SessionTracker::on_bytes_bounded`] came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of the input taken.
+    pub taken: usize,
+    /// It stopped early: call again with the rest of the input (which may be empty, when a
+    /// compressed stream still has inflated bytes to give) once `out` has been handed on.
+    pub more: bool,
+}
+
+/// What one bounded call may still produce.
+struct Budget {
+    /// `out`'s length when the call began; `None`: no limit.
+    events_before: Option<usize>,
+    inflated: usize,
+}
+
+impl Budget {
+    fn unlimited() -> Budget {
+        Budget {
+            events_before: None,
+            inflated: 0,
+        }
+    }
+
+    fn spent(&self, out: &[Event]) -> bool {
+        self.events_before.is_some_and(|before| {
+            out.len() - before >= EVENTS_PER_CALL || self.inflated >= INFLATED_PER_CALL
+        })
+    }
+}
 
 /// Tracks one session. See the module documentation.
 #[derive(Debug)]
@@ -273,28 +314,77 @@ impl SessionTracker {
             .collect()
     }
 
-    /// Feeds bytes that `from` sent at `t_us`; appends what was learned to `out`.
-    pub fn on_bytes(&mut self, from: Side, t_us: u64, input: &[u8], out: &mut Vec<Event>) {
-        if self.direction(from).inflater.is_some() {
-            self.on_compressed(from, t_us, input, out);
-        } else {
-            self.frame(from, t_us, input, false, out);
+    /// Feeds bytes that `from` sent at `t_us`; appends what was learned to `out`, however
+    /// much that is (see [`SessionTracker::on_bytes_bounded`] for a bounded amount).
+    pub fn on_bytes(&mut self, from: Side, t_us: u64, mut input: &[u8], out: &mut Vec<Event>) {
+        loop {
+            let progress = self.on_bytes_bounded(from, t_us, input, out);
+            if !progress.more {
+                return;
+            }
+            input = &input[progress.taken..];
         }
     }
 
-    /// Inflates `input` step by step and frames what comes out.
-    fn on_compressed(&mut self, from: Side, t_us: u64, mut input: &[u8], out: &mut Vec<Event>) {
+    /// As [`SessionTracker::on_bytes`], but stops after about [`EVENTS_PER_CALL`] events (or
+    /// a megabyte inflated), so that whoever hands the events on holds a bounded number.
+    pub fn on_bytes_bounded(
+        &mut self,
+        from: Side,
+        t_us: u64,
+        input: &[u8],
+        out: &mut Vec<Event>,
+    ) -> Progress {
+        let mut rest = input;
+        let mut budget = Budget {
+            events_before: Some(out.len()),
+            inflated: 0,
+        };
+        let more = if self.direction(from).inflater.is_some() {
+            self.on_compressed(from, t_us, &mut rest, out, &mut budget)
+        } else {
+            self.frame(from, t_us, &mut rest, false, out, &mut budget)
+        };
+        Progress {
+            taken: input.len() - rest.len(),
+            more,
+        }
+    }
+
+    /// Inflates `input` step by step and frames what comes out; returns whether it stopped
+    /// with inflated bytes still to give (the budget was spent).
+    fn on_compressed(
+        &mut self,
+        from: Side,
+        t_us: u64,
+        input: &mut &[u8],
+        out: &mut Vec<Event>,
+        budget: &mut Budget,
+    ) -> bool {
         let mut plain = Vec::with_capacity(INFLATE_STEP);
         loop {
             plain.clear();
             let Some(inflater) = self.direction(from).inflater.as_mut() else {
-                return;
+                return false;
             };
-            match inflater.inflate_step(&mut input, &mut plain) {
+            match inflater.inflate_step(input, &mut plain) {
                 Ok(full) => {
-                    self.frame(from, t_us, &plain, true, out);
+                    budget.inflated += plain.len();
+                    // A step is framed whole (it is small: INFLATE_STEP bytes at most); the
+                    // budget is looked at between steps.
+                    self.frame(
+                        from,
+                        t_us,
+                        &mut &plain[..],
+                        true,
+                        out,
+                        &mut Budget::unlimited(),
+                    );
                     if input.is_empty() && !full {
-                        return;
+                        return false;
+                    }
+                    if budget.spent(out) {
+                        return true;
                     }
                 }
                 Err(e) => {
@@ -317,32 +407,36 @@ impl SessionTracker {
                             t_us,
                             len: input.len(),
                         });
+                        *input = &[];
                     }
-                    return;
+                    return false;
                 }
             }
         }
     }
 
+    /// Frames `input`, advancing it; returns whether it stopped early (the budget spent)
+    /// with more to do.
     fn frame(
         &mut self,
         from: Side,
         t_us: u64,
-        mut input: &[u8],
+        input: &mut &[u8],
         inflated: bool,
         out: &mut Vec<Event>,
-    ) {
+        budget: &mut Budget,
+    ) -> bool {
         loop {
             if !inflated && self.direction(from).inflater.is_some() {
                 // COMPRESS took effect inside this chunk: the rest of it is compressed.
-                if !input.is_empty() {
-                    self.on_compressed(from, t_us, input, out);
-                }
-                return;
+                return self.on_compressed(from, t_us, input, out, budget);
+            }
+            if budget.spent(out) {
+                return !input.is_empty();
             }
             let dir = self.direction(from);
-            let Some(fragment) = dir.framer.next(&mut input) else {
-                return;
+            let Some(fragment) = dir.framer.next(input) else {
+                return false;
             };
             match fragment {
                 Fragment::Opaque(bytes) => out.push(Event::Opaque {
@@ -1278,6 +1372,48 @@ mod tests {
         );
         let events = feed(&mut t, Side::Client, 6, b"more");
         assert!(matches!(events[0], Event::Opaque { len: 4, .. }));
+    }
+
+    /// Feeds `input` in bounded calls; returns the most events one call made and all of them.
+    fn feed_bounded(t: &mut SessionTracker, side: Side, mut input: &[u8]) -> (usize, Vec<Event>) {
+        let (mut most, mut all) = (0, Vec::new());
+        loop {
+            let mut out = Vec::new();
+            let p = t.on_bytes_bounded(side, 1, input, &mut out);
+            most = most.max(out.len());
+            all.extend(out);
+            input = &input[p.taken..];
+            if !p.more {
+                assert!(input.is_empty());
+                return (most, all);
+            }
+        }
+    }
+
+    #[test]
+    fn a_flood_of_empty_lines_comes_out_a_bounded_number_at_a_time() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        let flood = b"\r\n".repeat(100_000);
+        let (most, all) = feed_bounded(&mut t, Side::Client, &flood);
+        assert_eq!(messages(&all).len(), 100_000);
+        assert!(most <= EVENTS_PER_CALL + 2, "{most}");
+        // Through COMPRESS, where 2 MB of them are a few kilobytes on the wire.
+        use crate::protocol::compress::Deflater;
+        let mut to_client = Deflater::new();
+        feed(&mut t, Side::Client, 1, b"z COMPRESS DEFLATE\r\n");
+        let mut chunk = b"z OK DEFLATE active\r\n".to_vec();
+        chunk.extend(to_client.deflate(&b"\r\n".repeat(1_000_000)));
+        chunk.extend(to_client.deflate(b"* 1 EXISTS\r\n"));
+        assert!(chunk.len() < 64 * 1024, "{}", chunk.len());
+        let (most, all) = feed_bounded(&mut t, Side::Server, &chunk);
+        assert_eq!(messages(&all).len(), 1_000_002);
+        assert_eq!(
+            messages(&all).last().unwrap().name.as_deref(),
+            Some("EXISTS")
+        );
+        // A step of inflated bytes is framed whole: bounded by INFLATE_STEP too.
+        assert!(most <= EVENTS_PER_CALL + INFLATE_STEP / 2, "{most}");
     }
 
     #[test]
