@@ -248,6 +248,57 @@ fn a_gigabyte_line_without_crlf_keeps_memory_bounded() {
     eprintln!("1 GB line relayed and recorded in {elapsed:?}, imapscope peak RSS {hwm} KiB");
 }
 
+/// Two bytes make a message, and a message is an event of a hundred bytes or more: a peer's
+/// flood of empty lines once took a recording imapscope past 600 MB (a 256 KiB read made
+/// 128k events at once, and sixteen such reads could wait for the transcript thread).
+#[test]
+fn a_flood_of_empty_lines_keeps_memory_bounded_and_every_line_recorded() {
+    const LINES: usize = 1_000_000;
+    let (addr, server) = upstream(|s| {
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+        let mut reader = s.try_clone().unwrap();
+        let drain = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0;
+            while total < 2 * LINES {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+            }
+        });
+        let _ = s.write_all(&b"\r\n".repeat(LINES));
+        drain.join().unwrap();
+    });
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&addr, out.path(), &[]);
+    let pid = scope.pid();
+    let c = TcpStream::connect(("127.0.0.1", scope.port())).unwrap();
+    let mut writer = c.try_clone().unwrap();
+    let send = std::thread::spawn(move || writer.write_all(&b"\r\n".repeat(LINES)));
+    let mut reader = &c;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0;
+    while total < 17 + 2 * LINES {
+        let n = reader.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {total} bytes");
+        total += n;
+    }
+    send.join().unwrap().unwrap();
+    server.join().unwrap();
+    drop(c);
+    let hwm = memory_kib(pid, "VmHWM");
+    let all = wait_for_ended(out.path(), 1);
+    let end = end_of(&all[0].1);
+    assert_eq!(end.messages as usize, 1 + 2 * LINES);
+    assert_eq!(messages(&all[0].1).len(), 1 + 2 * LINES);
+    assert!(
+        hwm < 96 * 1024,
+        "imapscope's peak memory was {hwm} KiB recording 2 million empty lines"
+    );
+    eprintln!("2 million empty lines recorded, imapscope peak RSS {hwm} KiB");
+}
+
 /// A deterministic stream of random bytes.
 fn garbage(seed: u64, len: usize) -> Vec<u8> {
     let mut x = seed | 1;

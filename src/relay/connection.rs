@@ -64,6 +64,9 @@ pub(super) struct Connection {
     plain_lanes: Option<Arc<PlainLanes>>,
     /// Follows the session in this task; both pumps reach it, neither holds it across an await.
     recorder: Mutex<Recorder>,
+    /// Held by the one pump that hands records on to the transcript thread, waiting for room
+    /// if need be, so that records reach it in the order they were made.
+    handing_on: tokio::sync::Mutex<()>,
     /// To the transcript thread; `None` with `--out none`.
     transcript: Option<TranscriptSink>,
     /// Each side has sent its first bytes (client, server): the first bytes tell a peer that
@@ -83,12 +86,14 @@ impl Drop for Connection {
         if recorder.ended() {
             return;
         }
-        let end = recorder.handle(RelayEvent::End {
+        recorder.queue(RelayEvent::End {
             t_us,
             reason: "relay stopped".into(),
         });
-        if let (Some(record), Some(sink)) = (end, &self.transcript) {
-            sink.send_now(record);
+        while let Some(record) = recorder.next_record() {
+            if let Some(sink) = &self.transcript {
+                sink.send_now(record);
+            }
         }
     }
 }
@@ -147,6 +152,7 @@ pub async fn handle(
         shutdown,
         plain_lanes,
         recorder: Mutex::new(recorder),
+        handing_on: tokio::sync::Mutex::new(()),
         transcript,
         spoke: [AtomicBool::new(false), AtomicBool::new(false)],
         upstream_fd: AtomicI32::new(-1),
@@ -233,12 +239,19 @@ impl Connection {
         !self.spoke(side) && !self.spoke[side as usize].swap(true, Ordering::Relaxed)
     }
 
-    /// The tracker follows `event`; returns what the transcript writer should get of it.
-    pub(super) fn follow(&self, event: RelayEvent) -> Option<Record> {
-        self.recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .handle(event)
+    fn recorder(&self) -> std::sync::MutexGuard<'_, Recorder> {
+        self.recorder.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `event` for the tracker (see [`Recorder::queue`]).
+    pub(super) fn queue(&self, event: RelayEvent) {
+        self.recorder().queue(event);
+    }
+
+    /// The next record of what is queued for the transcript writer (see
+    /// [`Recorder::next_record`]).
+    pub(super) fn next_record(&self) -> Option<Record> {
+        self.recorder().next_record()
     }
 
     /// Queues `record` for the transcript thread if the session has room there; gives it
@@ -270,9 +283,17 @@ impl Connection {
             .map_or(true, |r| r.server_may_send_more())
     }
 
-    /// Records `event`: the tracker sees it now, the transcript writer gets what it made of it.
+    /// Records `event`: the tracker follows it and the transcript writer gets what it made of
+    /// it, a record at a time, waiting for room between records.
     async fn tell(&self, event: RelayEvent) {
-        if let (Some(record), Some(sink)) = (self.follow(event), &self.transcript) {
+        self.queue(event);
+        let Some(sink) = &self.transcript else {
+            // Nothing is kept: the tracker only follows, and makes no record.
+            let _ = self.next_record();
+            return;
+        };
+        let _turn = self.handing_on.lock().await;
+        while let Some(record) = self.next_record() {
             sink.send(record).await;
         }
     }

@@ -687,18 +687,23 @@ impl Relayed {
         self.tell(event);
     }
 
-    /// The recorder follows `event`; what it made of it goes to the transcript thread, or
-    /// waits here, in order, while the thread has no room for this session.
+    /// The recorder follows `event`; what it made of it goes to the transcript thread a
+    /// record at a time. While the thread has no room for this session, one record waits
+    /// here and the rest waits in the recorder's queue, in order, and nothing more is read.
     fn tell(&mut self, event: RelayEvent) {
-        let Some(record) = self.conn.follow(event) else {
-            return;
-        };
-        if self.held.is_empty() {
+        self.conn.queue(event);
+        self.hand_on();
+    }
+
+    /// Hands the recorder's records on until one finds no room (it is held) or none is left.
+    fn hand_on(&mut self) {
+        while self.held.is_empty() {
+            let Some(record) = self.conn.next_record() else {
+                return;
+            };
             if let Some(record) = self.conn.offer(record) {
                 self.held.push_back(record);
             }
-        } else {
-            self.held.push_back(record);
         }
     }
 
@@ -709,11 +714,15 @@ impl Relayed {
                 return;
             }
         }
+        self.hand_on();
     }
 
-    /// At the end: what is held goes now, past the limit (the end line follows it).
+    /// At the end: what is held and queued goes now, past the limit (the end line follows).
     fn send_held_now(&mut self) {
         for record in self.held.drain(..) {
+            self.conn.offer_now(record);
+        }
+        while let Some(record) = self.conn.next_record() {
             self.conn.offer_now(record);
         }
     }

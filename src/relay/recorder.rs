@@ -9,6 +9,8 @@
 //! batches: everything queued is encoded, then written with one call. With `--out none` there
 //! is no such task and nothing is handed off.
 
+use std::collections::VecDeque;
+
 use bytes::Bytes;
 
 use crate::protocol::{Event, Kind, SessionTracker, Side};
@@ -60,9 +62,17 @@ pub enum Record {
 }
 
 /// The half of the recorder that runs in the connection task.
+///
+/// What the pumps tell it waits in a queue, in order, and comes out one [`Record`] at a time
+/// ([`Recorder::next_record`]), each of at most [`EVENTS_PER_CALL`](crate::protocol::tracker::EVENTS_PER_CALL) events: a peer's flood of
+/// empty lines (two bytes each, an event of a hundred or more) then fills the transcript
+/// thread's queue a bounded piece at a time, and the relay waits for room between pieces,
+/// instead of one 256 KiB read becoming 128k events at once.
 pub struct Recorder {
     id: u64,
     tracker: SessionTracker,
+    /// Told and not yet followed: at most what each pump read before it waited.
+    queue: VecDeque<RelayEvent>,
     scratch: Vec<Event>,
     bytes_from: [u64; 2],
     messages: u64,
@@ -84,6 +94,7 @@ impl Recorder {
             } else {
                 SessionTracker::heads_only()
             },
+            queue: VecDeque::new(),
             scratch: Vec::new(),
             bytes_from: [0, 0],
             messages: 0,
@@ -100,9 +111,13 @@ impl Recorder {
         self
     }
 
-    /// Whether the end was recorded.
+    /// Whether the end was recorded, or is queued to be.
     pub fn ended(&self) -> bool {
         self.ended
+            || self
+                .queue
+                .iter()
+                .any(|e| matches!(e, RelayEvent::End { .. }))
     }
 
     /// See [`SessionTracker::server_may_send_more`].
@@ -110,12 +125,50 @@ impl Recorder {
         self.tracker.server_may_send_more()
     }
 
-    /// Follows one event; returns what the transcript writer must get, if anything.
+    /// Queues `event` behind what was told before; [`Recorder::next_record`] follows it.
+    pub fn queue(&mut self, event: RelayEvent) {
+        if let RelayEvent::Bytes { side, data, .. } = &event {
+            self.bytes_from[*side as usize] += data.len() as u64;
+        }
+        self.queue.push_back(event);
+    }
+
+    /// Queues `event` and returns the first record there is (see [`Recorder::next_record`]).
     pub fn handle(&mut self, event: RelayEvent) -> Option<Record> {
+        self.queue(event);
+        self.next_record()
+    }
+
+    /// Follows what is queued until it makes a record for the transcript writer, and returns
+    /// it; `None` once the queue is empty. Without a transcript (`--out none`) the whole queue
+    /// is followed and nothing is returned.
+    pub fn next_record(&mut self) -> Option<Record> {
+        while let Some(event) = self.queue.pop_front() {
+            if let Some(record) = self.follow(event) {
+                return Some(record);
+            }
+        }
+        None
+    }
+
+    /// Whether events wait in the queue (a record's worth was taken and the rest is due).
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Follows one event, or [`EVENTS_PER_CALL`](crate::protocol::tracker::EVENTS_PER_CALL) events' worth of its bytes, the rest of
+    /// which goes back to the front of the queue.
+    fn follow(&mut self, event: RelayEvent) -> Option<Record> {
         let record = match event {
             RelayEvent::Bytes { side, t_us, data } => {
-                self.bytes_from[side as usize] += data.len() as u64;
-                self.tracker.on_bytes(side, t_us, &data, &mut self.scratch);
+                let progress = self
+                    .tracker
+                    .on_bytes_bounded(side, t_us, &data, &mut self.scratch);
+                if progress.more {
+                    let data = data.slice(progress.taken..);
+                    self.queue
+                        .push_front(RelayEvent::Bytes { side, t_us, data });
+                }
                 let events = self.drain();
                 (!events.is_empty()).then_some(Record::Events(events))
             }

@@ -33,8 +33,10 @@ use crate::transcript::format::EndRecord;
 
 /// Records a session may have queued and not yet written before its relay waits (bounded
 /// memory, back-pressure from a slow disk). A record is what the tracker made of one relayed
-/// chunk: at most about 1 MiB of held message bytes (two parts of a large literal, each up to
-/// 256 KiB long in a buffer up to twice that), so a session holds at most about 16 MiB here.
+/// chunk, or of a piece of it: at most about 1 MiB of held message bytes (two parts of a large
+/// literal, each up to 256 KiB long in a buffer up to twice that), or at most
+/// [`EVENTS_PER_CALL`](crate::protocol::tracker::EVENTS_PER_CALL) events (see
+/// [`super::recorder::Recorder`]), so a session holds at most about 16 MiB here.
 pub const QUEUE_RECORDS: usize = 16;
 
 /// Encoded bytes after which this thread writes out what it has even if more is queued.
