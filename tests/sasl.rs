@@ -53,6 +53,24 @@ fn challenge_response_logins_replay_against_another_server() {
         assert_paired(path, t);
     }
     assert_no_secrets(out.path(), &[PASSWORD]);
+    // The server's SCRAM proof (`v=`) would let a password guess be tested offline against
+    // the recorded exchange: hidden too, once per SCRAM login.
+    let proofs: Vec<_> = transcripts
+        .iter()
+        .flat_map(|(_, t)| messages(t))
+        .filter(|m| m.redacted.iter().any(|r| r == "sasl-server-proof"))
+        .collect();
+    assert_eq!(proofs.len(), 2, "{proofs:?}");
+    for (_, t) in &transcripts {
+        for m in messages(t) {
+            let text = m.payload.to_bytes().unwrap_or_default();
+            let payload = text.strip_prefix(b"+ ").unwrap_or_default().trim_ascii();
+            let decoded =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, payload)
+                    .unwrap_or_default();
+            assert!(!decoded.starts_with(b"v="), "{m:?}");
+        }
+    }
     scope.terminate();
 
     let replay_on = Dovecot::start_with_mechanisms(MECHANISMS);

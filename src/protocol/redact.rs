@@ -156,6 +156,27 @@ pub fn sasl_user(mechanism: &str, response: &[u8]) -> Option<String> {
     (!user.is_empty()).then(|| String::from_utf8_lossy(&user).into_owned())
 }
 
+/// A server's continuation request that proves it knows the password: SCRAM's server-final
+/// message (`v=` ServerSignature) or DIGEST-MD5's `rspauth=`. With the challenge before it,
+/// anyone holding the transcript could test password guesses against it offline, so it is
+/// hidden as the client's responses are. Other challenges (a nonce, a salt) prove nothing and
+/// stay readable.
+pub fn server_proof(bytes: &[u8]) -> Option<Secret> {
+    let end = line_content_end(bytes);
+    let payload = bytes[..end].strip_prefix(b"+ ")?;
+    let start = end - payload.len();
+    let decoded =
+        base64::Engine::decode(&base64::engine::general_purpose::STANDARD, payload).ok()?;
+    let proves = decoded.starts_with(b"v=")
+        || decoded
+            .split(|&b| b == b',')
+            .any(|item| item.trim_ascii_start().starts_with(b"rspauth="));
+    proves.then_some(Secret {
+        range: start..end,
+        what: "sasl-server-proof",
+    })
+}
+
 fn line_content_end(bytes: &[u8]) -> usize {
     let end = memchr::memchr(b'\n', bytes).unwrap_or(bytes.len());
     if end > 0 && bytes[end - 1] == b'\r' {
@@ -193,6 +214,24 @@ mod tests {
             redacted(Kind::Command, b"a SELECT INBOX\r\n"),
             "a SELECT INBOX\r\n"
         );
+    }
+
+    #[test]
+    fn a_server_proof_is_hidden_and_a_challenge_is_not() {
+        // RFC 5802's example: server-first, then server-final.
+        let first = b"+ cj1meWtvK3NXbmNYWWg0Z1dZQlZhdWVvcHR0Q25BcG56SkpvbmE4NnZYRlRHcThHRmhYcyxzPVFTWENSK1E2c2VrOGJmOTIsaT00MDk2\r\n";
+        assert_eq!(server_proof(first), None);
+        let last = b"+ dj1ybUY5cHFWOFM3c3VBb1pXamE0ZEpSa0ZzS1E9\r\n";
+        let secret = server_proof(last).unwrap();
+        assert_eq!(
+            &last[secret.range],
+            b"dj1ybUY5cHFWOFM3c3VBb1pXamE0ZEpSa0ZzS1E9"
+        );
+        let digest = b"+ cnNwYXV0aD1lYTQwZjYwMzM1YzQyN2I1NTI3Yjg0ZGJhYmNkZmZmZA==\r\n";
+        assert!(server_proof(digest).is_some());
+        assert_eq!(server_proof(b"+ Ready for literal data\r\n"), None);
+        assert_eq!(server_proof(b"+ idling\r\n"), None);
+        assert_eq!(server_proof(b"+\r\n"), None);
     }
 
     #[test]

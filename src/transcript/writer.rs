@@ -230,6 +230,12 @@ impl TranscriptWriter {
                             }
                         }
                     }
+                } else if self.redact
+                    && m.kind == Kind::ContinuationRequest
+                    && let Some(proof) = redact::server_proof(&bytes)
+                {
+                    bytes = redact::apply(&bytes, std::slice::from_ref(&proof));
+                    redacted.push(proof.what.to_string());
                 }
                 let record = Record::Message(MessageRecord {
                     seq: m.seq,
