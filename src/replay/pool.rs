@@ -803,4 +803,27 @@ mod tests {
         assert_eq!(said(&s.on_client(b"xyz\r\n", &mut pool)), "xyz BAD\r\n");
         assert_eq!(s.mismatches().len(), 1, "{:?}", s.mismatches());
     }
+
+    #[test]
+    fn a_scram_login_is_refused_with_the_reason() {
+        let mut pool = recorded(
+            "scram",
+            &[
+                r#"{"type":"message","seq":2,"t_us":1,"from":"client","kind":"command","tag":"a","name":"AUTHENTICATE","text":"a AUTHENTICATE SCRAM-SHA-1\r\n"}"#,
+                r#"{"type":"message","seq":3,"t_us":2,"from":"server","kind":"continuation-request","tag":"+","reply_to":2,"text":"+ \r\n"}"#,
+                r#"{"type":"message","seq":4,"t_us":3,"from":"client","kind":"sasl-data","reply_to":2,"redacted":["sasl-data"],"text":"<redacted>\r\n"}"#,
+                r#"{"type":"message","seq":5,"t_us":4,"from":"server","kind":"completion","tag":"a","name":"OK","status":"OK","reply_to":2,"text":"a OK\r\n"}"#,
+            ],
+        );
+        let mut s = ServeSession::new(MatchMode::Strict, 1.0);
+        s.greeting(&pool);
+        let answer = said(&s.on_client(b"a AUTHENTICATE scram-sha-1\r\n", &mut pool));
+        assert!(
+            answer.starts_with(
+                "a NO [AUTHENTICATIONFAILED] imapscope serve cannot answer SCRAM-SHA-1"
+            ),
+            "{answer}"
+        );
+        assert!(s.mismatches()[0].contains("needs") || s.mismatches()[0].contains("proof"));
+    }
 }

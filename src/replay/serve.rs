@@ -320,6 +320,31 @@ impl ServeSession {
                         self.outcome.repeated += 1;
                         Some((s, index))
                     }
+                    Ok((s, _, false)) if scram(&m.bytes).is_some() => {
+                        // A SCRAM client checks the server's proof (`v=`), which only the
+                        // password can make: the recorded one answered another nonce, and it is
+                        // not in the transcript. Refused at once, and said why, rather than
+                        // played to a client that gives up on it.
+                        let mechanism = scram(&m.bytes).unwrap_or_default();
+                        let tag = m.tag.clone().unwrap_or_else(|| "*".into());
+                        out.push(
+                            self.say(
+                                format!(
+                                    "{tag} NO [AUTHENTICATIONFAILED] imapscope serve cannot answer \
+                                 {mechanism}: the client checks a proof that needs the password\r\n"
+                                )
+                                .into_bytes(),
+                                Duration::ZERO,
+                            ),
+                        );
+                        self.outcome.mismatches.push(format!(
+                            "AUTHENTICATE {mechanism} (recording {}): a SCRAM client checks the \
+                             server's proof of its password, which serve cannot make; record the \
+                             client with PLAIN, LOGIN or CRAM-MD5 to serve it",
+                            pool.script(s).name
+                        ));
+                        None
+                    }
                     Ok((s, index, false)) => {
                         self.repeat = false;
                         let unit = pool.unit(s, index);
@@ -618,6 +643,17 @@ impl ServeSession {
             .on_bytes(Side::Server, self.t_us, &bytes, &mut self.events);
         Output::Bytes { bytes, delay }
     }
+}
+
+/// `SCRAM-SHA-1` for `a AUTHENTICATE SCRAM-SHA-1 ...`: a login serve cannot answer.
+fn scram(command: &[u8]) -> Option<String> {
+    let head = parse_command(command);
+    if head.name.as_deref() != Some("AUTHENTICATE") {
+        return None;
+    }
+    let mechanism = head.args().first()?;
+    let mechanism = String::from_utf8_lossy(&command[mechanism.span.clone()]).to_ascii_uppercase();
+    mechanism.starts_with("SCRAM-").then_some(mechanism)
 }
 
 /// `* OK [CLOSED] ...`: the previously selected mailbox was closed by a SELECT or EXAMINE.
