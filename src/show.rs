@@ -386,10 +386,10 @@ impl Renderer {
 /// bare CR, or bidirectional overrides. Each is written out as `\x1b`, `\r`, `\u{202e}`, as
 /// Wireshark and `cat -v` make them visible. A tab stays a tab.
 pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
-    let hidden = |c: char| {
-        (c.is_control() && c != '\t')
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-    };
+    // Bidirectional marks, embeddings, overrides and isolates reorder what follows them.
+    let bidi = |c: char| matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}');
+    let isolate = |c: char| matches!(c, '\u{2066}'..='\u{2069}');
+    let hidden = |c: char| (c.is_control() && c != '\t') || bidi(c) || isolate(c);
     if !text.contains(hidden) {
         return text.into();
     }

@@ -64,10 +64,12 @@ pub enum Record {
 /// The half of the recorder that runs in the connection task.
 ///
 /// What the pumps tell it waits in a queue, in order, and comes out one [`Record`] at a time
-/// ([`Recorder::next_record`]), each of at most [`EVENTS_PER_CALL`](crate::protocol::tracker::EVENTS_PER_CALL) events: a peer's flood of
+/// ([`Recorder::next_record`]), each of at most [`EVENTS_PER_CALL`] events: a peer's flood of
 /// empty lines (two bytes each, an event of a hundred or more) then fills the transcript
 /// thread's queue a bounded piece at a time, and the relay waits for room between pieces,
 /// instead of one 256 KiB read becoming 128k events at once.
+///
+/// [`EVENTS_PER_CALL`]: crate::protocol::tracker::EVENTS_PER_CALL
 pub struct Recorder {
     id: u64,
     tracker: SessionTracker,
@@ -151,13 +153,9 @@ impl Recorder {
         None
     }
 
-    /// Whether events wait in the queue (a record's worth was taken and the rest is due).
-    pub fn has_queued(&self) -> bool {
-        !self.queue.is_empty()
-    }
-
-    /// Follows one event, or [`EVENTS_PER_CALL`](crate::protocol::tracker::EVENTS_PER_CALL) events' worth of its bytes, the rest of
-    /// which goes back to the front of the queue.
+    /// Follows one event, or 4096 events' worth of its bytes (see
+    /// [`SessionTracker::on_bytes_bounded`]), the rest of which goes back to the front of the
+    /// queue.
     fn follow(&mut self, event: RelayEvent) -> Option<Record> {
         let record = match event {
             RelayEvent::Bytes { side, t_us, data } => {
