@@ -117,7 +117,7 @@ fn run_client(name: &str, port: u16) -> Output {
 #[test]
 fn every_golden_recording_serves_its_own_client() {
     for name in SCENARIOS {
-        let (child, port) = serve_unprobed(&golden(name));
+        let (child, port) = serve_unprobed(&["--speed", "5"], &golden(name));
         let client = run_client(name, port);
         let served = child.wait_with_output().expect("imapscope serve");
         assert!(
@@ -129,37 +129,6 @@ fn every_golden_recording_serves_its_own_client() {
         assert!(served.status.success(), "{name}: serve:\n{}", text(&served));
         assert!(text(&served).contains("PASS"), "{}", text(&served));
     }
-}
-
-/// Starts `imapscope serve` on a free port and waits until it listens, without connecting
-/// (each connection would take a recording).
-fn serve_unprobed(transcript: &Path) -> (std::process::Child, u16) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let path = transcript.to_string_lossy().into_owned();
-    let mut child = imapscope(&["serve", &path, "--listen", &listen, "--speed", "5"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run imapscope serve");
-    // Wait until the port is bound without connecting: it shows in /proc/net/tcp.
-    let hex = format!(":{port:04X} ");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        if table
-            .lines()
-            .any(|l| l.contains(&hex) && l.contains(" 0A "))
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("imapscope serve did not listen on {listen}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (child, port)
 }
 
 #[test]
@@ -192,7 +161,7 @@ fn a_changed_server_response_makes_replay_fail_with_a_diff() {
 
 #[test]
 fn a_different_client_command_makes_serve_fail() {
-    let (child, port) = serve_unprobed(&golden("auth-plain"));
+    let (child, port) = serve_unprobed(&["--speed", "5"], &golden("auth-plain"));
     // The `errors` client logs in with LOGIN: the recording authenticated with PLAIN.
     let client = run_client("errors", port);
     assert!(!client.status.success());

@@ -169,3 +169,49 @@ fn each_session_logs_in_again_as_its_own_user() {
         "{said}"
     );
 }
+
+/// A SCRAM client checks the server's proof of its password, which no recording holds:
+/// `serve --login` makes it for this run's nonces, and without the password `serve` refuses
+/// the login and says why.
+#[test]
+fn scram_logins_are_served_with_the_password() {
+    let recorded_on = Dovecot::start_with_mechanisms(MECHANISMS);
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&recorded_on.addr(), out.path(), &[]);
+    let port = scope.port().to_string();
+    let mechanisms = ["SCRAM-SHA-1", "SCRAM-SHA-256"];
+    for mechanism in mechanisms {
+        let said = python("sasl_login.py", &[mechanism, &port]);
+        assert!(said.contains("logged in"), "{said}");
+    }
+    let transcripts = wait_for_ended(out.path(), 2);
+    scope.terminate();
+    for ((path, _), mechanism) in transcripts.iter().zip(mechanisms) {
+        let login = format!("nell:{PASSWORD}");
+        let (serve, port) = serve_unprobed(&["--login", &login, "--linger", "0"], path);
+        let said = python("sasl_login.py", &[mechanism, &port.to_string()]);
+        assert!(said.contains("logged in"), "{said}");
+        let served = serve.wait_with_output().unwrap();
+        assert!(
+            served.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&served.stdout),
+            String::from_utf8_lossy(&served.stderr)
+        );
+
+        let (serve, port) = serve_unprobed(&["--linger", "0"], path);
+        let client = Command::new("python3")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/sasl_login.py"
+            ))
+            .args([mechanism, &port.to_string()])
+            .output()
+            .unwrap();
+        assert!(!client.status.success());
+        let served = serve.wait_with_output().unwrap();
+        let report = String::from_utf8_lossy(&served.stdout);
+        assert!(!served.status.success(), "{report}");
+        assert!(report.contains("serve cannot make"), "{report}");
+    }
+}

@@ -45,6 +45,11 @@ pub struct ServeArgs {
     /// Directory of imapscope's CA (for --client-tls).
     #[arg(long, default_value = "certs", value_name = "DIR")]
     certs: PathBuf,
+    /// The password a SCRAM login is answered with, as USER:PASSWORD (or IMAPSCOPE_LOGIN): a
+    /// SCRAM client checks the server's proof of it, which no recording holds. Other logins
+    /// are played as recorded, whatever the password.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    login: Option<String>,
 }
 
 /// Exit status: 0 every recording used fully and exactly, 1 otherwise, 2 unusable input.
@@ -70,6 +75,13 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         tls: None,
         rounds: args.rounds,
         linger: Duration::from_secs_f64(args.linger.max(0.0)),
+        login: match &args.login {
+            Some(text) => match imapscope::replay::Login::parse(text) {
+                Some(login) => Some(login),
+                None => return unusable("--login takes USER:PASSWORD".into()),
+            },
+            None => imapscope::replay::Login::from_env(),
+        },
     };
     if needs_tls(&capture.scripts, &options) {
         let authority = match Authority::ensure(&args.certs) {

@@ -155,15 +155,8 @@ impl SaslClient {
         let b64 = &base64::engine::general_purpose::STANDARD;
         let salt = base64::Engine::decode(b64, salt.as_bytes()).unwrap_or_default();
         let rounds: u32 = rounds.parse().unwrap_or(4096);
-        let mut salted = vec![0u8; <H as Digest>::output_size()];
-        pbkdf2::pbkdf2::<Hmac<H>>(self.login.password.as_bytes(), &salt, rounds, &mut salted)
-            .expect("PBKDF2 takes a key of any length");
-        let hmac = |key: &[u8], data: &[u8]| {
-            let mut mac =
-                <Hmac<H> as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
-            mac.update(data);
-            mac.finalize().into_bytes().to_vec()
-        };
+        let salted = salted_password::<H>(&self.login.password, &salt, rounds);
+        let hmac = hmac_of::<H>;
         let client_key = hmac(&salted, b"Client Key");
         let stored_key = H::digest(&client_key);
         let without_proof = format!("c={},r={nonce}", base64::Engine::encode(b64, b"n,,"));
@@ -175,6 +168,107 @@ impl SaslClient {
             .map(|(k, s)| k ^ s)
             .collect();
         format!("{without_proof},p={}", base64::Engine::encode(b64, proof)).into_bytes()
+    }
+}
+
+/// SCRAM's SaltedPassword (RFC 5802 3): PBKDF2 with HMAC-H.
+fn salted_password<H>(password: &str, salt: &[u8], rounds: u32) -> Vec<u8>
+where
+    H: hmac::EagerHash + Digest,
+    Hmac<H>: KeyInit + Mac + Clone + Sync,
+{
+    let mut salted = vec![0u8; <H as Digest>::output_size()];
+    pbkdf2::pbkdf2::<Hmac<H>>(password.as_bytes(), salt, rounds, &mut salted)
+        .expect("PBKDF2 takes a key of any length");
+    salted
+}
+
+fn hmac_of<H>(key: &[u8], data: &[u8]) -> Vec<u8>
+where
+    H: hmac::EagerHash + Digest,
+    Hmac<H>: KeyInit + Mac,
+{
+    let mut mac =
+        <Hmac<H> as KeyInit>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(data);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The server side of SCRAM-SHA-1 / SCRAM-SHA-256, for `serve --login`: a SCRAM client checks
+/// the server's proof of its password (`v=`), which no recording holds, so a fake server must
+/// make it. It takes any client proof, as `serve` takes any password.
+#[derive(Debug, Clone)]
+pub struct ScramServer {
+    mechanism: Mechanism,
+    password: String,
+    salt: Vec<u8>,
+    rounds: u32,
+    nonce: String,
+    /// The client-first-message-bare and the server-first-message, for the AuthMessage.
+    client_first_bare: String,
+    server_first: String,
+}
+
+impl ScramServer {
+    /// `None` for a mechanism that is not SCRAM. `nonce`: the server's part of the nonce.
+    pub fn new(mechanism: Mechanism, password: &str, salt: Vec<u8>, nonce: String) -> Option<Self> {
+        matches!(mechanism, Mechanism::ScramSha1 | Mechanism::ScramSha256).then(|| ScramServer {
+            mechanism,
+            password: password.to_string(),
+            salt,
+            rounds: 4096,
+            nonce,
+            client_first_bare: String::new(),
+            server_first: String::new(),
+        })
+    }
+
+    /// With a salt and nonce from the system's random source.
+    pub fn with_random_nonce(mechanism: Mechanism, password: &str) -> Option<Self> {
+        let mut raw = [0u8; 34];
+        let _ = getrandom::fill(&mut raw);
+        let nonce = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &raw[..18]);
+        ScramServer::new(mechanism, password, raw[18..].to_vec(), nonce)
+    }
+
+    /// The answer to the client's (decoded) message: the server-first-message to its first,
+    /// the server-final-message (`v=`) to its last; `None` to anything else.
+    pub fn respond(&mut self, client: &[u8]) -> Option<Vec<u8>> {
+        let text = String::from_utf8_lossy(client).into_owned();
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        if self.server_first.is_empty() {
+            // gs2-header (`n,,` or `y,,` or `n,a=user,`), then the bare message.
+            let bare = text.splitn(3, ',').nth(2)?.to_string();
+            let client_nonce = bare.split(',').find_map(|kv| kv.strip_prefix("r="))?;
+            self.server_first = format!(
+                "r={client_nonce}{},s={},i={}",
+                self.nonce,
+                base64::Engine::encode(b64, &self.salt),
+                self.rounds
+            );
+            self.client_first_bare = bare;
+            return Some(self.server_first.clone().into_bytes());
+        }
+        let without_proof = text.rsplit_once(",p=")?.0;
+        let auth_message = format!(
+            "{},{},{without_proof}",
+            self.client_first_bare, self.server_first
+        );
+        let signature = match self.mechanism {
+            Mechanism::ScramSha1 => self.server_signature::<sha1::Sha1>(&auth_message),
+            _ => self.server_signature::<sha2::Sha256>(&auth_message),
+        };
+        Some(format!("v={}", base64::Engine::encode(b64, signature)).into_bytes())
+    }
+
+    fn server_signature<H>(&self, auth_message: &str) -> Vec<u8>
+    where
+        H: hmac::EagerHash + Digest,
+        Hmac<H>: KeyInit + Mac + Clone + Sync,
+    {
+        let salted = salted_password::<H>(&self.password, &self.salt, self.rounds);
+        let server_key = hmac_of::<H>(&salted, b"Server Key");
+        hmac_of::<H>(&server_key, auth_message.as_bytes())
     }
 }
 
@@ -193,6 +287,44 @@ mod tests {
             password: password.into(),
             token: Some("ya29.token".into()),
         }
+    }
+
+    #[test]
+    fn scram_server_answers_rfc_5802_and_its_proof_satisfies_our_client() {
+        // RFC 5802's example, from the server's side: its nonce and salt, the same messages.
+        let mut server = ScramServer::new(
+            Mechanism::ScramSha1,
+            "pencil",
+            base64::Engine::decode(
+                &base64::engine::general_purpose::STANDARD,
+                "QSXCR+Q6sek8bf92",
+            )
+            .unwrap(),
+            "3rfcNHYJY1ZVvWVs7j".into(),
+        )
+        .unwrap();
+        let first = server
+            .respond(b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL")
+            .unwrap();
+        assert_eq!(
+            first,
+            b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
+        );
+        let last = server
+            .respond(b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=")
+            .unwrap();
+        assert_eq!(last, b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ=");
+        // SHA-256 against this module's own client, with fresh nonces.
+        let mut server = ScramServer::with_random_nonce(Mechanism::ScramSha256, "pencil").unwrap();
+        let mut client = SaslClient::new(
+            Mechanism::ScramSha256,
+            creds("user", "pencil"),
+            "abc".into(),
+        );
+        let first = server.respond(&client.respond(b"")).unwrap();
+        let last = server.respond(&client.respond(&first)).unwrap();
+        assert!(last.starts_with(b"v="));
+        assert!(ScramServer::with_random_nonce(Mechanism::Plain, "x").is_none());
     }
 
     #[test]

@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use super::capture::Capture;
 use super::matcher::show;
 use super::pool::{Context, Pool, REPEATABLE, fits_state};
-use super::script::{Script, ScriptError, Unit};
+use super::sasl::{Mechanism, ScramServer};
+use super::script::{Login, Script, ScriptError, Unit};
 use crate::protocol::message::{parse_command, parse_response};
 use crate::protocol::token::{Token, TokenKind, string_value};
 use crate::protocol::{Event, Kind, SessionTracker, Side, Status};
@@ -131,6 +132,12 @@ pub struct ServeSession {
     repeat: bool,
     /// The exchange answered last is its recording's last client message.
     played_last: bool,
+    /// The password a SCRAM login is answered with (`serve --login`).
+    login: Option<Login>,
+    /// A SCRAM login being answered, and its next answer, which stands in for the recorded
+    /// continuation request's.
+    scram: Option<ScramServer>,
+    scram_reply: Option<Vec<u8>>,
 }
 
 impl ServeSession {
@@ -150,7 +157,16 @@ impl ServeSession {
             deflater: None,
             repeat: false,
             played_last: false,
+            login: None,
+            scram: None,
+            scram_reply: None,
         }
+    }
+
+    /// With the password a SCRAM login is answered with; without one, SCRAM is refused.
+    pub fn with_login(mut self, login: Option<Login>) -> ServeSession {
+        self.login = login;
+        self
     }
 
     /// How many commands the client has sent.
@@ -320,7 +336,7 @@ impl ServeSession {
                         self.outcome.repeated += 1;
                         Some((s, index))
                     }
-                    Ok((s, _, false)) if scram(&m.bytes).is_some() => {
+                    Ok((s, _, false)) if scram(&m.bytes).is_some() && self.login.is_none() => {
                         // A SCRAM client checks the server's proof (`v=`), which only the
                         // password can make: the recorded one answered another nonce, and it is
                         // not in the transcript. Refused at once, and said why, rather than
@@ -354,6 +370,7 @@ impl ServeSession {
                         self.current = m.partial.then_some((s, unit.seq, 0));
                         if unit.name.as_deref() == Some("AUTHENTICATE") {
                             self.sasl_for = Some((s, unit.seq));
+                            self.start_scram(&m.bytes);
                         }
                         pool.mark_used(s, index);
                         Some((s, index))
@@ -375,6 +392,11 @@ impl ServeSession {
             }
             Kind::SaslData | Kind::IdleDone => {
                 let want = m.kind;
+                if want == Kind::SaslData
+                    && let Some(scram) = self.scram.as_mut()
+                {
+                    self.scram_reply = decode_sasl(&m.bytes).and_then(|c| scram.respond(&c));
+                }
                 // In the recording of the command they belong to.
                 let (s, auth) = match (want, self.sasl_for) {
                     (Kind::SaslData, Some((s, seq))) => (Some(s), Some(seq)),
@@ -586,7 +608,17 @@ impl ServeSession {
             };
             after_continuation |= unit.kind == Kind::ContinuationRequest;
             previous_t = unit.t_us;
-            let bytes = self.retag(s, unit);
+            let mut bytes = self.retag(s, unit);
+            if unit.kind == Kind::ContinuationRequest
+                && self.scram.is_some()
+                && let Some(reply) = self.scram_reply.take()
+            {
+                // This run's SCRAM message, not the one recorded for another nonce.
+                let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, reply);
+                bytes = format!("+ {b64}\r\n").into_bytes();
+            } else if unit.kind == Kind::Completion && unit.reply_to == Some(matched.seq) {
+                self.scram = None;
+            }
             let accepted = unit.kind == Kind::Completion
                 && unit.reply_to == Some(matched.seq)
                 && parse_response(&unit.bytes).status == Some(Status::Ok);
@@ -634,6 +666,28 @@ impl ServeSession {
 
     /// An output (deflated after COMPRESS), also fed to the tracker so it follows
     /// AUTHENTICATE, IDLE and COMPRESS.
+    /// A SCRAM AUTHENTICATE matched with a password at hand: this run's exchange is answered
+    /// by a [`ScramServer`], its client's first message taken from the command when sent
+    /// with it (SASL-IR).
+    fn start_scram(&mut self, command: &[u8]) {
+        let (Some(name), Some(login)) = (scram(command), &self.login) else {
+            self.scram = None;
+            return;
+        };
+        let mut server = Mechanism::from_name(&name)
+            .and_then(|m| ScramServer::with_random_nonce(m, &login.password));
+        let head = parse_command(command);
+        let initial = head
+            .args()
+            .get(1)
+            .and_then(|t| decode_sasl(&command[t.span.clone()]));
+        self.scram_reply = match (&mut server, initial) {
+            (Some(server), Some(first)) => server.respond(&first),
+            _ => None,
+        };
+        self.scram = server;
+    }
+
     fn say(&mut self, bytes: Vec<u8>, delay: Duration) -> Output {
         let bytes = match self.deflater.as_mut() {
             Some(d) => d.deflate(&bytes),
@@ -645,7 +699,17 @@ impl ServeSession {
     }
 }
 
-/// `SCRAM-SHA-1` for `a AUTHENTICATE SCRAM-SHA-1 ...`: a login serve cannot answer.
+/// A SASL line's payload, decoded (`None` for `*` or what is not base64).
+fn decode_sasl(line: &[u8]) -> Option<Vec<u8>> {
+    base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        line.trim_ascii(),
+    )
+    .ok()
+}
+
+/// `SCRAM-SHA-1` for `a AUTHENTICATE SCRAM-SHA-1 ...`: a login serve answers only with the
+/// password (`--login`).
 fn scram(command: &[u8]) -> Option<String> {
     let head = parse_command(command);
     if head.name.as_deref() != Some("AUTHENTICATE") {
@@ -762,6 +826,9 @@ pub struct ServeOptions {
     /// When every connection has closed with exchanges still unplayed: how long to wait for
     /// the client to come back before the round ends as incomplete.
     pub linger: Duration,
+    /// The password a SCRAM login is answered with (its client checks the server's proof of
+    /// it); without it, AUTHENTICATE SCRAM-* is refused with the reason.
+    pub login: Option<Login>,
 }
 
 impl Default for ServeOptions {
@@ -774,6 +841,7 @@ impl Default for ServeOptions {
             tls: None,
             rounds: 1,
             linger: Duration::from_secs(5),
+            login: None,
         }
     }
 }
@@ -1065,7 +1133,8 @@ async fn serve_connection(
             }
         }
     }
-    let mut session = ServeSession::new(options.mode, options.speed);
+    let mut session =
+        ServeSession::new(options.mode, options.speed).with_login(options.login.clone());
     let mut told = 0;
     let body = async {
         let greeting = session.greeting(&*pool.lock().map_err(|_| "the pool is unusable")?);

@@ -3,8 +3,8 @@
 Usage: sasl_login.py MECHANISM PORT
 
 MECHANISM: CRAM-MD5 (imaplib's own login_cram_md5), SCRAM-SHA-1 or SCRAM-SHA-256 (RFC 5802,
-with hashlib and hmac from the standard library, through imaplib.authenticate). The user is
-nell / ASecretPassword on 127.0.0.1.
+with hashlib and hmac from the standard library, through imaplib.authenticate; the server's
+proof is checked, as a real client does). The user is nell / ASecretPassword on 127.0.0.1.
 """
 
 import base64
@@ -41,7 +41,14 @@ def scram(hash_name):
             message = ",".join([bare, server_first, without_proof]).encode()
             signature = hmac.new(stored_key, message, hash_name).digest()
             proof = bytes(a ^ b for a, b in zip(client_key, signature))
+            state["server_key"] = hmac.new(salted, b"Server Key", hash_name).digest()
+            state["message"] = message
             return (without_proof + ",p=" + base64.b64encode(proof).decode()).encode()
+        # The server-final-message: the server proves it knows the password, as a real
+        # client checks (RFC 5802 5.1: the client MUST verify it).
+        expected = hmac.new(state["server_key"], state["message"], hash_name).digest()
+        if challenge.decode() != "v=" + base64.b64encode(expected).decode():
+            raise SystemExit("the server's SCRAM proof is wrong: %r" % challenge)
         return b""
 
     return answer

@@ -757,3 +757,40 @@ pub fn memory_kib(pid: u32, key: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// Starts `imapscope serve TRANSCRIPT` with `args` on a free port and waits until it listens,
+/// without connecting (each connection would take a recording).
+pub fn serve_unprobed(args: &[&str], transcript: &Path) -> (Child, u16) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .arg("serve")
+        .arg(transcript)
+        .args(["--listen", &listen])
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("IMAPSCOPE_LOGIN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run imapscope serve");
+    // Wait until the port is bound without connecting: it shows in /proc/net/tcp.
+    let hex = format!(":{port:04X} ");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        if table
+            .lines()
+            .any(|l| l.contains(&hex) && l.contains(" 0A "))
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("imapscope serve did not listen on {listen}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, port)
+}
