@@ -616,7 +616,12 @@ impl ServeSession {
                 // This run's SCRAM message, not the one recorded for another nonce.
                 let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, reply);
                 bytes = format!("+ {b64}\r\n").into_bytes();
-            } else if unit.kind == Kind::Completion && unit.reply_to == Some(matched.seq) {
+            } else if unit.kind == Kind::Completion
+                && self
+                    .sasl_for
+                    .is_some_and(|(_, auth)| unit.reply_to == Some(auth))
+            {
+                // The AUTHENTICATE is answered: its exchange is over.
                 self.scram = None;
             }
             let accepted = unit.kind == Kind::Completion
