@@ -193,27 +193,12 @@ fn replays_green(dir: &Path, mode: &str, concurrent: bool) {
 /// Serves the capture in `dir` `rounds` times to a fresh Thunderbird each time: each syncs
 /// what `expected` synced, with no BAD, and serve ends having used every recording fully.
 fn serves_to_thunderbird(dir: &Path, certs: &Path, mode: &str, expected: &Sync, rounds: usize) {
-    let [port] = free_ports();
     let scratch = tempfile::tempdir().unwrap();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_imapscope"))
-        .arg("serve")
-        .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .arg("--certs")
-        .arg(certs)
-        .args(["--rounds", &rounds.to_string()])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start imapscope serve");
-    // Listening once it accepts a connection; a probe like this one consumes nothing.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let certs_arg = certs.to_string_lossy();
+    let rounds_arg = rounds.to_string();
+    let (mut serve, port) = serve_unprobed(&["--certs", &certs_arg, "--rounds", &rounds_arg], dir);
+    // A port probe, as monitoring makes: it must consume nothing (checked at the end).
+    drop(std::net::TcpStream::connect(("127.0.0.1", port)).expect("probe serve"));
     /// Ends serve if the test fails before serve does.
     struct Reap(u32);
     impl Drop for Reap {

@@ -286,12 +286,12 @@ impl Connection {
     /// Records `event`: the tracker follows it and the transcript writer gets what it made of
     /// it, a record at a time, waiting for room between records.
     async fn tell(&self, event: RelayEvent) {
-        self.queue(event);
         let Some(sink) = &self.transcript else {
             // Nothing is kept: the tracker only follows, and makes no record.
-            let _ = self.next_record();
+            let _ = self.recorder().handle(event);
             return;
         };
+        self.queue(event);
         let _turn = self.handing_on.lock().await;
         while let Some(record) = self.next_record() {
             sink.send(record).await;

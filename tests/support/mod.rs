@@ -777,7 +777,7 @@ pub fn serve_unprobed(args: &[&str], transcript: &Path) -> (Child, u16) {
         .expect("run imapscope serve");
     // Wait until the port is bound without connecting: it shows in /proc/net/tcp.
     let hex = format!(":{port:04X} ");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
         if table
