@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine as root: installs what the tests need
-# (a real Dovecot and Cyrus, Python, curl, OpenSSL, Thunderbird, mbsync, offlineimap, fetchmail, getmail, Chromium) when missing, then checks formatting and lints
+# (a real Dovecot and Cyrus, Python, curl, OpenSSL, Thunderbird, mbsync, offlineimap, fetchmail, getmail, mutt, tmux, Chromium) when missing, then checks formatting and lints
 # and runs every test. The integration tests start their own Dovecot on loopback ports with
 # their own config; the system's /etc/dovecot is never used or started.
 set -euo pipefail
@@ -26,6 +26,9 @@ command -v offlineimap >/dev/null || need+=(offlineimap3)
 # Mail fetchers that download and keep the mail on the server (tests/fetchers.rs).
 command -v fetchmail >/dev/null || need+=(fetchmail)
 command -v getmail >/dev/null || need+=(getmail6)
+# mutt, a terminal client, driven through tmux (tests/mutt.rs).
+command -v mutt >/dev/null || need+=(mutt)
+command -v tmux >/dev/null || need+=(tmux)
 # The web view is tested in a real headless Chromium over WebDriver (tests/web.rs).
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
