@@ -4,6 +4,7 @@
 //! - [`script`] turns a transcript into units to play, putting credentials back.
 //! - [`canon`] and [`matcher`] compare server responses the way Dovecot's imaptest does
 //!   (variables for volatile values, any order within a command) and render the diff.
+//! - [`attribution`] tells which of several pipelined commands an untagged response answers.
 //! - [`replayer`] plays the client side against a live server.
 //! - [`serve`] plays the server side to a client under test: a fake IMAP server;
 //!   [`pool`] holds a capture's exchanges, handed to whichever connection asks for one.
@@ -11,6 +12,7 @@
 //! The comparison and the serving decisions are pure; the replayer and the fake server are
 //! thin async shells around them.
 
+pub mod attribution;
 pub mod canon;
 pub mod capture;
 pub mod matcher;

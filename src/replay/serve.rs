@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use super::attribution::answered_command;
 use super::capture::Capture;
 use super::matcher::show;
 use super::pool::{Context, Pool, REPEATABLE, fits_state};
@@ -534,11 +535,19 @@ impl ServeSession {
                     .map(|c| format!("; closest recorded: {}", shown(c)))
                     .unwrap_or_default()
             );
-            // Shortened (a literal cut off), the two may read alike: say where they differ.
-            if let Some(&(s, i)) = closest
-                && show(&pool.unit(s, i).shown) == show(&received)
-            {
-                said.push_str(&first_difference(&pool.unit(s, i).shown, &received));
+            if let Some(&(s, i)) = closest {
+                let recorded = pool.unit(s, i);
+                if same_arguments(recorded, bytes, &head) && !same_state(&(s, i)) {
+                    // The same command, sent where the recording never was.
+                    said.push_str(&format!(
+                        "; the recording sent it {}, and this connection is {}",
+                        describe(pool.context_before(s, i)),
+                        describe(&self.context)
+                    ));
+                } else if show(&recorded.shown) == show(&received) {
+                    // Shortened (a literal cut off), the two read alike: say where they differ.
+                    said.push_str(&first_difference(&recorded.shown, &received));
+                }
             }
             said
         })
@@ -592,10 +601,22 @@ impl ServeSession {
         let mut after_continuation = false;
         let end = until.min(timeline.len());
         for (i, unit) in timeline.iter().enumerate().take(end).skip(index + 1) {
+            // An answer to another command pipelined with this one waits for that command,
+            // for a client that sends one at a time (a client sending them together gets
+            // the same bytes, in an order the server was free to choose).
+            let owner = if unit.from == Side::Server {
+                owner(timeline, i, unit)
+            } else {
+                None
+            };
+            let waits = owner.is_some_and(|(seq, at)| seq != matched.seq && !pool.is_used(s, at));
             // Played again: its answer (tagged or untagged) whether or not used before.
             let again = self.repeat
-                && (unit.reply_to == Some(matched.seq) || unit.in_flight.contains(&matched.seq));
+                && (unit.reply_to == Some(matched.seq)
+                    || (unit.in_flight.contains(&matched.seq)
+                        && owner.is_none_or(|(seq, _)| seq == matched.seq)));
             if unit.from != Side::Server
+                || waits
                 || (pool.is_used(s, i) && !again)
                 || (self.repeat && !again)
             {
@@ -723,6 +744,48 @@ fn scram(command: &[u8]) -> Option<String> {
     let mechanism = head.args().first()?;
     let mechanism = String::from_utf8_lossy(&command[mechanism.span.clone()]).to_ascii_uppercase();
     mechanism.starts_with("SCRAM-").then_some(mechanism)
+}
+
+/// A session state as the report says it.
+fn describe(context: &Context) -> String {
+    match context {
+        Context::NotAuthenticated => "before logging in".into(),
+        Context::Authenticated => "logged in with no mailbox selected".into(),
+        Context::Selected(mailbox) => {
+            format!("with {} selected", String::from_utf8_lossy(mailbox))
+        }
+    }
+}
+
+/// The command a server unit answers, as its seq and place in the timeline: a completion's
+/// or continuation's own, and for untagged data with several commands in flight, the one its
+/// content names ([`answered_command`]). `at` is the unit's place; commands come before it.
+fn owner(timeline: &[Unit], at: usize, unit: &Unit) -> Option<(u64, usize)> {
+    let command_at = |seq: u64| {
+        timeline[..at].iter().rposition(|u| {
+            u.seq == seq && u.from == Side::Client && u.kind == Kind::Command && !u.is_part
+        })
+    };
+    match unit.kind {
+        Kind::Completion | Kind::ContinuationRequest => {
+            let seq = unit.reply_to?;
+            Some((seq, command_at(seq)?))
+        }
+        Kind::Untagged if unit.in_flight.len() > 1 => {
+            let commands: Vec<(u64, usize)> = unit
+                .in_flight
+                .iter()
+                .filter_map(|&seq| Some((seq, command_at(seq)?)))
+                .collect();
+            let candidates: Vec<(u64, &[u8])> = commands
+                .iter()
+                .map(|&(seq, at)| (seq, timeline[at].bytes.as_slice()))
+                .collect();
+            let seq = answered_command(&unit.bytes, &candidates)?;
+            commands.into_iter().find(|&(s, _)| s == seq)
+        }
+        _ => None,
+    }
 }
 
 /// `* OK [CLOSED] ...`: the previously selected mailbox was closed by a SELECT or EXAMINE.
