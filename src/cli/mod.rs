@@ -59,7 +59,8 @@ pub enum Command {
         in any order, completions match on status and response code (not text), UIDVALIDITY,\n\
         UIDNEXT, HIGHESTMODSEQ, MODSEQ, INTERNALDATE and greeting/ID texts are variables bound\n\
         on first sight, FETCH items may come in any order, FLAGS are sets without \\Recent.\n\
-        Exit status: 0 all matched, 1 a difference, 2 unusable input.")]
+        Exit status: 0 all matched, 1 a difference, 2 unusable input, 3 the server could not be \
+        reached (no connection or TLS handshake; nothing else differed).")]
     Replay(replay::ReplayArgs),
     /// Play recorded sessions' server side to a client under test: a fake IMAP server.
     #[command(after_help = "Examples:\n  \

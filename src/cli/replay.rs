@@ -51,7 +51,8 @@ pub struct ReplayArgs {
     json: bool,
 }
 
-/// Exit status: 0 all matched, 1 a difference, 2 unusable input.
+/// Exit status: 0 all matched, 1 a difference, 2 unusable input, 3 the server could not be
+/// reached (and nothing else differed).
 pub async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
     use imapscope::replay::{Capture, Extras, Login, ReplayOptions};
     let unusable = |message: String| {
@@ -100,17 +101,19 @@ pub async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
     };
     let reports = imapscope::replay::replay_capture(&capture, &options, args.concurrent).await;
     let mut all_ok = true;
+    let mut unreachable = false;
     for report in &reports {
-        all_ok &= report.ok();
+        all_ok &= report.ok() || report.unreachable;
+        unreachable |= report.unreachable;
         if args.json {
             super::print_report(&format!("{}\n", report.to_json()));
         } else {
             super::print_report(&report.render(verbose));
         }
     }
-    if all_ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    match (all_ok, unreachable) {
+        (false, _) => ExitCode::from(1),
+        (true, true) => ExitCode::from(3),
+        (true, false) => ExitCode::SUCCESS,
     }
 }

@@ -372,12 +372,9 @@ fn scope_of(command: Option<&str>, selected: &mut Option<Vec<u8>>) -> Scope {
         "SELECT" | "EXAMINE" => *selected = arg(0),
         "CLOSE" | "UNSELECT" => *selected = None,
         "APPEND" => target = arg(0),
-        "COPY" | "MOVE" => target = args.len().checked_sub(1).and_then(arg),
-        "UID" => {
-            let sub = arg(0).unwrap_or_default().to_ascii_uppercase();
-            if sub == b"COPY" || sub == b"MOVE" {
-                target = args.len().checked_sub(1).and_then(arg);
-            }
+        // `parse_command` names the UID forms `UID COPY`, their arguments after both words.
+        "COPY" | "MOVE" | "UID COPY" | "UID MOVE" => {
+            target = args.len().checked_sub(1).and_then(arg)
         }
         _ => {}
     }
@@ -499,9 +496,23 @@ impl Comparison {
     /// The unified diff: `C:` lines, recorded (`-`) vs received (`+`), unchanged (` `), the
     /// first divergence marked, then the variable bindings.
     pub fn render(&self, verbose: bool) -> String {
+        self.render_sent(verbose, None)
+    }
+
+    /// [`Comparison::render`] for a run that stopped after sending `sent` commands: the
+    /// commands after them are counted in one line, not listed response by response.
+    pub fn render_sent(&self, verbose: bool, sent: Option<usize>) -> String {
         let mut s = String::new();
         let mut first_marked = false;
+        let unsent =
+            |g: &GroupReport| matches!((g.group, sent), (Group::Command(i), Some(n)) if i >= n);
+        let (mut unsent_commands, mut unsent_responses) = (0, 0);
         for g in &self.groups {
+            if unsent(g) {
+                unsent_commands += 1;
+                unsent_responses += g.lines.iter().filter(|l| l.mark == Mark::Missing).count();
+                continue;
+            }
             let differs = g.differs();
             if !differs && !verbose {
                 if let Some(c) = &g.command {
@@ -529,6 +540,13 @@ impl Comparison {
                     let _ = writeln!(s, "      {d}");
                 }
             }
+        }
+        if unsent_commands > 0 {
+            let _ = writeln!(
+                s,
+                "  … the run stopped before sending the {unsent_commands} later command(s) \
+                 ({unsent_responses} recorded responses not compared)"
+            );
         }
         let bindings = self.bindings.describe();
         if !bindings.is_empty() {
@@ -602,6 +620,56 @@ mod tests {
             Extras::Forbid,
         );
         assert!(same.ok());
+    }
+
+    #[test]
+    fn copyuid_after_uid_move_is_bound_to_the_destination() {
+        let none = BTreeSet::new();
+        let mut commands = BTreeMap::new();
+        commands.insert(Group::Command(0), "a1 SELECT Work".to_string());
+        commands.insert(Group::Command(1), "a2 UID MOVE 2 Lists/Rust".to_string());
+        commands.insert(Group::Command(2), "a3 SELECT Lists/Rust".to_string());
+        let (select, moved, again) = (Group::Command(0), Group::Command(1), Group::Command(2));
+        let expected = vec![
+            (select, b"* OK [UIDVALIDITY 5] x\r\n".to_vec()),
+            (select, b"a1 OK done\r\n".to_vec()),
+            (moved, b"* OK [COPYUID 7 2 2] Moved\r\n".to_vec()),
+            (moved, b"a2 OK done\r\n".to_vec()),
+            (again, b"* OK [UIDVALIDITY 7] x\r\n".to_vec()),
+            (again, b"a3 OK done\r\n".to_vec()),
+        ];
+        let mut received = expected.clone();
+        received[0].1 = b"* OK [UIDVALIDITY 50] x\r\n".to_vec();
+        received[2].1 = b"* OK [COPYUID 70 2 2] Moved\r\n".to_vec();
+        received[4].1 = b"* OK [UIDVALIDITY 70] x\r\n".to_vec();
+        let c = compare(
+            &commands,
+            &none,
+            &expected,
+            &BTreeSet::new(),
+            &received,
+            Extras::Forbid,
+        );
+        assert!(c.ok(), "{}", c.render(false));
+        // The destination's UIDVALIDITY in COPYUID is checked against its SELECT.
+        received[2].1 = b"* OK [COPYUID 1111 2 2] Moved\r\n".to_vec();
+        let c = compare(
+            &commands,
+            &none,
+            &expected,
+            &BTreeSet::new(),
+            &received,
+            Extras::Forbid,
+        );
+        assert!(!c.ok(), "{}", c.render(false));
+        assert!(
+            c.bindings
+                .describe()
+                .iter()
+                .any(|b| b.contains("Lists/Rust")),
+            "{}",
+            c.render(false)
+        );
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub struct ReplayReport {
     pub comparison: Comparison,
     /// The run could not go on: no connection, a timeout, the server hung up early.
     pub error: Option<String>,
+    /// The server could not be reached at all (no connection, no TLS handshake): nothing of
+    /// the server's behaviour was compared.
+    pub unreachable: bool,
+    /// How many of the recorded commands were sent before the run ended.
+    pub sent: usize,
     pub elapsed: Duration,
     /// Logged in as another user than the recording did: (this run's, the recording's).
     pub login_as: Option<(String, String)>,
@@ -94,12 +99,14 @@ impl ReplayReport {
             .unwrap_or_default()
     }
 
-    /// The summary, then on failure the diff.
+    /// The summary, then on failure the diff. After an error that ended the run, the
+    /// commands never sent are counted, not listed response by response.
     pub fn render(&self, verbose: bool) -> String {
         let mut s = self.summary();
         s.push('\n');
         if !self.ok() || verbose {
-            s.push_str(&self.comparison.render(verbose));
+            let unsent = self.error.is_some().then_some(self.sent);
+            s.push_str(&self.comparison.render_sent(verbose, unsent));
         }
         s
     }
@@ -110,10 +117,12 @@ impl ReplayReport {
             "transcript": self.name,
             "ok": self.ok(),
             "commands": self.commands,
+            "sent": self.sent,
             "matched": c.matched,
             "missing": c.missing,
             "unexpected": c.extra,
             "error": self.error,
+            "unreachable": self.unreachable,
             "seconds": self.elapsed.as_secs_f64(),
             "login_as": self.login_as.as_ref().map(|(now, then)| json!({"user": now, "recorded_user": then})),
             "differences": c.groups.iter().filter(|g| g.differs()).collect::<Vec<_>>(),
@@ -257,6 +266,14 @@ impl Live {
             .count()
     }
 
+    /// The completion received for `tag`, if one was.
+    fn completion(&self, tag: &str) -> Option<&Received> {
+        self.received
+            .iter()
+            .rev()
+            .find(|r| r.kind == Kind::Completion && r.tag.as_deref() == Some(tag))
+    }
+
     fn continuations(&self) -> usize {
         self.received
             .iter()
@@ -351,6 +368,8 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         commands: commands.len(),
         comparison: Comparison::default(),
         error: None,
+        unreachable: false,
+        sent: 0,
         elapsed: Duration::ZERO,
         login_as: script.login_as.clone().zip(script.user.clone()),
     };
@@ -358,6 +377,7 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         Ok(s) => s,
         Err(e) => {
             report.error = Some(e);
+            report.unreachable = true;
             report.elapsed = start.elapsed();
             return report;
         }
@@ -374,6 +394,7 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         deflater: None,
     };
     report.error = play(script, options, &mut live).await.err();
+    report.sent = live.command_seqs.len();
     // Whatever came, compared with what was recorded.
     let recorded_index: HashMap<u64, usize> = script
         .commands()
@@ -511,6 +532,8 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
     let mut sasl: HashMap<u64, SaslClient> = HashMap::new();
     // How many of the recorded unsolicited responses have been waited for.
     let mut unsolicited = 0;
+    // A login the recording had accepted, sent, its answer not yet looked at.
+    let mut login: Option<&str> = None;
     for (index, unit) in script.timeline.iter().enumerate() {
         if unit.from != Side::Client {
             continue;
@@ -530,6 +553,19 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
                     .all(|(tag, n)| l.completions(tag) >= *n)
         })
         .await?;
+        if let Some(tag) = login
+            && let Some(refusal) = live.completion(tag)
+        {
+            login = None;
+            if refusal.status != Some(Status::Ok) {
+                // Every later command would be refused for want of a login: say so once.
+                return Err(format!(
+                    "the server refused the login, which the recording had accepted ({}): \
+                     check --login or IMAPSCOPE_LOGIN",
+                    show(&refusal.bytes)
+                ));
+            }
+        }
         // Untagged data pushed while no command was in flight (NOTIFY, a delivery between
         // commands) was seen before this unit too. Sent now, this unit would be in flight when
         // the push arrives, and the push would be compared as part of its answer: missing
@@ -553,6 +589,12 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
             None => with_new_uidvalidities(script, index, live, &unit.bytes),
         };
         live.send(&bytes).await?;
+        if unit.kind == Kind::Command
+            && matches!(unit.name.as_deref(), Some("LOGIN" | "AUTHENTICATE"))
+            && script.accepted(unit.seq)
+        {
+            login = unit.tag.as_deref();
+        }
         if unit.kind == Kind::Command && unit.name.as_deref() == Some("STARTTLS") {
             starttls(unit, options, live).await?;
         }
@@ -933,5 +975,67 @@ mod tests {
         )
         .await;
         assert_eq!(sooner.comparison.missing, 1, "{}", sooner.render(true));
+    }
+
+    #[tokio::test]
+    async fn a_refused_login_stops_the_run_and_says_so_once() {
+        let script = script(&[
+            GREETING,
+            r#"{"type":"message","seq":2,"t_us":10,"from":"client","kind":"command","tag":"a1","name":"LOGIN","text":"a1 LOGIN nell pw\r\n"}"#,
+            r#"{"type":"message","seq":3,"t_us":20,"from":"server","kind":"completion","tag":"a1","name":"OK","status":"OK","reply_to":2,"text":"a1 OK Logged in\r\n"}"#,
+            r#"{"type":"message","seq":4,"t_us":30,"from":"client","kind":"command","tag":"a2","name":"SELECT","text":"a2 SELECT INBOX\r\n"}"#,
+            r#"{"type":"message","seq":5,"t_us":40,"from":"server","kind":"untagged","tag":"*","name":"EXISTS","in_flight":[4],"text":"* 3 EXISTS\r\n"}"#,
+            r#"{"type":"message","seq":6,"t_us":50,"from":"server","kind":"completion","tag":"a2","name":"OK","status":"OK","reply_to":4,"text":"a2 OK\r\n"}"#,
+            r#"{"type":"message","seq":7,"t_us":60,"from":"client","kind":"command","tag":"a3","name":"NOOP","text":"a3 NOOP\r\n"}"#,
+            r#"{"type":"message","seq":8,"t_us":70,"from":"server","kind":"completion","tag":"a3","name":"OK","status":"OK","reply_to":7,"text":"a3 OK\r\n"}"#,
+        ]);
+        let report = run(
+            &script,
+            vec![
+                Step::Say(b"* OK ready\r\n"),
+                Step::Hear,
+                Step::Say(b"a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"),
+                Step::Hear,
+            ],
+        )
+        .await;
+        let error = report.error.clone().unwrap_or_default();
+        assert!(
+            error.contains("refused the login") && error.contains("--login"),
+            "{error}"
+        );
+        assert_eq!((report.sent, report.unreachable), (1, false));
+        let shown = report.render(false);
+        assert!(shown.contains("- S: a1 OK Logged in"), "{shown}");
+        assert!(
+            shown.contains("the 2 later command(s) (3 recorded responses not compared)"),
+            "{shown}"
+        );
+        assert!(!shown.contains("* 3 EXISTS"), "{shown}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_cannot_be_reached_is_told_apart_from_a_difference() {
+        let script = script(&[
+            GREETING,
+            r#"{"type":"message","seq":2,"t_us":10,"from":"client","kind":"command","tag":"a1","name":"NOOP","text":"a1 NOOP\r\n"}"#,
+            r#"{"type":"message","seq":3,"t_us":20,"from":"server","kind":"completion","tag":"a1","name":"OK","status":"OK","reply_to":2,"text":"a1 OK\r\n"}"#,
+        ]);
+        // A port that was free a moment ago: refused.
+        let addr = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        };
+        let report = replay(&script, &ReplayOptions::plain(&addr)).await;
+        assert!(
+            report.unreachable && !report.ok(),
+            "{}",
+            report.render(false)
+        );
+        assert!(
+            report.to_json()["unreachable"]
+                .as_bool()
+                .unwrap_or_default()
+        );
     }
 }

@@ -287,6 +287,16 @@ impl Script {
         Ok(script)
     }
 
+    /// Whether the recorded server accepted the command `seq` (answered it OK).
+    pub fn accepted(&self, seq: u64) -> bool {
+        self.timeline.iter().any(|u| {
+            u.kind == Kind::Completion
+                && u.reply_to == Some(seq)
+                && crate::protocol::message::parse_response(&u.bytes).status
+                    == Some(crate::protocol::Status::Ok)
+        })
+    }
+
     /// The recorded session ended with the server hanging up (after LOGOUT, with or without
     /// TLS close_notify), not the client.
     pub fn server_hung_up(&self) -> bool {
