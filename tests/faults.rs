@@ -614,3 +614,85 @@ fn sigterm_under_load_closes_every_transcript() {
         assert_eq!(end.reason, "imapscope shut down", "{}", path.display());
     }
 }
+
+/// A client that sends its last command and half-closes (`shutdown(SHUT_WR)`, as
+/// `nc -N` or a fetch script does) gets the whole answer, however long the server takes to
+/// send it: the grace after one side closes runs from the other side's last bytes. It once
+/// cut the answer off five seconds after the client's close, on plain and TLS legs alike.
+fn half_closed_client_gets_a_slow_answer_whole(tls: bool) {
+    const CHUNK: usize = 256 * 1024;
+    const CHUNKS: usize = 28;
+    let total = CHUNK * CHUNKS;
+    let (addr, server) = upstream(move |s| {
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+        read_line(s);
+        s.write_all(format!("* 1 FETCH (BODY[] {{{total}}}\r\n").as_bytes())
+            .unwrap();
+        // Seven seconds of answer, a chunk every quarter of a second.
+        for _ in 0..CHUNKS {
+            s.write_all(&[b'q'; CHUNK]).unwrap();
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        s.write_all(b")\r\na OK done\r\n").unwrap();
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    });
+    let out = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let certs_arg = certs.path().to_string_lossy().into_owned();
+    let mut flags = vec!["--certs", &certs_arg, "--upstream-tls", "none"];
+    if tls {
+        flags.extend(["--client-tls", "tls"]);
+    }
+    let scope = Imapscope::record(&addr, out.path(), &flags);
+    let tcp = TcpStream::connect(("127.0.0.1", scope.port())).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let received = if tls {
+        let config = imapscope::tls::UpstreamTrust::ca(&certs.path().join("ca.pem"))
+            .and_then(|t| t.config())
+            .expect("client TLS config");
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        let mut greeting = [0u8; 17];
+        stream.read_exact(&mut greeting).unwrap();
+        stream.write_all(b"a FETCH 1 BODY[]\r\n").unwrap();
+        stream.conn.send_close_notify();
+        stream.flush().unwrap();
+        stream.sock.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        match stream.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}"),
+        }
+        rest
+    } else {
+        let mut tcp = tcp;
+        let mut greeting = [0u8; 17];
+        tcp.read_exact(&mut greeting).unwrap();
+        tcp.write_all(b"a FETCH 1 BODY[]\r\n").unwrap();
+        tcp.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest);
+        rest
+    };
+    server.join().unwrap();
+    let body = received.iter().filter(|&&b| b == b'q').count();
+    assert_eq!(body, total, "the client got the whole answer");
+    assert!(received.ends_with(b"a OK done\r\n"));
+    let all = wait_for_ended(out.path(), 1);
+    assert!(
+        end_of(&all[0].1).unanswered.is_empty(),
+        "{:?}",
+        end_of(&all[0].1)
+    );
+}
+
+#[test]
+fn a_half_closed_client_gets_a_slow_answer_whole() {
+    half_closed_client_gets_a_slow_answer_whole(false);
+}
+
+#[test]
+fn a_half_closed_tls_client_gets_a_slow_answer_whole() {
+    half_closed_client_gets_a_slow_answer_whole(true);
+}

@@ -15,7 +15,7 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
@@ -44,7 +44,8 @@ use crate::transcript::{FORMAT_VERSION, TranscriptWriter, file_stem, file_stem_a
 pub(super) const READ_MIN: usize = 4 * 1024;
 pub(super) const READ_MAX: usize = 256 * 1024;
 
-/// After one side closed, how long the other may go on (a server's last responses).
+/// After one side closed, how long the other may stay quiet before the session ends (a
+/// server's last responses, however long, go on as long as they flow).
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a plain upstream may keep silent before the log suggests it speaks implicit TLS
@@ -72,6 +73,9 @@ pub(super) struct Connection {
     /// Each side has sent its first bytes (client, server): the first bytes tell a peer that
     /// speaks TLS where plain IMAP was expected.
     spoke: [AtomicBool; 2],
+    /// When each side's last bytes were read (µs since `start`, tokio's pumps): after one
+    /// side closed, the other has [`CLOSE_GRACE`] from its last read.
+    last_read_us: [AtomicU64; 2],
     /// The upstream socket, to acknowledge what the server sends at once (see
     /// [`super::stream::acknowledge_now`]); -1 until connected.
     upstream_fd: AtomicI32,
@@ -155,6 +159,7 @@ pub async fn handle(
         handing_on: tokio::sync::Mutex::new(()),
         transcript,
         spoke: [AtomicBool::new(false), AtomicBool::new(false)],
+        last_read_us: [AtomicU64::new(0), AtomicU64::new(0)],
         upstream_fd: AtomicI32::new(-1),
     });
     tracing::info!("#{id} {client_addr} connected");
@@ -638,11 +643,27 @@ impl Connection {
         if !first.is_clean() {
             return Phase::Closed(first.describe());
         }
-        let other = tokio::select! {
-            end = &mut to_client, if wait_to_client => Some(end),
-            end = &mut to_server, if wait_to_server => Some(end),
-            _ = tokio::time::sleep(CLOSE_GRACE) => None,
-            _ = self.shutdown.cancelled() => None,
+        let first_ended = self.start.elapsed();
+        // The grace runs from the open direction's last read (see `last_read_us`).
+        let open_side = if wait_to_client {
+            Side::Server
+        } else {
+            Side::Client
+        };
+        let other = loop {
+            let quiet_since = self.last_read_us[open_side as usize].load(Ordering::Relaxed);
+            let deadline =
+                self.start + Duration::from_micros(quiet_since).max(first_ended) + CLOSE_GRACE;
+            tokio::select! {
+                end = &mut to_client, if wait_to_client => break Some(end),
+                end = &mut to_server, if wait_to_server => break Some(end),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    if self.last_read_us[open_side as usize].load(Ordering::Relaxed) == quiet_since {
+                        break None;
+                    }
+                }
+                _ = self.shutdown.cancelled() => break None,
+            }
         };
         Phase::Closed(first.session_end(other.as_ref()))
     }
@@ -728,6 +749,7 @@ impl Connection {
                 }
             }
             let t_us = self.micros();
+            self.last_read_us[side as usize].store(t_us, Ordering::Relaxed);
             let mut chunk: Bytes = buf.split().freeze();
             if self.first_bytes(side)
                 && let Some(message) = self.speaks_tls_unexpectedly(side, t_us, &chunk).await

@@ -418,6 +418,9 @@ impl Lane {
             }
             if let Some(reason) = relayed.on_time(now) {
                 self.end(slot, reason);
+            } else if let Some(at) = relayed.grace_until.filter(|&at| at > now) {
+                // The open direction moved since: its grace runs from its last read.
+                self.due.push(Reverse((at, slot, id)));
             }
         }
     }
@@ -615,6 +618,10 @@ impl Relayed {
             }
         }
         let chunk = pump.buf.split().freeze();
+        if self.grace_until.is_some() {
+            // The direction still open is still sending: the grace is for a quiet one.
+            self.grace_until = Some(Instant::now() + CLOSE_GRACE);
+        }
         let t_us = self.conn.micros();
         if self.conn.first_bytes(side) {
             if side == Side::Server {
