@@ -696,3 +696,104 @@ fn a_half_closed_client_gets_a_slow_answer_whole() {
 fn a_half_closed_tls_client_gets_a_slow_answer_whole() {
     half_closed_client_gets_a_slow_answer_whole(true);
 }
+
+/// A TLS upstream that ends in the middle of a literal, after `script` made it say the
+/// greeting and part of a FETCH: with `close_notify` or without it (a truncation).
+fn tls_upstream_ending_mid_literal(
+    close_notify: bool,
+    dir: &Path,
+) -> (String, std::path::PathBuf, JoinHandle<()>) {
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let pem = dir.join("upstream.pem");
+    std::fs::write(&pem, key.cert.pem()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![key.cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let handle = std::thread::spawn(move || {
+        let (tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let conn = rustls::ServerConnection::new(std::sync::Arc::new(config)).unwrap();
+        let mut s = rustls::StreamOwned::new(conn, tcp);
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+            line.push(byte[0]);
+        }
+        s.write_all(b"* 1 FETCH (BODY[] {100000}\r\n").unwrap();
+        s.write_all(&[b'y'; 5000]).unwrap();
+        if close_notify {
+            s.conn.send_close_notify();
+        }
+        s.flush().unwrap();
+        let _ = s.sock.shutdown(std::net::Shutdown::Both);
+    });
+    (addr, pem, handle)
+}
+
+/// A TLS server that drops the connection in the middle of a literal without close_notify
+/// (a crash, a reset, an attacker's truncation) reaches a TLS client the same way: as an
+/// unclean end, not as the clean close_notify imapscope once sent in its place. A server
+/// that does send close_notify is passed on as a clean end.
+#[test]
+fn a_truncated_tls_upstream_reaches_a_tls_client_truncated() {
+    for close_notify in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, pem, server) = tls_upstream_ending_mid_literal(close_notify, dir.path());
+        let out = tempfile::tempdir().unwrap();
+        let certs = dir.path().join("certs");
+        let (certs_arg, pem_arg) = (certs.to_string_lossy(), pem.to_string_lossy());
+        let scope = Imapscope::record(
+            &addr,
+            out.path(),
+            &[
+                "--certs",
+                &certs_arg,
+                "--client-tls",
+                "tls",
+                "--upstream-tls",
+                "tls",
+                "--upstream-ca",
+                &pem_arg,
+            ],
+        );
+        let tcp = TcpStream::connect(("127.0.0.1", scope.port())).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let config = imapscope::tls::UpstreamTrust::ca(&certs.join("ca.pem"))
+            .and_then(|t| t.config())
+            .expect("client TLS config");
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let mut stream = rustls::StreamOwned::new(conn, tcp);
+        let mut greeting = [0u8; 17];
+        stream.read_exact(&mut greeting).unwrap();
+        stream.write_all(b"a FETCH 1 BODY[]\r\n").unwrap();
+        let mut got = Vec::new();
+        let end = stream.read_to_end(&mut got);
+        server.join().unwrap();
+        assert_eq!(got.len(), 28 + 5000, "everything the server sent");
+        match (close_notify, end) {
+            (true, Ok(_)) => {}
+            (false, Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            (close_notify, end) => panic!("close_notify {close_notify}: the client saw {end:?}"),
+        }
+        let all = wait_for_ended(out.path(), 1);
+        let reason = &end_of(&all[0].1).reason;
+        assert_eq!(
+            reason.contains("without TLS close_notify"),
+            !close_notify,
+            "{reason}"
+        );
+    }
+}

@@ -600,16 +600,27 @@ impl Connection {
 
     /// Relays until the connection ends, or until both legs agreed to STARTTLS.
     async fn relay(&self, client: &mut Stream, upstream: &mut Stream, starttls: bool) -> Phase {
+        // A TLS leg's socket, to end it without close_notify when the other leg ended uncleanly.
+        let client_tls_fd = client.is_tls().then(|| client.tcp_fd());
+        let upstream_tls_fd = upstream.is_tls().then(|| upstream.tcp_fd());
         let (client_read, client_write) = client.halves();
         let (upstream_read, upstream_write) = upstream.halves();
         let gate = starttls.then(|| Gate {
             watch: Mutex::new(StarttlsWatch::new()),
             verdict: watch::channel(None).0,
         });
-        let mut to_server =
-            Box::pin(self.pump(client_read, upstream_write, Side::Client, gate.as_ref()));
-        let mut to_client =
-            Box::pin(self.pump(upstream_read, client_write, Side::Server, gate.as_ref()));
+        let mut to_server = Box::pin(self.pump(
+            client_read,
+            (upstream_write, upstream_tls_fd),
+            Side::Client,
+            gate.as_ref(),
+        ));
+        let mut to_client = Box::pin(self.pump(
+            upstream_read,
+            (client_write, client_tls_fd),
+            Side::Server,
+            gate.as_ref(),
+        ));
 
         // `wait_*`: that direction is still running (a finished future must not be polled again).
         // Biased: polled in this order on every wake-up, without drawing a random start; each
@@ -689,7 +700,15 @@ impl Connection {
     }
 
     /// Copies what `side` sends to its peer and records it (see [`Connection::forward`]).
-    async fn pump<R, W>(&self, mut from: R, mut to: W, side: Side, gate: Option<&Gate>) -> PumpEnd
+    /// `to` is the writing half and, for a TLS leg, its socket (see
+    /// [`super::stream::end_without_close_notify`]).
+    async fn pump<R, W>(
+        &self,
+        mut from: R,
+        (mut to, to_tls_fd): (W, Option<std::os::fd::RawFd>),
+        side: Side,
+        gate: Option<&Gate>,
+    ) -> PumpEnd
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
@@ -739,12 +758,13 @@ impl Connection {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     // rustls: the peer closed the TCP connection without TLS's close_notify.
-                    // Cyrus does so after LOGOUT; nothing was lost that IMAP cares about.
-                    let _ = to.shutdown().await;
+                    // Cyrus does so after LOGOUT; passed on the same way, so that a peer on a
+                    // TLS leg can tell it from a clean end, as it could directly.
+                    end_uncleanly(&mut to, to_tls_fd).await;
                     return PumpEnd::EofWithoutCloseNotify(side);
                 }
                 Err(e) => {
-                    let _ = to.shutdown().await;
+                    end_uncleanly(&mut to, to_tls_fd).await;
                     return PumpEnd::ReadError(side, e);
                 }
             }
@@ -1045,6 +1065,17 @@ impl Gate {
                     Step::Hold(start, end)
                 }
             },
+        }
+    }
+}
+
+/// Passes on an unclean end: a TLS leg's socket is ended without close_notify, a plain one
+/// with its FIN.
+async fn end_uncleanly<W: AsyncWrite + Unpin>(to: &mut W, tls_fd: Option<std::os::fd::RawFd>) {
+    match tls_fd {
+        Some(fd) => super::stream::end_without_close_notify(fd),
+        None => {
+            let _ = to.shutdown().await;
         }
     }
 }

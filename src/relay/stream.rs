@@ -25,6 +25,17 @@ impl Stream {
         !matches!(self, Stream::Plain(_))
     }
 
+    /// The TCP socket under this leg, for what the stream's API does not reach (see
+    /// [`end_without_close_notify`]).
+    pub fn tcp_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Stream::Plain(tcp) => tcp.as_raw_fd(),
+            Stream::TlsToServer(tls) => tls.get_ref().0.get_ref().as_raw_fd(),
+            Stream::TlsToClient(tls) => tls.get_ref().0.get_ref().as_raw_fd(),
+        }
+    }
+
     /// The two directions of this leg, for the two pumps of one task. A plain socket splits
     /// by reference, without a lock; a TLS stream is one state machine for both directions,
     /// so its halves share it through tokio's split.
@@ -173,6 +184,18 @@ impl AsyncWrite for Stream {
             Stream::TlsToServer(s) => s.is_write_vectored(),
             Stream::TlsToClient(s) => s.is_write_vectored(),
         }
+    }
+}
+
+/// Ends the sending direction of a TLS leg's TCP socket without TLS's close_notify, for a
+/// peer on the other leg that ended uncleanly (a TCP close without close_notify, a reset, a
+/// record that did not decrypt): its truncation reaches this leg's peer as a truncation, as
+/// it would have directly, not as the clean end that `shutdown` (close_notify first) says.
+pub fn end_without_close_notify(fd: std::os::fd::RawFd) {
+    // SAFETY: shutdown takes no pointers; `fd` belongs to a TCP socket the caller keeps open
+    // for the call's duration, and an invalid one only makes the call fail with EBADF.
+    unsafe {
+        libc::shutdown(fd, libc::SHUT_WR);
     }
 }
 
