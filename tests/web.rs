@@ -86,16 +86,41 @@ impl Drop for Served {
 
 /// A plain HTTP/1.1 GET: status and body.
 fn get(base: &str, target: &str) -> (u16, String) {
+    get_with(base, target, &[])
+}
+
+/// The status line and headers of a GET.
+fn get_head(base: &str, target: &str) -> String {
+    let (_, _, head) = request(base, target, &[]);
+    head
+}
+
+/// A GET with extra request headers.
+fn get_with(base: &str, target: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let (status, body, _) = request(base, target, headers);
+    (status, body)
+}
+
+fn request(base: &str, target: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
     let host = base.trim_start_matches("http://");
     let mut s = TcpStream::connect(host).expect("connect to the web view");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).unwrap();
     let text = String::from_utf8_lossy(&raw).into_owned();
+    let head = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let status = text
         .split(' ')
         .nth(1)
@@ -106,7 +131,7 @@ fn get(base: &str, target: &str) -> (u16, String) {
         .nth(1)
         .unwrap_or_default()
         .to_string();
-    (status, body)
+    (status, body, head)
 }
 
 /// chromedriver on a free port, killed at the end.
@@ -235,17 +260,43 @@ fn the_token_is_required_and_nothing_outside_the_directory_is_served() {
     let token = served.token();
     assert_eq!(token.len(), 32, "{}", served.url);
     for target in [
-        "/".to_string(),
-        "/api/sessions".into(),
-        "/app.js".into(),
+        "/api/sessions".to_string(),
+        "/api/events".into(),
+        "/api/session/append.jsonl".into(),
         "/raw/append.jsonl".into(),
-        "/?token=wrong".into(),
+        "/nothing-here".into(),
         format!("/api/sessions?token={}", &token[..31]),
     ] {
         let (status, body) = get(&base, &target);
         assert_eq!(status, 403, "{target}: {body}");
         assert!(!body.contains("LOGIN"), "{target}");
     }
+    // The page's own files hold no data and are served to anyone; nothing sets a cookie,
+    // which 127.0.0.1's other services would be sent.
+    for (target, file) in [
+        ("/", "index.html"),
+        ("/app.js", "app.js"),
+        ("/app.css", "app.css"),
+        ("/?token=wrong", "index.html"),
+    ] {
+        let (status, body) = get(&base, target);
+        assert_eq!(status, 200, "{target}: {body}");
+        let asset = std::fs::read_to_string(repo().join("src/web/assets").join(file)).unwrap();
+        assert!(body == asset, "{target} is the file as built, nothing more");
+    }
+    for target in [
+        "/".to_string(),
+        format!("/?token={token}"),
+        format!("/api/sessions?token={token}"),
+    ] {
+        let head = get_head(&base, &target);
+        assert!(
+            !head.to_ascii_lowercase().contains("set-cookie"),
+            "{target}: {head}"
+        );
+    }
+    let with_header = get_with(&base, "/api/sessions", &[("X-Imapscope-Token", &token)]);
+    assert_eq!(with_header.0, 200, "{}", with_header.1);
     let (status, body) = get(&base, &format!("/api/sessions?token={token}"));
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -391,7 +442,21 @@ async fn every_view_renders_in_chromium() {
     assert!(count(&c, "#replay .diff-line.missing").await > 0);
     screenshot(&c, "replay").await;
 
-    // A wrong token gets 403, in the browser too (one that has not been given the cookie).
+    // A second view in the same browser, on another port (`record --web` beside `web`),
+    // leaves this one working: each keeps its own token, and neither sets a cookie that the
+    // other (or any service on 127.0.0.1) would be sent.
+    let second = Served::start(&[
+        "web",
+        &dir.path().to_string_lossy(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    open(&c, &second.url, "sessions").await;
+    open(&c, &format!("{base}/#/stats"), "stats").await;
+    assert!(c.get_all_cookies().await.unwrap().is_empty());
+    drop(second);
+
+    // A wrong token gets 403, in the browser too.
     c.delete_all_cookies().await.unwrap();
     c.goto(&format!("{base}/?token=0123456789abcdef0123456789abcdef"))
         .await

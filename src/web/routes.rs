@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,15 @@ const APP_CSS: &str = include_str!("assets/app.css");
 /// How often the event streams look for changes.
 const POLL: Duration = Duration::from_millis(300);
 
-const COOKIE: &str = "imapscope_token";
+/// The header the page sends the token in (event streams and links, which cannot set a
+/// header, put it in the query). No cookie: a cookie for 127.0.0.1 goes to every service on
+/// every port of 127.0.0.1, and a second imapscope's would overwrite the first's.
+const TOKEN_HEADER: &str = "x-imapscope-token";
+
+/// What may be fetched without the token: the page and its script and style, the same in
+/// every run and holding no data. The page keeps the token it was opened with (in its
+/// origin's storage, which no other port can read) and sends it with every request.
+const PUBLIC: &[&str] = &["/", "/app.js", "/app.css"];
 
 struct App {
     token: String,
@@ -75,16 +83,22 @@ pub fn router(options: WebOptions, shutdown: CancellationToken) -> Router {
         .with_state(app)
 }
 
-/// Every request carries the token (`?token=` or the cookie set with the page), or gets 403.
+/// Every request but the page's own files carries the token (the `x-imapscope-token`
+/// header, or `?token=`), or gets 403.
 async fn require_token(State(app): State<Shared>, request: Request, next: Next) -> Response {
     let from_query = request.uri().query().and_then(|q| {
         q.split('&')
             .find_map(|kv| kv.strip_prefix("token="))
             .map(str::to_string)
     });
-    let from_cookie = cookie(request.headers(), COOKIE);
+    let from_header = request
+        .headers()
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let good = |t: &Option<String>| t.as_deref().is_some_and(|t| same(t, &app.token));
-    if !good(&from_query) && !good(&from_cookie) {
+    let public = PUBLIC.contains(&request.uri().path());
+    if !public && !good(&from_query) && !good(&from_header) {
         return (
             StatusCode::FORBIDDEN,
             "wrong or missing token: open the URL imapscope printed at start\n",
@@ -92,12 +106,6 @@ async fn require_token(State(app): State<Shared>, request: Request, next: Next) 
             .into_response();
     }
     let mut response = next.run(request).await;
-    if good(&from_query) {
-        let value = format!("{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/", app.token);
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(header::SET_COOKIE, v);
-        }
-    }
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(
@@ -115,18 +123,6 @@ fn same(a: &str, b: &str) -> bool {
             .zip(b.bytes())
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0
-}
-
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|kv| {
-            let (k, v) = kv.trim().split_once('=')?;
-            (k == name).then(|| v.to_string())
-        })
 }
 
 async fn page() -> Response {

@@ -68,13 +68,29 @@ const sessNo = name => { const m = /-0*(\d+)(?:_\d+)?\.jsonl$/.exec(name); retur
 
 // ---------------------------------------------------------------- fetch + error banner
 
+// The token this page was opened with (`?token=` in the printed URL), kept in this origin's
+// storage for reloads and new tabs: no cookie, since a cookie for 127.0.0.1 would go to every
+// service on any port of it. Sent with every request; event streams and links, which cannot
+// carry a header, put it in the query.
+const TOKEN_KEY = 'imapscope-token';
+const token = (() => {
+  const given = new URLSearchParams(location.search).get('token');
+  try {
+    if (given) localStorage.setItem(TOKEN_KEY, given);
+    return given || localStorage.getItem(TOKEN_KEY) || '';
+  } catch (e) {
+    return given || '';
+  }
+})();
+const withToken = url => url + (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(token);
+
 class HttpError extends Error {
   constructor(status, text) { super(text); this.status = status; }
 }
 async function api(url) {
   let r;
   try {
-    r = await fetch(url, { headers: { Accept: 'application/json' }, credentials: 'same-origin' });
+    r = await fetch(url, { headers: { Accept: 'application/json', 'X-Imapscope-Token': token }, credentials: 'omit' });
   } catch (e) {
     throw new HttpError(0, 'network error: ' + e.message + ' (is imapscope still running?)');
   }
@@ -153,7 +169,7 @@ function setHash(hash) { history.replaceState(null, '', location.pathname + loca
 const live = { subs: new Set(), es: null, retry: 1000 };
 function startLive() {
   const el = $('#live');
-  const es = live.es = new EventSource('/api/events');
+  const es = live.es = new EventSource(withToken('/api/events'));
   const show = () => {
     const st = es.readyState === EventSource.OPEN ? 'live' : es.readyState === EventSource.CONNECTING ? 'connecting' : 'offline';
     el.textContent = st;
@@ -545,7 +561,7 @@ function sessionHeader(d, S) {
   return h('header', { class: 'sess-head' },
     h('h1', {}, `session ${s.id != null ? '#' + s.id : sessNo(S.name)} · `, h('span', { class: 'mono', text: `${s.client || '?'} → ${s.upstream || '?'}` }), ' ', status),
     h('div', { class: 'links' }, h('span', { class: 'mono dim', text: S.name }),
-      h('a', { href: '/raw/' + encName(S.name), target: '_blank', rel: 'noopener' }, 'raw JSONL'),
+      h('a', { href: withToken('/raw/' + encName(S.name)), target: '_blank', rel: 'noopener noreferrer' }, 'raw JSONL'),
       h('a', { href: '#/waterfall' + qs({ names: S.name }) }, 'waterfall'),
       h('a', { href: '#/stats' + qs({ names: S.name }) }, 'stats')),
     facts, tls.length ? h('div', { class: 'tls' }, tls) : h('div', { class: 'tlsline dim' }, h('span', { class: 'leg', text: 'TLS' }), 'none: plain IMAP on both legs'), compress);
@@ -597,7 +613,7 @@ async function viewSession(ctx, name) {
 
   if (!d.open) return;
   // Follow the live session: new items append, parts grow a message, `end` closes it.
-  const es = new EventSource(`/api/session/${encName(name)}/follow?after=${d.next || 0}`);
+  const es = new EventSource(withToken(`/api/session/${encName(name)}/follow?after=${d.next || 0}`));
   ctx.cleanup.push(() => es.close());
   const atBottom = () => window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 60;
   const closed = end => {
@@ -1041,8 +1057,8 @@ async function viewReplay(ctx, name) {
 
 // ---------------------------------------------------------------- start
 
-// The server set its cookie when it served this page with ?token=: take the token out of the
-// address bar (keeping the hash) so a copied link does not carry it.
+// The token is kept (see `token`): take it out of the address bar (keeping the hash) so a
+// copied link does not carry it.
 if (new URLSearchParams(location.search).has('token')) history.replaceState(null, '', location.pathname + location.hash);
 addEventListener('hashchange', route);
 startLive();
