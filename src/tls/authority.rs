@@ -3,7 +3,8 @@
 //! The CA lives in a directory created 0700: `ca.pem` (the certificate), `ca.crt` (the same in
 //! DER, for import dialogs) and `ca-key.pem` (the key, 0600). A key that others can read is
 //! refused: whoever holds it can impersonate any mail server to every client that trusts it.
-//! Leaf certificates are ECDSA P-256, valid for a few days, minted once per name and cached.
+//! Leaf certificates are ECDSA P-256, valid for a week, minted once per name and cached until
+//! a day before they expire.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,13 +50,20 @@ pub enum AuthorityError {
     Mint(String),
 }
 
+/// How long a minted leaf certificate is valid.
+const LEAF_LIFE: time::Duration = time::Duration::days(7);
+
+/// The most names whose leaf certificates are kept (see [`Authority::leaf_at`]).
+const MAX_LEAVES: usize = 1024;
+
 /// The CA and a cache of the leaf certificates it minted.
 pub struct Authority {
     dir: PathBuf,
     cert_pem: String,
     cert_der: CertificateDer<'static>,
     issuer: Issuer<'static, KeyPair>,
-    leaves: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+    /// Per name: the leaf and when it stops being handed out (a day before it expires).
+    leaves: Mutex<HashMap<String, (Arc<CertifiedKey>, time::OffsetDateTime)>>,
     /// Names every leaf covers besides its own: clients may reach imapscope by any of them.
     local_names: Vec<String>,
 }
@@ -129,6 +137,32 @@ impl Authority {
             what: "CA certificate",
             reason: "no PEM certificate in it".into(),
         })?;
+        // A key that is not the certificate's would sign leaves no client can verify, each
+        // handshake then failing as if the client did not trust the CA.
+        let certified_key = x509_parser::parse_x509_certificate(&cert_der)
+            .map(|(_, cert)| {
+                cert.tbs_certificate
+                    .subject_pki
+                    .subject_public_key
+                    .data
+                    .to_vec()
+            })
+            .map_err(|e| AuthorityError::Invalid {
+                path: cert_path.clone(),
+                what: "CA certificate",
+                reason: e.to_string(),
+            })?;
+        if certified_key != rcgen::PublicKeyData::der_bytes(&key) {
+            return Err(AuthorityError::Invalid {
+                path: key_path.clone(),
+                what: "CA key",
+                reason: format!(
+                    "it is not the key of {} (was one of the two files replaced?); \
+                     move both away to make a new CA, and trust the new one in the clients",
+                    cert_path.display()
+                ),
+            });
+        }
         let issuer =
             Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| AuthorityError::Invalid {
                 path: cert_path.clone(),
@@ -159,13 +193,36 @@ impl Authority {
 
     /// A leaf certificate for `name` (plus the local names), minted once and cached.
     pub fn leaf(&self, name: &str) -> Result<Arc<CertifiedKey>, AuthorityError> {
+        self.leaf_at(name, time::OffsetDateTime::now_utc())
+    }
+
+    /// [`Authority::leaf`] at the time `now`. A cached leaf is handed out until a day before
+    /// it expires, then minted again: `record` and `serve` run for weeks. The cache holds at
+    /// most [`MAX_LEAVES`] names (clients choose the SNI): when full, the leaves due for
+    /// renewal go, and if none is, all of them (minting one takes about a millisecond).
+    pub fn leaf_at(
+        &self,
+        name: &str,
+        now: time::OffsetDateTime,
+    ) -> Result<Arc<CertifiedKey>, AuthorityError> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let mut cache = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(found) = cache.get(&name) {
+        if let Some((found, renew_at)) = cache.get(&name)
+            && now < *renew_at
+        {
             return Ok(found.clone());
         }
-        let leaf = Arc::new(self.mint(&name)?);
-        cache.insert(name, leaf.clone());
+        if cache.len() >= MAX_LEAVES {
+            cache.retain(|_, (_, renew_at)| now < *renew_at);
+            if cache.len() >= MAX_LEAVES {
+                cache.clear();
+            }
+        }
+        let leaf = Arc::new(self.mint(&name, now)?);
+        cache.insert(
+            name,
+            (leaf.clone(), now + LEAF_LIFE - time::Duration::days(1)),
+        );
         Ok(leaf)
     }
 
@@ -174,7 +231,7 @@ impl Authority {
         self.leaves.lock().map(|c| c.len()).unwrap_or(0)
     }
 
-    fn mint(&self, name: &str) -> Result<CertifiedKey, AuthorityError> {
+    fn mint(&self, name: &str, now: time::OffsetDateTime) -> Result<CertifiedKey, AuthorityError> {
         let mint_err = |e: rcgen::Error| AuthorityError::Mint(e.to_string());
         let key = KeyPair::generate().map_err(mint_err)?;
         let mut params = CertificateParams::default();
@@ -194,9 +251,8 @@ impl Authority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.is_ca = IsCa::ExplicitNoCa;
-        let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::hours(1);
-        params.not_after = now + time::Duration::days(7);
+        params.not_after = now + LEAF_LIFE;
         let cert = params.signed_by(&key, &self.issuer).map_err(mint_err)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let signing =
@@ -321,6 +377,44 @@ mod tests {
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(ca.minted(), 1);
         assert_eq!(a.cert.len(), 2);
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, other) = (dir.path().join("one"), dir.path().join("other"));
+        Authority::ensure(&one).unwrap();
+        Authority::ensure(&other).unwrap();
+        std::fs::copy(other.join(CA_KEY), one.join(CA_KEY)).unwrap();
+        let refused = Authority::ensure(&one)
+            .err()
+            .expect("a mismatched key is refused");
+        assert!(refused.to_string().contains("not the key of"), "{refused}");
+    }
+
+    #[test]
+    fn a_leaf_is_minted_again_before_it_expires_and_the_cache_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = Authority::ensure(&dir.path().join("certs")).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let first = ca.leaf_at("localhost", now).unwrap();
+        let day5 = ca
+            .leaf_at("localhost", now + time::Duration::days(5))
+            .unwrap();
+        assert!(Arc::ptr_eq(&first, &day5), "still valid for two days");
+        let day8 = ca
+            .leaf_at("localhost", now + time::Duration::days(8))
+            .unwrap();
+        assert!(!Arc::ptr_eq(&first, &day8), "minted again");
+        let not_after = |leaf: &CertifiedKey| {
+            let (_, cert) = x509_parser::parse_x509_certificate(&leaf.cert[0]).unwrap();
+            cert.validity().not_after.timestamp()
+        };
+        assert!(not_after(&day8) > (now + time::Duration::days(14)).unix_timestamp());
+        for i in 0..MAX_LEAVES + 10 {
+            ca.leaf_at(&format!("n{i}.example"), now).unwrap();
+        }
+        assert!(ca.minted() <= MAX_LEAVES, "{}", ca.minted());
     }
 
     #[cfg(unix)]
