@@ -299,7 +299,7 @@ async fn follow(
             if let Ok(Ok((items, next, ended))) = read {
                 s.offset = next;
                 for item in items {
-                    let kind = if item["kind"] == "end" { "end" } else { "item" };
+                    let kind = if item.is_end() { "end" } else { "item" };
                     if let Ok(e) = Event::default().event(kind).json_data(&item) {
                         s.queue.push_back(e);
                     }

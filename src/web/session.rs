@@ -7,10 +7,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::lines::{self, Lines};
-use crate::protocol::Kind;
+use crate::protocol::message::Word;
+use crate::protocol::{Kind, Side, Status};
 use crate::transcript::format::{MessageRecord, Payload, Record};
 
 /// How much of a message the session view carries.
@@ -19,24 +21,37 @@ pub const SHOWN: usize = 8 * 1024;
 pub const PIECE_MAX: usize = 1 << 20;
 
 /// The session view's data (see docs/web.md, `GET /api/session/NAME`).
-pub fn session(path: &Path, name: &str) -> std::io::Result<Value> {
+#[derive(Serialize)]
+pub struct SessionView {
+    name: String,
+    session: Value,
+    tls: Vec<Value>,
+    end: Option<Value>,
+    open: bool,
+    items: Vec<Item>,
+    next: u64,
+}
+
+/// The session view of the transcript at `path`, serialized straight from its items (a JSON
+/// tree of a 100,000-command session would hold many times its size).
+pub fn session(path: &Path, name: &str) -> std::io::Result<SessionView> {
     let mut view = View::default();
     let next = view.read(path, 0)?;
     let open = view.end.is_none();
-    Ok(json!({
-        "name": name,
-        "session": view.session,
-        "tls": view.tls,
-        "end": view.end,
-        "open": open,
-        "items": view.finish(),
-        "next": next,
-    }))
+    Ok(SessionView {
+        name: name.to_string(),
+        session: std::mem::take(&mut view.session),
+        tls: std::mem::take(&mut view.tls),
+        end: view.end.take(),
+        open,
+        items: view.finish(),
+        next,
+    })
 }
 
 /// Records appended after `after`, as items (for following a live session), and the offset
 /// to go on from. A part of a message sent before comes as `{"kind": "part"}`.
-pub fn follow(path: &Path, after: u64) -> std::io::Result<(Vec<Value>, u64, bool)> {
+pub fn follow(path: &Path, after: u64) -> std::io::Result<(Vec<Item>, u64, bool)> {
     let mut view = View {
         following: true,
         ..View::default()
@@ -78,6 +93,10 @@ pub fn message_piece(path: &Path, seq: u64, from: u64, len: usize) -> std::io::R
         }
         at += size;
     }
+    // A piece that stops inside a character ends before it; the next starts with it.
+    if from + (out.len() as u64) < total {
+        out.truncate(whole_characters(&out));
+    }
     let (text, binary) = shown(&out);
     Ok(
         json!({"seq": seq, "from": from, "len": out.len(), "total": total,
@@ -98,6 +117,32 @@ fn decode(line: &[u8]) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// How much of `bytes` to keep so as not to end inside a UTF-8 character: all of it, unless
+/// its last one to three bytes start a character that the rest would complete.
+fn whole_characters(bytes: &[u8]) -> usize {
+    let continuation = |b: u8| b & 0xC0 == 0x80;
+    let tail = bytes
+        .iter()
+        .rev()
+        .take(3)
+        .take_while(|&&b| continuation(b))
+        .count();
+    let Some(&lead) = bytes.len().checked_sub(tail + 1).and_then(|i| bytes.get(i)) else {
+        return bytes.len();
+    };
+    let needs = match lead {
+        0xC2..=0xDF => 2,
+        0xE0..=0xEF => 3,
+        0xF0..=0xF4 => 4,
+        _ => return bytes.len(),
+    };
+    if tail + 1 < needs {
+        bytes.len() - tail - 1
+    } else {
+        bytes.len()
+    }
+}
+
 /// Text to show: UTF-8 as it is, other bytes as `\xNN`.
 pub fn shown(bytes: &[u8]) -> (String, bool) {
     match std::str::from_utf8(bytes) {
@@ -115,13 +160,58 @@ pub fn shown(bytes: &[u8]) -> (String, bool) {
     }
 }
 
+/// One item of the view: a message (nearly all of a big session's items, so a typed struct
+/// rather than a JSON map: a map held 40 times a transcript's size in memory) or another
+/// record's item.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum Item {
+    Message(Box<MessageItem>),
+    Other(Value),
+}
+
+impl Item {
+    /// The session's end record.
+    pub fn is_end(&self) -> bool {
+        matches!(self, Item::Other(v) if v["kind"] == "end")
+    }
+}
+
+/// A message as docs/web.md's `Item` has it.
+#[derive(Serialize)]
+pub struct MessageItem {
+    kind: &'static str,
+    seq: u64,
+    t_us: u64,
+    from: Side,
+    #[serde(rename = "type")]
+    type_: &'static str,
+    tag: Option<Word>,
+    name: Option<Word>,
+    status: Option<Status>,
+    code: Option<Word>,
+    reply_to: Option<u64>,
+    latency_us: Option<u64>,
+    command: Option<Word>,
+    in_flight: std::sync::Arc<[u64]>,
+    user: Option<String>,
+    mailbox: Option<String>,
+    redacted: Vec<String>,
+    notes: Vec<String>,
+    partial: bool,
+    text: String,
+    bytes: u64,
+    binary: bool,
+    more: bool,
+}
+
 /// Items being built from records.
 #[derive(Default)]
 struct View {
     session: Value,
     tls: Vec<Value>,
     end: Option<Value>,
-    items: Vec<Value>,
+    items: Vec<Item>,
     /// Messages by seq: their item's index, shown bytes so far and total.
     messages: HashMap<u64, Message>,
     /// Only records after an offset: parts of earlier messages become `part` items.
@@ -165,8 +255,9 @@ impl View {
                 m.total += size;
             }
             None if self.following => {
-                self.items
-                    .push(json!({"kind": "part", "seq": seq, "bytes": size}));
+                self.items.push(Item::Other(
+                    json!({"kind": "part", "seq": seq, "bytes": size}),
+                ));
             }
             None => {}
         }
@@ -204,33 +295,37 @@ impl View {
                 with_kind("end", v)
             }
         };
-        self.items.push(item);
+        self.items.push(Item::Other(item));
     }
 
     fn message(&mut self, m: MessageRecord) {
         let bytes = m.payload.to_bytes().unwrap_or_default();
         let total = bytes.len() as u64;
         let shown: Vec<u8> = bytes[..bytes.len().min(SHOWN)].to_vec();
-        let item = json!({
-            "kind": "message",
-            "seq": m.seq,
-            "t_us": m.t_us,
-            "from": m.from,
-            "type": type_name(m.kind),
-            "tag": m.tag,
-            "name": m.name,
-            "status": m.status,
-            "code": m.code,
-            "reply_to": m.reply_to,
-            "latency_us": m.latency_us,
-            "command": m.command,
-            "in_flight": &*m.in_flight,
-            "user": m.user,
-            "mailbox": m.mailbox,
-            "redacted": m.redacted,
-            "notes": m.notes,
-            "partial": m.partial,
-        });
+        let item = Item::Message(Box::new(MessageItem {
+            kind: "message",
+            seq: m.seq,
+            t_us: m.t_us,
+            from: m.from,
+            type_: type_name(m.kind),
+            tag: m.tag,
+            name: m.name,
+            status: m.status,
+            code: m.code,
+            reply_to: m.reply_to,
+            latency_us: m.latency_us,
+            command: m.command,
+            in_flight: m.in_flight,
+            user: m.user,
+            mailbox: m.mailbox,
+            redacted: m.redacted,
+            notes: m.notes,
+            partial: m.partial,
+            text: String::new(),
+            bytes: total,
+            binary: false,
+            more: false,
+        }));
         self.messages.insert(
             m.seq,
             Message {
@@ -243,14 +338,22 @@ impl View {
     }
 
     /// The items, with each message's text and size filled in.
-    fn finish(mut self) -> Vec<Value> {
+    fn finish(mut self) -> Vec<Item> {
         for m in self.messages.values() {
-            let (text, binary) = shown(&m.shown);
-            if let Some(Value::Object(item)) = self.items.get_mut(m.item) {
-                item.insert("text".into(), json!(text));
-                item.insert("bytes".into(), json!(m.total));
-                item.insert("binary".into(), json!(binary));
-                item.insert("more".into(), json!(m.total > m.shown.len() as u64));
+            let more = m.total > m.shown.len() as u64;
+            // Cut at SHOWN, a message may end inside a character: shown up to it, and the
+            // page fetches the rest from there.
+            let keep = if more {
+                whole_characters(&m.shown)
+            } else {
+                m.shown.len()
+            };
+            let (text, binary) = shown(&m.shown[..keep]);
+            if let Some(Item::Message(item)) = self.items.get_mut(m.item) {
+                item.text = text;
+                item.bytes = m.total;
+                item.binary = binary;
+                item.more = more;
             }
         }
         self.items
@@ -275,5 +378,62 @@ pub fn type_name(kind: Kind) -> &'static str {
         Kind::SaslData => "sasl",
         Kind::IdleDone => "idle-done",
         _ => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transcript whose server message is `body`, written as a head and two parts cut
+    /// inside characters (as the recorder may cut them).
+    fn transcript(dir: &Path, body: &str) -> std::path::PathBuf {
+        let bytes = body.as_bytes();
+        let (a, rest) = bytes.split_at(10_001);
+        let (b, c) = rest.split_at(40_001);
+        let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+        let lines = [
+            r#"{"type":"session","version":1,"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}"#.to_string(),
+            format!(r#"{{"type":"message","seq":2,"t_us":1,"from":"server","kind":"untagged","partial":true,"base64":"{}"}}"#, b64(a)),
+            format!(r#"{{"type":"part","seq":2,"t_us":2,"from":"server","base64":"{}","last":false}}"#, b64(b)),
+            format!(r#"{{"type":"part","seq":2,"t_us":3,"from":"server","base64":"{}","last":true}}"#, b64(c)),
+        ];
+        let path = dir.join("utf8.jsonl");
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        path
+    }
+
+    #[test]
+    fn text_cut_inside_a_character_is_shown_whole_and_joins_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = "€".repeat(30_000);
+        let path = transcript(dir.path(), &body);
+        let view = serde_json::to_value(session(&path, "utf8.jsonl").unwrap()).unwrap();
+        let item = &view["items"][0];
+        let head = item["text"].as_str().unwrap();
+        assert_eq!(item["binary"], false, "{item}");
+        assert!(head.chars().all(|c| c == '€') && !head.is_empty());
+        assert_eq!(item["bytes"], 90_000);
+        // The page fetches the rest in pieces from where the head ended.
+        let mut text = head.to_string();
+        let mut from = head.len() as u64;
+        while from < 90_000 {
+            let piece = message_piece(&path, 2, from, 7_000).unwrap();
+            assert_eq!(piece["binary"], false, "{piece}");
+            text.push_str(piece["text"].as_str().unwrap());
+            from += piece["len"].as_u64().unwrap();
+        }
+        assert_eq!(text, body);
+    }
+
+    #[test]
+    fn a_cut_character_is_found_at_any_length() {
+        let euro = "€".as_bytes();
+        assert_eq!(whole_characters(&euro[..1]), 0);
+        assert_eq!(whole_characters(&euro[..2]), 0);
+        assert_eq!(whole_characters(euro), 3);
+        assert_eq!(whole_characters(b"ab\xF0\x9F\x98"), 2);
+        assert_eq!(whole_characters(b"ab\x80\x80\x80"), 5);
+        assert_eq!(whole_characters(b""), 0);
     }
 }
