@@ -179,7 +179,8 @@ fn main() {
         ms(made)
     );
     drop(bytes);
-    let (view, opened) = timed(|| session::session(&big, "big.jsonl").unwrap());
+    let (view, opened) =
+        timed(|| serde_json::to_value(session::session(&big, "big.jsonl").unwrap()).unwrap());
     let items = view["items"].as_array().map_or(0, |a| a.len());
     let json_len = view.to_string().len();
     println!(
