@@ -442,6 +442,26 @@ async fn every_view_renders_in_chromium() {
     assert!(count(&c, "#replay .diff-line.missing").await > 0);
     screenshot(&c, "replay").await;
 
+    // Bidi controls a peer sent are written out, not obeyed: a user name that would read as
+    // admin@example.com, and a response that would read as "a1 OK".
+    let spoof = [
+        r#"{"type":"session","version":1,"imapscope":"t","id":1,"client":"127.0.0.1:1","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}"#,
+        r#"{"type":"message","seq":1,"t_us":0,"from":"server","kind":"greeting","text":"* OK ready\r\n"}"#,
+        r#"{"type":"message","seq":2,"t_us":1,"from":"client","kind":"command","tag":"a1","name":"LOGIN","user":"\u202emoc.elpmaxe@nimda","text":"a1 LOGIN \u202emoc.elpmaxe@nimda <redacted>\r\n","redacted":["password"]}"#,
+        r#"{"type":"message","seq":3,"t_us":2,"from":"server","kind":"completion","tag":"a1","name":"NO","status":"NO","reply_to":2,"text":"a1 NO \u202eKO 1a\u202c\r\n"}"#,
+    ];
+    std::fs::write(dir.path().join("spoof.jsonl"), spoof.join("\n") + "\n").unwrap();
+    open(&c, &format!("{base}/#/session/spoof.jsonl"), "session").await;
+    let shown = c
+        .find(Locator::Css("#session"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(shown.contains("\\u{202e}moc.elpmaxe@nimda"), "{shown}");
+    assert!(!shown.contains('\u{202e}'), "{shown}");
+
     // A second view in the same browser, on another port (`record --web` beside `web`),
     // leaves this one working: each keeps its own token, and neither sets a cookie that the
     // other (or any service on 127.0.0.1) would be sent.

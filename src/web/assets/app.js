@@ -8,20 +8,26 @@
 const $ = (sel, root = document) => root.querySelector(sel);
 const SVGNS = 'http://www.w3.org/2000/svg';
 
+// Bidi controls from a peer would reorder what is shown around them (a LOGIN user
+// "\u202emoc.elpmaxe@nimda" reads as admin@example.com): written out instead, as `show` does.
+const BIDI = /[\u200e\u200f\u202a-\u202e\u2066-\u2069]/;
+const BIDI_ALL = new RegExp(BIDI.source, 'g');
+const visible = s => BIDI.test(s) ? s.replace(BIDI_ALL, c => '\\u{' + c.charCodeAt(0).toString(16) + '}') : s;
+
 function attrs(el, a) {
   for (const [k, v] of Object.entries(a || {})) {
     if (v == null || v === false) continue;
     if (k.startsWith('on')) el.addEventListener(k.slice(2), v);
-    else if (k === 'text') el.textContent = v;
+    else if (k === 'text') el.textContent = visible(String(v));
     else if (k === 'dataset') Object.assign(el.dataset, v);
-    else el.setAttribute(k, v === true ? '' : String(v));
+    else el.setAttribute(k, v === true ? '' : k === 'href' ? String(v) : visible(String(v)));
   }
   return el;
 }
 function kids(el, list) {
   for (const k of list.flat(Infinity)) {
     if (k == null || k === false) continue;
-    el.append(k instanceof Node ? k : String(k)); // strings become text nodes
+    el.append(k instanceof Node ? k : visible(String(k))); // strings become text nodes
   }
   return el;
 }
@@ -380,14 +386,14 @@ const CTRL = /[\x00-\x08\x0b-\x1f\x7f]/;
 function fillText(el, str, binary, redacted) {
   el.replaceChildren();
   const ctrl = CTRL.test(str);
-  if ((!binary && !redacted && !ctrl) || str.length > 300000) { el.textContent = str; return; }
+  if ((!binary && !redacted && !ctrl) || str.length > 300000) { el.textContent = visible(str); return; }
   const alts = [];
   if (redacted) alts.push('<redacted>');
   if (binary) alts.push('(?:\\\\x[0-9a-fA-F]{2})+');
   if (ctrl) alts.push('[\\x00-\\x08\\x0b-\\x1f\\x7f]+');
   str.split(new RegExp('(' + alts.join('|') + ')')).forEach((part, i) => {
     if (!part) return;
-    if (!(i % 2)) return el.append(part);
+    if (!(i % 2)) return el.append(visible(part));
     if (part === '<redacted>') return el.append(h('span', { class: 'redacted', title: 'replaced by imapscope before writing' }, part));
     const shown = CTRL.test(part[0]) ? [...part].map(c => '\\x' + c.charCodeAt(0).toString(16).padStart(2, '0')).join('') : part;
     el.append(h('span', { class: 'esc' }, shown));
