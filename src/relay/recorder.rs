@@ -251,8 +251,10 @@ impl Recorder {
 
 /// `#3 A2 SELECT INBOX -> OK 0.41 ms`
 fn log_completion(id: u64, m: &crate::protocol::Message) {
-    let tag = m.tag.as_deref().unwrap_or("?");
-    let summary = m.detail().summary.as_deref().unwrap_or("?");
+    // A peer's control characters and bidi overrides are written out, not sent to the
+    // terminal the log goes to.
+    let tag = crate::show::visible(m.tag.as_deref().unwrap_or("?"));
+    let summary = crate::show::visible(m.detail().summary.as_deref().unwrap_or("?"));
     let status = m.status.map_or("?", |s| s.as_str());
     let ms = m.detail().latency_us.unwrap_or(0) as f64 / 1000.0;
     tracing::info!(target: "imapscope::command", "#{id} {tag} {summary} -> {status} {ms:.2} ms");
