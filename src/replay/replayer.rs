@@ -534,6 +534,10 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
     let mut unsolicited = 0;
     // A login the recording had accepted, sent, its answer not yet looked at.
     let mut login: Option<&str> = None;
+    // Commands the recorded client sent in one write, gathered to be sent in one again: a
+    // server may answer `UID STORE ... EXPUNGE` sent together otherwise than the same two a
+    // millisecond apart (Dovecot with QRESYNC adds a FETCH between them).
+    let mut batch: Vec<u8> = Vec::new();
     for (index, unit) in script.timeline.iter().enumerate() {
         if unit.from != Side::Client {
             continue;
@@ -587,6 +591,16 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
         let bytes = match &unit.sasl {
             Some(step) => sasl_bytes(unit, step, live, &mut sasl)?,
             None => with_new_uidvalidities(script, index, live, &unit.bytes),
+        };
+        if sent_with_the_next(script, index) {
+            batch.extend_from_slice(&bytes);
+            continue;
+        }
+        let bytes = if batch.is_empty() {
+            bytes
+        } else {
+            batch.extend_from_slice(&bytes);
+            std::mem::take(&mut batch)
         };
         live.send(&bytes).await?;
         if unit.kind == Kind::Command
@@ -689,6 +703,28 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
         let _ = live.wait("close", options.timeout, |l| l.closed).await;
     }
     Ok(())
+}
+
+/// Whether the recorded client sent the command at `index` in one write with the client unit
+/// after it: the next unit is a command read at the same instant, nothing came from the
+/// server between them, and neither changes how the connection goes on (STARTTLS, COMPRESS,
+/// a login, IDLE), which the replay handles once each is answered.
+fn sent_with_the_next(script: &Script, index: usize) -> bool {
+    let simple = |u: &super::script::Unit| {
+        u.from == Side::Client
+            && u.kind == Kind::Command
+            && !u.is_part
+            && u.sasl.is_none()
+            && !matches!(
+                u.name.as_deref(),
+                Some("STARTTLS" | "COMPRESS" | "LOGIN" | "AUTHENTICATE" | "IDLE")
+            )
+    };
+    let (Some(unit), Some(next)) = (script.timeline.get(index), script.timeline.get(index + 1))
+    else {
+        return false;
+    };
+    simple(unit) && simple(next) && next.t_us == unit.t_us
 }
 
 /// The bytes of a unit of a SASL exchange the recording hid: the AUTHENTICATE command (with
@@ -1037,5 +1073,31 @@ mod tests {
                 .as_bool()
                 .unwrap_or_default()
         );
+    }
+
+    #[test]
+    fn commands_read_together_are_sent_together() {
+        // neomutt's delete-and-sync: two commands in one write, then a LOGOUT later.
+        let script = script(&[
+            GREETING,
+            r#"{"type":"message","seq":2,"t_us":10,"from":"client","kind":"command","tag":"a1","name":"UID STORE","text":"a1 UID STORE 3 +FLAGS.SILENT (\\Deleted)\r\n"}"#,
+            r#"{"type":"message","seq":3,"t_us":10,"from":"client","kind":"command","tag":"a2","name":"EXPUNGE","text":"a2 EXPUNGE\r\n"}"#,
+            r#"{"type":"message","seq":4,"t_us":20,"from":"server","kind":"untagged","tag":"*","name":"VANISHED","in_flight":[2,3],"text":"* VANISHED 3\r\n"}"#,
+            r#"{"type":"message","seq":5,"t_us":20,"from":"server","kind":"completion","tag":"a1","name":"OK","status":"OK","reply_to":2,"text":"a1 OK\r\n"}"#,
+            r#"{"type":"message","seq":6,"t_us":20,"from":"server","kind":"completion","tag":"a2","name":"OK","status":"OK","reply_to":3,"text":"a2 OK\r\n"}"#,
+            r#"{"type":"message","seq":7,"t_us":20,"from":"client","kind":"command","tag":"a3","name":"NOOP","text":"a3 NOOP\r\n"}"#,
+            r#"{"type":"message","seq":8,"t_us":30,"from":"client","kind":"command","tag":"a4","name":"LOGOUT","text":"a4 LOGOUT\r\n"}"#,
+        ]);
+        let at = |tag: &str| {
+            script
+                .timeline
+                .iter()
+                .position(|u| u.tag.as_deref() == Some(tag) && u.from == Side::Client)
+                .unwrap()
+        };
+        assert!(sent_with_the_next(&script, at("a1")));
+        // a2 is followed by the server's answers; a3 and a4 were read apart.
+        assert!(!sent_with_the_next(&script, at("a2")));
+        assert!(!sent_with_the_next(&script, at("a3")));
     }
 }
