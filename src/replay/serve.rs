@@ -1250,17 +1250,25 @@ async fn serve_connection(
                 eprintln!("imapscope serve: unexpected command {m}");
             }
             told = session.mismatches().len();
+            // Lines due at once go out in one write, as a server sends `* 6 EXISTS` and
+            // `* 6 RECENT` together: a client may read them otherwise when they come apart.
+            let mut due = Vec::new();
             for output in outputs {
                 match output {
                     Output::Bytes { bytes, delay } => {
-                        if !delay.is_zero() {
+                        if !delay.is_zero() || due.len() + bytes.len() > WRITE_AT_ONCE {
+                            write(&mut stream, &std::mem::take(&mut due)).await?;
                             tokio::time::sleep(delay).await;
                         }
-                        write(&mut stream, &bytes).await?;
+                        due.extend_from_slice(&bytes);
                     }
-                    Output::StartTls => stream = Some(accept(stream.take(), options).await?),
+                    Output::StartTls => {
+                        write(&mut stream, &std::mem::take(&mut due)).await?;
+                        stream = Some(accept(stream.take(), options).await?);
+                    }
                 }
             }
+            write(&mut stream, &due).await?;
         }
     };
     // A stop ends the session wherever it waits (a recorded IDLE delay, a write).
@@ -1287,7 +1295,13 @@ async fn serve_connection(
     }
 }
 
+/// The most bytes gathered into one write (a large literal goes out as it comes).
+const WRITE_AT_ONCE: usize = 256 * 1024;
+
 async fn write(stream: &mut Option<Stream>, bytes: &[u8]) -> Result<(), String> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
     let stream = stream.as_mut().ok_or("no connection")?;
     // Flushed: over TLS, rustls may still hold records the socket had no room for, and the
     // end of the answer would wait for the next write.
