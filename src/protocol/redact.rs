@@ -6,7 +6,8 @@
 //! Hidden by default: LOGIN's password (atom, quoted or literal), the initial response of
 //! AUTHENTICATE (SASL-IR) and every line of SASL data the client sends during AUTHENTICATE
 //! (PLAIN, LOGIN, XOAUTH2, OAUTHBEARER, anything else alike). The user name stays visible
-//! because it is what a reader needs to tell sessions apart.
+//! because it is what a reader needs to tell sessions apart: it is taken out of the SASL data
+//! of the mechanisms that carry it in clear (CRAM-MD5's and SCRAM's too) into the `user` field.
 
 use std::ops::Range;
 
@@ -146,6 +147,26 @@ pub fn sasl_user(mechanism: &str, response: &[u8]) -> Option<String> {
             .split(|&b| b == 1)
             .find_map(|f| f.strip_prefix(b"user="))?
             .to_vec(),
+        // NAME SP the 32 hex digits of the HMAC (RFC 2195): the name is in clear.
+        "CRAM-MD5" => {
+            let space = decoded.iter().rposition(|&b| b == b' ')?;
+            let (user, digest) = (&decoded[..space], &decoded[space + 1..]);
+            if digest.len() != 32 || !digest.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            user.to_vec()
+        }
+        // The client-first message: gs2 header, then n=NAME (`,` and `=` escaped as =2C, =3D).
+        m if m.starts_with("SCRAM-") => {
+            let name = decoded
+                .split(|&b| b == b',')
+                .skip(2)
+                .find_map(|f| f.strip_prefix(b"n="))?;
+            String::from_utf8_lossy(name)
+                .replace("=2C", ",")
+                .replace("=3D", "=")
+                .into_bytes()
+        }
         // gs2 header: n,a=NAME, ...
         "OAUTHBEARER" => decoded
             .split(|&b| b == b',' || b == 1)
@@ -254,6 +275,18 @@ mod tests {
             Some("nell")
         );
         assert_eq!(sasl_user("LOGIN", b"bmVsbA==").as_deref(), Some("nell"));
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let cram = b64("nell 4d2a2f2bc7fb0bb6e1ab0ad6a0ad1b34");
+        assert_eq!(
+            sasl_user("CRAM-MD5", cram.as_bytes()).as_deref(),
+            Some("nell")
+        );
+        assert_eq!(sasl_user("CRAM-MD5", b64("nell").as_bytes()), None);
+        let scram = b64("n,,n=ne=2Cll,r=fyko+d2lbbFgONRv9qkxdawL");
+        assert_eq!(
+            sasl_user("SCRAM-SHA-256", scram.as_bytes()).as_deref(),
+            Some("ne,ll")
+        );
     }
 
     #[test]
