@@ -195,6 +195,14 @@ pub fn canon_in(bytes: &[u8], scope: &Scope) -> Vec<C> {
             out.extend(args.first().map(|t| value(bytes, t)));
             out.extend(args.get(1).map(|t| status_items(bytes, t, &mailbox)));
         }
+        // `* SEARCH 2 3 (MODSEQ 6)` (RFC 7162): the highest mod-sequence among them, which
+        // the server mints.
+        "SEARCH" | "SORT" => out.extend(args.iter().map(|t| match &t.kind {
+            TokenKind::List(items) if items.len() == 2 && upper(bytes, &items[0]) == b"MODSEQ" => {
+                C::List(vec![C::Word(b"MODSEQ".to_vec()), C::Any])
+            }
+            _ => value(bytes, t),
+        })),
         "LIST" | "LSUB" => {
             out.extend(args.first().map(|t| list_set(bytes, t)));
             out.extend(args[1.min(args.len())..].iter().map(|t| value(bytes, t)));
@@ -336,8 +344,92 @@ fn fetch_map(bytes: &[u8], t: &Token, owner: &[u8]) -> C {
         b"X-GUID" => var(Var::Guid, v),
         b"X-GM-MSGID" => var(Var::GmailMessageId, v),
         b"X-GM-THRID" => var(Var::GmailThreadId, v),
+        b"BODYSTRUCTURE" | b"BODY" => Some(body_structure(bytes, v)),
         _ => None,
     })
+}
+
+/// A BODYSTRUCTURE with what RFC 9051 makes case-insensitive in upper case: media types and
+/// subtypes, parameter names, CHARSET values, transfer encodings and disposition types
+/// (Cyrus says `"TEXT" "PLAIN"` where Dovecot says `"text" "plain"`). Descriptions, ids and
+/// other parameter values (file names) keep their case.
+fn body_structure(bytes: &[u8], t: &Token) -> C {
+    let TokenKind::List(items) = &t.kind else {
+        return value(bytes, t);
+    };
+    let up = |t: &Token| match &t.kind {
+        TokenKind::Nil => C::Nil,
+        TokenKind::Number(n) => C::Num(*n),
+        _ => C::Word(upper(bytes, t)),
+    };
+    let params = |t: &Token| match &t.kind {
+        TokenKind::List(kv) => C::List(
+            kv.chunks(2)
+                .flat_map(|pair| {
+                    let key = upper(bytes, &pair[0]);
+                    let val = pair.get(1).map(|v| match key.as_slice() {
+                        b"CHARSET" => up(v),
+                        _ => value(bytes, v),
+                    });
+                    std::iter::once(C::Word(key)).chain(val)
+                })
+                .collect(),
+        ),
+        _ => value(bytes, t),
+    };
+    // `(type params)` of a disposition.
+    let disposition = |t: &Token| match &t.kind {
+        TokenKind::List(d) => C::List(
+            d.iter()
+                .enumerate()
+                .map(|(i, x)| if i == 0 { up(x) } else { params(x) })
+                .collect(),
+        ),
+        _ => value(bytes, t),
+    };
+    let parts = items
+        .iter()
+        .take_while(|i| matches!(i.kind, TokenKind::List(_)))
+        .count();
+    let out = if parts > 0 {
+        // Multipart: the parts, the subtype, then params, disposition, language, location.
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| match i.checked_sub(parts) {
+                None => body_structure(bytes, x),
+                Some(0) => up(x),
+                Some(1) => params(x),
+                Some(2) => disposition(x),
+                _ => value(bytes, x),
+            })
+            .collect()
+    } else {
+        // One part: type, subtype, params, id, description, encoding, size, then by type
+        // (MESSAGE/RFC822's envelope, body and lines; TEXT's lines), md5, disposition...
+        let message = items.len() > 9
+            && upper(bytes, &items[0]) == b"MESSAGE"
+            && matches!(items[8].kind, TokenKind::List(_));
+        let disposition_at = if message {
+            11
+        } else if upper(bytes, &items[0]) == b"TEXT" {
+            9
+        } else {
+            8
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, x)| match i {
+                0 | 1 | 5 => up(x),
+                2 => params(x),
+                8 if message => body_structure(bytes, x),
+                i if i == disposition_at => disposition(x),
+                _ => value(bytes, x),
+            })
+            .collect()
+    };
+    C::List(out)
 }
 
 /// STATUS items: what the server mints for the mailbox as its variables; RECENT not compared.
@@ -632,6 +724,31 @@ mod tests {
             b"* 2 FETCH (UID 2 EMAILID (Ma))\r\n",
             b"* 2 FETCH (UID 3 EMAILID (Ma))\r\n",
             "INBOX",
+            &mut b
+        ));
+    }
+
+    #[test]
+    fn bodystructure_case_is_compared_as_the_rfc_says() {
+        let mut b = Bindings::default();
+        let dovecot = b"* 1 FETCH (BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 12 1 NIL (\"inline\" (\"filename\" \"a.txt\")) NIL NIL))\r\n";
+        let cyrus = b"* 1 FETCH (BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 12 1 NIL (\"INLINE\" (\"FILENAME\" \"a.txt\")) NIL NIL))\r\n";
+        assert!(m(dovecot, cyrus, &mut b));
+        // A file name keeps its case.
+        let renamed = b"* 1 FETCH (BODYSTRUCTURE (\"TEXT\" \"PLAIN\" (\"CHARSET\" \"US-ASCII\") NIL NIL \"7BIT\" 12 1 NIL (\"INLINE\" (\"FILENAME\" \"A.TXT\")) NIL NIL))\r\n";
+        assert!(!m(dovecot, renamed, &mut b));
+        let multipart = b"* 2 FETCH (BODYSTRUCTURE ((\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1)(\"image\" \"png\" (\"name\" \"x.png\") NIL NIL \"base64\" 4) \"mixed\" (\"boundary\" \"b1\") NIL NIL))\r\n";
+        let upper = b"* 2 FETCH (BODYSTRUCTURE ((\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 3 1)(\"IMAGE\" \"PNG\" (\"NAME\" \"x.png\") NIL NIL \"BASE64\" 4) \"MIXED\" (\"BOUNDARY\" \"b1\") NIL NIL))\r\n";
+        assert!(m(multipart, upper, &mut b));
+        // The highest mod-sequence of a SEARCH is minted, its numbers are not.
+        assert!(m(
+            b"* SEARCH 1 2 (MODSEQ 6)\r\n",
+            b"* SEARCH 1 2 (MODSEQ 9)\r\n",
+            &mut b
+        ));
+        assert!(!m(
+            b"* SEARCH 1 2 (MODSEQ 6)\r\n",
+            b"* SEARCH 1 3 (MODSEQ 6)\r\n",
             &mut b
         ));
     }
