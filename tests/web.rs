@@ -304,6 +304,15 @@ fn the_token_is_required_and_nothing_outside_the_directory_is_served() {
         v["sessions"].as_array().unwrap().len(),
         jsonl_count(dir.path())
     );
+    // Names holding `.jsonl` more than once open too, with their pieces and follow.
+    std::fs::create_dir_all(dir.path().join("run.jsonl.d")).unwrap();
+    for odd in ["run.jsonl.d/inner.jsonl", "x.jsonl.jsonl"] {
+        std::fs::copy(dir.path().join("append.jsonl"), dir.path().join(odd)).unwrap();
+        for tail in ["", "/message/2"] {
+            let (status, body) = get(&base, &format!("/api/session/{odd}{tail}?token={token}"));
+            assert_eq!(status, 200, "{odd}{tail}: {body}");
+        }
+    }
     let (status, body) = get(&base, &format!("/raw/append.jsonl?token={token}"));
     assert_eq!(status, 200);
     // Streamed (chunked): the transcript's first line is in it.

@@ -235,8 +235,23 @@ async fn session_routes(
     Path(rest): Path<String>,
     Query(piece): Query<Piece>,
 ) -> Response {
-    let Some(end) = rest.find(".jsonl").map(|i| i + ".jsonl".len()) else {
-        return not_found(&rest);
+    // The name is everything but a known tail: it may hold `.jsonl` more than once
+    // (`run.jsonl.d/inner.jsonl`, `x.jsonl.jsonl`).
+    let end = if rest.ends_with(".jsonl") {
+        rest.len()
+    } else if let Some(name) = rest.strip_suffix("/follow") {
+        name.len()
+    } else {
+        match rest.rfind("/message/") {
+            Some(at)
+                if rest[at + "/message/".len()..]
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()) =>
+            {
+                at
+            }
+            _ => return not_found(&rest),
+        }
     };
     let (name, tail) = rest.split_at(end);
     let Some(path) = app.index.path_of(name) else {
