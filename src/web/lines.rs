@@ -15,6 +15,10 @@ use memchr::memchr;
 /// How much of a file is read at once.
 const BUFFER: usize = 1 << 20;
 
+/// The longest line held (see [`Lines::next_line`]). The recorder writes a message in parts
+/// of 256 KiB, under 2 MB as JSON whatever the bytes.
+pub const MAX_LINE: usize = 16 << 20;
+
 /// The lines of a file from an offset, each with the offset it starts at.
 pub struct Lines {
     reader: BufReader<File>,
@@ -36,14 +40,37 @@ impl Lines {
     /// The next complete line (without its `\n`) and its offset. A last line without `\n` is
     /// still being written (or was torn): it is not returned, and [`Lines::offset`] stays
     /// before it, so a reader following the file picks it up once it is complete.
+    ///
+    /// A line longer than [`MAX_LINE`] (no transcript writes one; any `.jsonl` in the
+    /// directory is read) comes out empty, read through without being held.
     pub fn next_line(&mut self) -> std::io::Result<Option<(u64, &[u8])>> {
         self.line.clear();
-        let n = self.reader.read_until(b'\n', &mut self.line)?;
-        if n == 0 || self.line.last() != Some(&b'\n') {
-            return Ok(None);
+        let mut n = 0u64;
+        let mut too_long = false;
+        loop {
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let (take, found) = match memchr(b'\n', buf) {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            if !too_long && self.line.len() + take > MAX_LINE + 1 {
+                too_long = true;
+                self.line = Vec::new();
+            }
+            if !too_long {
+                self.line.extend_from_slice(&buf[..take]);
+            }
+            n += take as u64;
+            self.reader.consume(take);
+            if found {
+                break;
+            }
         }
         let at = self.offset;
-        self.offset += n as u64;
+        self.offset += n;
         self.line.pop();
         Ok(Some((at, &self.line)))
     }
@@ -203,5 +230,24 @@ mod tests {
         std::fs::write(&path, b"one\ntwo\n").unwrap();
         assert_eq!(last_line(&path, 64).unwrap(), Some(b"two".to_vec()));
         assert_eq!(head(&path, 5).unwrap(), b"one\nt");
+    }
+
+    #[test]
+    fn a_line_too_long_to_hold_is_read_through_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.jsonl");
+        let mut bytes = vec![b'x'; MAX_LINE + 10];
+        bytes.extend_from_slice(b"\n{\"type\":\"end\"}\n{\"torn");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut lines = Lines::open(&path, 0).unwrap();
+        assert_eq!(lines.next_line().unwrap(), Some((0, &b""[..])));
+        let at = (MAX_LINE + 11) as u64;
+        assert_eq!(
+            lines.next_line().unwrap(),
+            Some((at, &b"{\"type\":\"end\"}"[..]))
+        );
+        assert_eq!(lines.next_line().unwrap(), None);
+        assert_eq!(lines.offset(), at + 15);
+        assert!(lines.line.capacity() < MAX_LINE);
     }
 }
