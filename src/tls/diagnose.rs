@@ -37,6 +37,27 @@ pub fn refusal(e: &rustls::Error) -> Option<&Refusal> {
     }
 }
 
+/// Bytes that are not TLS records at all (plain IMAP starts `* OK` or `a1 `), as opposed to
+/// TLS that rustls cannot accept.
+fn not_tls(m: &rustls::InvalidMessage) -> bool {
+    matches!(
+        m,
+        rustls::InvalidMessage::InvalidContentType | rustls::InvalidMessage::UnknownProtocolVersion
+    )
+}
+
+/// What is wrong with a TLS message rustls could not decode.
+fn unreadable(m: &rustls::InvalidMessage) -> String {
+    match m {
+        rustls::InvalidMessage::CertificatePayloadTooLarge
+        | rustls::InvalidMessage::HandshakePayloadTooLarge => {
+            "its certificate chain is larger than the 64 KiB rustls accepts".into()
+        }
+        rustls::InvalidMessage::MessageTooLarge => "a record larger than TLS allows".into(),
+        other => format!("{other:?} (a malformed or unusual handshake)"),
+    }
+}
+
 /// Why the handshake with the server at `upstream` (`HOST:PORT`) failed.
 pub fn upstream_failure(e: &io::Error, upstream: &str) -> String {
     tracing::debug!("upstream TLS handshake failed: {e:?}");
@@ -56,10 +77,14 @@ pub fn upstream_failure(e: &io::Error, upstream: &str) -> String {
         return format!("imapscope refused the certificate of {upstream}: {refusal}");
     }
     match error {
-        rustls::Error::InvalidMessage(_) => format!(
+        rustls::Error::InvalidMessage(m) if not_tls(m) => format!(
             "the server at {upstream} answered in plain text, not TLS: that port speaks plain \
              IMAP. Use --upstream-tls starttls if the server offers STARTTLS there, or \
              --upstream-tls none"
+        ),
+        rustls::Error::InvalidMessage(m) => format!(
+            "the server at {upstream} sent a TLS handshake message imapscope cannot read: {}",
+            unreadable(m)
         ),
         rustls::Error::AlertReceived(alert) => format!(
             "the server at {upstream} refused the TLS handshake (alert: {}){}",
@@ -140,10 +165,14 @@ pub fn client_failure(e: &io::Error) -> String {
             "the client ended the TLS handshake (alert: {})",
             alert_words(*alert)
         ),
-        rustls::Error::InvalidMessage(_) => "the client spoke plain text, not TLS: it is set up \
-             for plain IMAP or STARTTLS on this port. Run imapscope with --client-tls starttls \
-             (or none), or set the client to SSL/TLS"
+        rustls::Error::InvalidMessage(m) if not_tls(m) => "the client spoke plain text, not \
+             TLS: it is set up for plain IMAP or STARTTLS on this port. Run imapscope with \
+             --client-tls starttls (or none), or set the client to SSL/TLS"
             .to_string(),
+        rustls::Error::InvalidMessage(m) => format!(
+            "the client sent a TLS handshake message imapscope cannot read: {}",
+            unreadable(m)
+        ),
         rustls::Error::PeerIncompatible(_) => "the client shares no TLS version or cipher suite \
              with imapscope (TLS 1.2 or 1.3, AES-GCM or ChaCha20-Poly1305)"
             .to_string(),
@@ -295,6 +324,22 @@ mod tests {
                     "127.0.0.1:143",
                 ),
                 "--upstream-tls starttls",
+            ),
+            // TLS that rustls cannot take is not plain text.
+            (
+                upstream_failure(
+                    &io(rustls::Error::InvalidMessage(
+                        rustls::InvalidMessage::CertificatePayloadTooLarge,
+                    )),
+                    "imap.example.com:993",
+                ),
+                "certificate chain is larger than the 64 KiB",
+            ),
+            (
+                client_failure(&io(rustls::Error::InvalidMessage(
+                    rustls::InvalidMessage::MissingData("ClientHello"),
+                ))),
+                "cannot read",
             ),
             (
                 upstream_failure(
