@@ -16,7 +16,7 @@ use super::index::{Index, Summary, start_us};
 use super::lines::{self, Lines};
 use super::session::{shown, type_name};
 use crate::protocol::Kind;
-use crate::transcript::format::{MessageRecord, Record};
+use crate::transcript::format::{MessageRecord, PartRecord, Record};
 
 /// How long a command's summary is.
 const SUMMARY: usize = 120;
@@ -151,6 +151,38 @@ fn digest(path: &Path, name: &str) -> Option<Digest> {
     }
     d.end_us = d.start_us + last_t as i64;
     Some(d)
+}
+
+/// The line of `text` where `q` (lower case) is found, cut to [`SUMMARY`] characters around
+/// the match: a hit far along a long line shows the match, not the line's start.
+fn around(text: &str, q: &str) -> String {
+    let Some(line) = text.lines().find(|l| l.to_lowercase().contains(q)) else {
+        return first_line(text.as_bytes());
+    };
+    let lower: Vec<char> = line.to_lowercase().chars().collect();
+    let needle: Vec<char> = q.chars().collect();
+    let at = lower
+        .windows(needle.len().max(1))
+        .position(|w| w == needle.as_slice())
+        .unwrap_or(0);
+    let chars: Vec<char> = line.chars().collect();
+    let start = at.saturating_sub(SUMMARY / 4).min(chars.len());
+    let shown: String = chars[start..].iter().take(SUMMARY).collect();
+    let mut out = if start > 0 {
+        format!("…{shown}")
+    } else {
+        shown
+    };
+    if chars.len() - start > SUMMARY {
+        out.push('…');
+    }
+    out.trim_end().to_string()
+}
+
+/// The last `n` characters of `text` and a few more, where a match may start.
+fn ending(text: &str, n: usize) -> String {
+    let count = text.chars().count();
+    text.chars().skip(count.saturating_sub(n + 4)).collect()
 }
 
 fn first_line(bytes: &[u8]) -> String {
@@ -362,7 +394,42 @@ fn search_file(path: &Path, name: &str, filter: &Filter, limit: usize) -> Vec<Hi
     let mut mailbox: Option<String> = None;
     // A command's name, by seq, so its completion matches a filter on the command.
     let mut names: HashMap<u64, String> = HashMap::new();
+    // Messages that pass the other filters, whose text so far holds no match but whose parts
+    // are still to come (a literal over 256 KiB): their hit, and the end of the text so far
+    // (a match may straddle two parts).
+    let mut unmatched: HashMap<u64, (Hit, String)> = HashMap::new();
     while let Ok(Some((_, line))) = lines.next_line() {
+        if lines::record_type(line) == Some(b"part") {
+            let Some(q) = q.as_deref() else {
+                continue;
+            };
+            let Some((seq, _)) = lines::part_header(line) else {
+                continue;
+            };
+            let Some((_, before)) = unmatched.get(&seq) else {
+                continue;
+            };
+            let Ok(part) = serde_json::from_slice::<PartRecord>(line) else {
+                continue;
+            };
+            let (text, _) = shown(&part.payload.to_bytes().unwrap_or_default());
+            let joined = format!("{before}{text}");
+            if joined.to_lowercase().contains(q) {
+                if let Some((mut hit, _)) = unmatched.remove(&seq) {
+                    hit.line = around(&joined, q);
+                    hits.push(hit);
+                    if hits.len() >= limit {
+                        break;
+                    }
+                }
+            } else if let Some((_, before)) = unmatched.get_mut(&seq) {
+                *before = ending(&joined, q.chars().count());
+            }
+            if part.last {
+                unmatched.remove(&seq);
+            }
+            continue;
+        }
         if lines::record_type(line) != Some(b"message") {
             continue;
         }
@@ -389,7 +456,7 @@ fn search_file(path: &Path, name: &str, filter: &Filter, limit: usize) -> Vec<Hi
         }
         let bytes = m.payload.to_bytes().unwrap_or_default();
         let (text, _) = shown(&bytes);
-        let keep = given(&filter.command).is_none_or(|c| {
+        let others = given(&filter.command).is_none_or(|c| {
             command
                 .as_deref()
                 .is_some_and(|n| n.eq_ignore_ascii_case(c))
@@ -402,19 +469,11 @@ fn search_file(path: &Path, name: &str, filter: &Filter, limit: usize) -> Vec<Hi
                 .as_deref()
                 .or(m.mailbox.as_deref())
                 .is_some_and(|x| x.eq_ignore_ascii_case(mb))
-        }) && q.as_deref().is_none_or(|q| text.to_lowercase().contains(q));
-        if !keep {
+        });
+        if !others {
             continue;
         }
-        let line_text = match q.as_deref() {
-            Some(q) => text
-                .lines()
-                .find(|l| l.to_lowercase().contains(q))
-                .unwrap_or_default()
-                .to_string(),
-            None => text.lines().next().unwrap_or_default().to_string(),
-        };
-        hits.push(Hit {
+        let mut hit = Hit {
             name: name.to_string(),
             seq: m.seq,
             t_us: m.t_us,
@@ -422,8 +481,19 @@ fn search_file(path: &Path, name: &str, filter: &Filter, limit: usize) -> Vec<Hi
             kind: type_name(m.kind),
             tag: m.tag.as_deref().map(String::from),
             status,
-            line: first_line(line_text.as_bytes()),
-        });
+            line: String::new(),
+        };
+        match q.as_deref() {
+            Some(q) if !text.to_lowercase().contains(q) => {
+                if m.partial {
+                    unmatched.insert(m.seq, (hit, ending(&text, q.chars().count())));
+                }
+                continue;
+            }
+            Some(q) => hit.line = around(&text, q),
+            None => hit.line = first_line(text.as_bytes()),
+        }
+        hits.push(hit);
         if hits.len() >= limit {
             break;
         }
@@ -470,5 +540,32 @@ mod tests {
             (Some(51), Some(95), Some(100))
         );
         assert_eq!((s[1].name.as_str(), s[1].bad), ("LOGIN", 1));
+    }
+
+    #[test]
+    fn text_is_found_in_the_parts_of_a_large_message_and_shown_where_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.jsonl");
+        let head = "x".repeat(200);
+        let lines = [
+            r#"{"type":"session","version":1,"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}"#.to_string(),
+            format!(r#"{{"type":"message","seq":2,"t_us":1,"from":"server","kind":"untagged","name":"FETCH","partial":true,"text":"* 1 FETCH (BODY[] {{900}}\r\n{head}"}}"#),
+            format!(r#"{{"type":"part","seq":2,"t_us":2,"from":"server","text":"{head}nee","last":false}}"#),
+            format!(r#"{{"type":"part","seq":2,"t_us":3,"from":"server","text":"dle and more{head})\r\n","last":true}}"#),
+        ];
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let filter = Filter {
+            q: Some("needle".into()),
+            ..Filter::default()
+        };
+        let hits = search_file(&path, "big.jsonl", &filter, 10);
+        assert_eq!(hits.len(), 1, "{hits:?}");
+        assert_eq!(hits[0].seq, 2);
+        assert!(hits[0].line.contains("needle and more"), "{}", hits[0].line);
+        let none = Filter {
+            q: Some("absent".into()),
+            ..Filter::default()
+        };
+        assert!(search_file(&path, "big.jsonl", &none, 10).is_empty());
     }
 }
