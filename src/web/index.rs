@@ -165,7 +165,9 @@ pub fn summarize(path: &Path, name: String, size: u64) -> Option<Summary> {
             _ => {}
         }
     }
-    let session = session?;
+    // A format this imapscope does not know is not guessed at (docs/transcript.md), as `ls`
+    // and `show` refuse it.
+    let session = session.filter(|s| s.version == crate::transcript::FORMAT_VERSION)?;
     let mut row = Summary {
         name,
         start_us: start_us(&session.start),
@@ -236,6 +238,8 @@ fn scan(path: &Path, row: &mut Summary) {
     while let Ok(Some((_, line))) = lines.next_line() {
         match lines::record_type(line) {
             Some(b"part") => {
+                // A session cut off inside a large literal lasted until its last part.
+                last_t = last_t.max(lines::t_us(line).unwrap_or(0));
                 let len = lines::payload_len(line);
                 match lines::part_header(line) {
                     Some((_, true)) => from_server += len,
@@ -328,5 +332,28 @@ mod tests {
         ] {
             assert_eq!(safe_path(dir.path(), bad, ".jsonl"), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn an_unknown_format_is_not_listed_and_an_open_session_lasts_to_its_last_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = |version: u32| {
+            format!(
+                r#"{{"type":"session","version":{version},"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}}"#
+            )
+        };
+        let lines = [
+            session(1),
+            r#"{"type":"message","seq":2,"t_us":1000,"from":"server","kind":"untagged","partial":true,"text":"* 1 FETCH (BODY[] {9}\r\nabc"}"#.to_string(),
+            r#"{"type":"part","seq":2,"t_us":488000,"from":"server","text":"def","last":false}"#.to_string(),
+        ];
+        let open = dir.path().join("open.jsonl");
+        std::fs::write(&open, lines.join("\n") + "\n").unwrap();
+        let row = summarize(&open, "open.jsonl".into(), 0).unwrap();
+        assert!(row.open);
+        assert_eq!(row.duration_s, 0.488);
+        let future = dir.path().join("future.jsonl");
+        std::fs::write(&future, session(99) + "\n").unwrap();
+        assert!(summarize(&future, "future.jsonl".into(), 0).is_none());
     }
 }

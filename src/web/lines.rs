@@ -123,6 +123,11 @@ pub fn part_header(line: &[u8]) -> Option<(u64, bool)> {
     Some((seq, server))
 }
 
+/// A line's `t_us`, read from its fields without parsing it.
+pub fn t_us(line: &[u8]) -> Option<u64> {
+    number_after(line, b"\"t_us\":")
+}
+
 fn number_after(line: &[u8], key: &[u8]) -> Option<u64> {
     let at = find(line, key)? + key.len();
     let digits: &[u8] = &line[at..];
