@@ -1114,7 +1114,11 @@ impl PumpEnd {
     pub(super) fn describe(&self) -> String {
         match self {
             PumpEnd::Eof(side) => format!("{} closed", side.as_str()),
-            PumpEnd::ReadError(side, e) => format!("reading from {} failed: {e}", side.as_str()),
+            PumpEnd::ReadError(side, e) => {
+                let words = crate::tls::diagnose::established_failure(e, side.as_str())
+                    .unwrap_or_else(|| e.to_string());
+                format!("reading from {} failed: {words}", side.as_str())
+            }
             PumpEnd::WriteError(side, e) => {
                 format!("writing to {} failed: {e}", side.peer().as_str())
             }

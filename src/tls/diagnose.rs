@@ -37,6 +37,33 @@ pub fn refusal(e: &rustls::Error) -> Option<&Refusal> {
     }
 }
 
+/// What went wrong on an established TLS leg, in words, when rustls says: the peer's alert
+/// (a server that wants a client certificate only after the handshake, as TLS 1.3 allows; a
+/// TLS 1.2 server that renegotiates), a record that does not decrypt. `None` for other errors,
+/// which read well as they are.
+pub fn established_failure(e: &io::Error, peer: &str) -> Option<String> {
+    let error = rustls_in(e)?;
+    Some(match error {
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => format!(
+            "the {peer} asks for a client certificate, which imapscope does not present \
+             (alert: certificate required)"
+        ),
+        rustls::Error::AlertReceived(AlertDescription::NoRenegotiation)
+        | rustls::Error::AlertReceived(AlertDescription::HandshakeFailure) => format!(
+            "the {peer} ended TLS with the alert \"{}\": it may have tried a new handshake \
+             (TLS 1.2 renegotiation), which imapscope does not take part in",
+            alert_words(match error {
+                rustls::Error::AlertReceived(a) => *a,
+                _ => AlertDescription::HandshakeFailure,
+            })
+        ),
+        rustls::Error::DecryptError => format!(
+            "a TLS record from the {peer} did not decrypt: it was damaged or altered on the way"
+        ),
+        other => format!("the {peer}'s TLS failed: {}", rustls_error(other)),
+    })
+}
+
 /// Bytes that are not TLS records at all (plain IMAP starts `* OK` or `a1 `), as opposed to
 /// TLS that rustls cannot accept.
 fn not_tls(m: &rustls::InvalidMessage) -> bool {
@@ -304,6 +331,26 @@ mod tests {
         for debug in ["Other(", "OtherError", "Context", "AlertReceived", "::"] {
             assert!(!text.contains(debug), "{debug} in {text}");
         }
+    }
+
+    #[test]
+    fn an_established_leg_says_what_failed_in_words() {
+        let said = |e: rustls::Error| established_failure(&io(e), "server").unwrap_or_default();
+        let cert = said(rustls::Error::AlertReceived(
+            AlertDescription::CertificateRequired,
+        ));
+        assert!(cert.contains("asks for a client certificate"), "{cert}");
+        let reneg = said(rustls::Error::AlertReceived(
+            AlertDescription::HandshakeFailure,
+        ));
+        assert!(reneg.contains("renegotiation"), "{reneg}");
+        let damaged = said(rustls::Error::DecryptError);
+        assert!(damaged.contains("did not decrypt"), "{damaged}");
+        for text in [cert, reneg, damaged] {
+            readable(&text);
+        }
+        let plain = io::Error::new(io::ErrorKind::ConnectionReset, "reset");
+        assert_eq!(established_failure(&plain, "server"), None);
     }
 
     #[test]
