@@ -252,7 +252,12 @@ pub fn compare(
             }
             lines = merged;
         }
-        lines.extend(unpaired);
+        // Unmatched untagged lines came before the command's completion (a server answers
+        // last): shown there, not after it.
+        let untagged = |l: &DiffLine| l.text.starts_with("* ") || l.text.starts_with('+');
+        let tail = lines.iter().rev().take_while(|l| !untagged(l)).count();
+        let at = lines.len() - tail;
+        lines.splice(at..at, unpaired);
         out.groups.push(GroupReport {
             group,
             command: command.cloned(),

@@ -835,7 +835,15 @@ async fn idle_wait(
                 >= pushes
         },
     )
-    .await?;
+    .await
+    .map_err(|e| {
+        // What made the server push (a delivery, another connection's APPEND or STORE)
+        // happened outside this connection.
+        format!(
+            "{e}: if another connection of the capture caused the push, replay the sessions \
+             together with --concurrent; else the delivery has to happen during the replay"
+        )
+    })?;
     let continued_at = live.received[since].at;
     let remaining = recorded_delay.saturating_sub(continued_at.elapsed());
     if !remaining.is_zero() {
