@@ -797,3 +797,27 @@ fn a_truncated_tls_upstream_reaches_a_tls_client_truncated() {
         );
     }
 }
+
+/// The terminal or SSH session imapscope runs in goes away (SIGHUP): it shuts down as on
+/// SIGTERM, and a session in the middle of a literal gets its end line.
+#[test]
+fn a_hangup_closes_every_transcript() {
+    let (addr, _server) = upstream(|s| {
+        s.write_all(b"* OK fake ready\r\n").unwrap();
+        read_line(s);
+        s.write_all(b"* 1 FETCH (BODY[] {100000}\r\n").unwrap();
+        s.write_all(&[b'y'; 5000]).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(&addr, out.path(), &[]);
+    let mut c = RawClient::connect(scope.port());
+    c.read_until("greeting", |l| l.starts_with(b"* OK"));
+    c.send(b"a FETCH 1 BODY[]\r\n");
+    // The server has sent the literal's start and waits.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(scope.signal("HUP").success());
+    let all = transcripts(out.path());
+    assert_eq!(all.len(), 1);
+    assert_eq!(end_of(&all[0].1).reason, "imapscope shut down");
+}

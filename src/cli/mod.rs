@@ -48,8 +48,8 @@ pub enum Command {
         imapscope record --upstream 127.0.0.1:143 --client-tls starttls --upstream-ca server.pem\n  \
         imapscope record --upstream imap.example.com:993 --client-tls none   # plain client, TLS server\n\n\
         Each completed command is logged on stderr as\n  #3 A2 SELECT INBOX -> OK 0.41 ms\n\
-        (connection, tag, command, status, latency). Ctrl-C or SIGTERM stops accepting, closes\n\
-        every transcript with an end line, and exits 0.")]
+        (connection, tag, command, status, latency). Ctrl-C, SIGTERM or SIGHUP (not under nohup)\n\
+        stops accepting, closes every transcript with an end line, and exits 0.")]
     Record(record::RecordArgs),
     /// Replay recorded sessions against a live server and diff its answers.
     #[command(after_help = "Examples:\n  \

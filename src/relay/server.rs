@@ -143,19 +143,34 @@ impl RelayServer {
     }
 }
 
-/// A token cancelled on Ctrl-C or SIGTERM.
+/// A token cancelled on Ctrl-C, SIGTERM or SIGHUP (the terminal or SSH session imapscope
+/// runs in went away: every transcript still gets its end line). Under `nohup`, which
+/// ignores SIGHUP, it stays ignored.
 pub fn shutdown_on_signals() -> CancellationToken {
     let token = CancellationToken::new();
     let fire = token.clone();
+    #[cfg(unix)]
+    let hangup = (!hangup_ignored())
+        .then(|| tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok())
+        .flatten();
     tokio::spawn(async move {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
+            let hung_up = async {
+                match hangup {
+                    Some(mut hup) => {
+                        hup.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
             match signal(SignalKind::terminate()) {
                 Ok(mut term) => {
                     tokio::select! {
                         _ = tokio::signal::ctrl_c() => {}
                         _ = term.recv() => {}
+                        _ = hung_up => {}
                     }
                 }
                 Err(_) => {
@@ -169,4 +184,16 @@ pub fn shutdown_on_signals() -> CancellationToken {
         fire.cancel();
     });
     token
+}
+
+/// Whether SIGHUP is ignored (`nohup`), asked before anything handles it.
+#[cfg(unix)]
+fn hangup_ignored() -> bool {
+    // SAFETY: sigaction with a null new action only reads the current one into `old`, a
+    // zeroed local that lives for the call.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
 }

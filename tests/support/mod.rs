@@ -395,9 +395,14 @@ impl Imapscope {
     }
 
     /// SIGTERM, then waits for the exit (at most 20 s).
-    pub fn terminate(mut self) -> ExitStatus {
+    pub fn terminate(self) -> ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Sends SIG`name` (`TERM`, `HUP`) and waits for imapscope to exit.
+    pub fn signal(mut self, name: &str) -> ExitStatus {
         let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.child.id().to_string()])
             .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -406,7 +411,7 @@ impl Imapscope {
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("imapscope did not exit within 20 s of SIGTERM");
+                panic!("imapscope did not exit within 20 s of SIG{name}");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
