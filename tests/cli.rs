@@ -166,3 +166,105 @@ fn show_and_ls_end_quietly_when_the_reader_goes_away() {
         );
     }
 }
+
+/// imapscope's log piped into something that quits (`record ... 2>&1 | head`) loses log
+/// lines and nothing else: sessions are relayed, and SIGTERM still ends it. tracing's
+/// complaint about the broken pipe used to panic the task that logged, and the shutdown
+/// task on SIGTERM was one of them: it never ended.
+#[test]
+fn a_log_nobody_reads_any_more_costs_nothing_but_the_log() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream_addr = upstream.local_addr().unwrap().to_string();
+    let server = std::thread::spawn(move || {
+        for _ in 0..2 {
+            let Ok((mut s, _)) = upstream.accept() else {
+                return;
+            };
+            let _ = s.write_all(b"* OK fake ready\r\n");
+            let mut line = String::new();
+            let mut reader = BufReader::new(s.try_clone().unwrap());
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                let tag = line.split(' ').next().unwrap_or("*").to_string();
+                let _ = s.write_all(format!("{tag} OK done\r\n").as_bytes());
+                line.clear();
+            }
+        }
+    });
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        .args(["record", "--upstream", &upstream_addr, "--out", "none"])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first line says it listens; then nobody reads.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("listening"), "{first}");
+    drop(stderr);
+    for round in 0..2 {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        c.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        c.write_all(format!("a{round} NOOP\r\n").as_bytes())
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&got).contains(&format!("a{round} OK")) {
+            let n = c.read(&mut buf).unwrap_or(0);
+            assert!(n > 0, "round {round}: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("imapscope did not end on SIGTERM with its log unread");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+    drop(server);
+}
+
+/// `--upstream` without a port (or with an unbracketed IPv6 address) is refused at start with
+/// the form to use, not found out at every session.
+#[test]
+fn an_upstream_without_a_port_is_refused_at_start() {
+    for (upstream, said) in [
+        (
+            "localhost",
+            "has no port: give HOST:PORT, e.g. localhost:143",
+        ),
+        (
+            "::1:143",
+            "an IPv6 address goes in brackets, as in [::1]:143",
+        ),
+        ("host:imap", "is not a port number"),
+    ] {
+        for command in ["record", "replay"] {
+            let mut args = vec![command, "--upstream", upstream];
+            if command == "replay" {
+                args.push("capture.jsonl");
+            }
+            let (ok, text) = imapscope(&args);
+            assert!(!ok && text.contains(said), "{command} {upstream}: {text}");
+        }
+    }
+}

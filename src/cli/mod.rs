@@ -239,5 +239,32 @@ fn init_logging(verbose: u8, quiet: bool) {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
+        // A log that can no longer be written (stderr piped into `head` that has quit, a
+        // closed terminal) loses lines, nothing else: tracing-subscriber would say so with
+        // eprintln!, which panics on that same stderr, in whichever task was logging (a
+        // session, or the shutdown on SIGTERM, which then never came).
+        .log_internal_errors(false)
         .init();
+}
+
+/// `--upstream`: HOST:PORT, checked at start (a missing port would fail every session). An
+/// IPv6 address is written in brackets: `[::1]:143`.
+pub fn host_port(text: &str) -> Result<String, String> {
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| {
+        format!("{text:?} has no port: give HOST:PORT, e.g. {text}:143 or {text}:993")
+    })?;
+    if host.is_empty() {
+        return Err(format!(
+            "{text:?} has no host: give HOST:PORT, e.g. 127.0.0.1{text}"
+        ));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!(
+            "{text:?}: an IPv6 address goes in brackets, as in [::1]:143"
+        ));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(text.to_string()),
+        _ => Err(format!("{text:?}: {port:?} is not a port number (1-65535)")),
+    }
 }

@@ -14,7 +14,7 @@ use imapscope::tls::{self, Authority, Created, TlsMode};
 #[derive(Args)]
 pub struct RecordArgs {
     /// The real IMAP server, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::host_port)]
     upstream: String,
     /// Where clients connect.
     #[arg(long, default_value = "127.0.0.1:1143", value_name = "ADDR")]

@@ -14,7 +14,7 @@ pub struct ReplayArgs {
     #[arg(required = true, value_name = "CAPTURE")]
     transcripts: Vec<PathBuf>,
     /// The server to replay against, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = super::host_port)]
     upstream: String,
     /// How to start each connection: none or tls. Default: as each recording did (STARTTLS is
     /// played as the recorded command it is).
