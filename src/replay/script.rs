@@ -75,6 +75,9 @@ pub struct Script {
     /// Set by [`Script::with_login`] when the credentials given are another user's: the
     /// replay logs in as this user instead of the recorded one.
     pub login_as: Option<String>,
+    /// Where each client command is in `timeline`, by its seq (a response names its command
+    /// by seq; a session of a million responses must not search for it each time).
+    pub command_at: HashMap<u64, usize>,
 }
 
 /// Why a transcript cannot be played.
@@ -161,6 +164,7 @@ impl Script {
             client_certificate_name: None,
             user: None,
             login_as: None,
+            command_at: HashMap::new(),
         };
         let damaged = |why: String| ScriptError::Damaged {
             name: name.to_string(),
@@ -284,7 +288,19 @@ impl Script {
         if script.commands().next().is_none() {
             return Err(ScriptError::NoCommand(name.to_string()));
         }
+        script.index_commands();
         Ok(script)
+    }
+
+    /// Fills [`Script::command_at`] (again, once units were dropped).
+    fn index_commands(&mut self) {
+        self.command_at = self
+            .timeline
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.from == Side::Client && u.kind == Kind::Command && !u.is_part)
+            .map(|(i, u)| (u.seq, i))
+            .collect();
     }
 
     /// Whether the recorded server accepted the command `seq` (answered it OK).
@@ -454,6 +470,7 @@ impl Script {
             out.push(unit);
         }
         self.timeline = out;
+        self.index_commands();
         Ok(self)
     }
 

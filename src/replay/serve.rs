@@ -605,7 +605,7 @@ impl ServeSession {
             // for a client that sends one at a time (a client sending them together gets
             // the same bytes, in an order the server was free to choose).
             let owner = if unit.from == Side::Server {
-                owner(timeline, i, unit)
+                owner(&script, unit)
             } else {
                 None
             };
@@ -759,13 +759,10 @@ fn describe(context: &Context) -> String {
 
 /// The command a server unit answers, as its seq and place in the timeline: a completion's
 /// or continuation's own, and for untagged data with several commands in flight, the one its
-/// content names ([`answered_command`]). `at` is the unit's place; commands come before it.
-fn owner(timeline: &[Unit], at: usize, unit: &Unit) -> Option<(u64, usize)> {
-    let command_at = |seq: u64| {
-        timeline[..at].iter().rposition(|u| {
-            u.seq == seq && u.from == Side::Client && u.kind == Kind::Command && !u.is_part
-        })
-    };
+/// content names ([`answered_command`]).
+fn owner(script: &Script, unit: &Unit) -> Option<(u64, usize)> {
+    let command_at = |seq: u64| script.command_at.get(&seq).copied();
+    let timeline = &script.timeline;
     match unit.kind {
         Kind::Completion | Kind::ContinuationRequest => {
             let seq = unit.reply_to?;
