@@ -615,6 +615,26 @@ fn sigterm_under_load_closes_every_transcript() {
     }
 }
 
+/// A TLS client of imapscope on `port`, trusting its CA `ca`, that has read the greeting
+/// (`* OK fake ready`) and sent `a FETCH 1 BODY[]`.
+fn tls_client_fetching(
+    port: u16,
+    ca: &Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let config = imapscope::tls::UpstreamTrust::ca(ca)
+        .and_then(|t| t.config())
+        .expect("client TLS config");
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    let mut stream = rustls::StreamOwned::new(conn, tcp);
+    let mut greeting = [0u8; 17];
+    stream.read_exact(&mut greeting).unwrap();
+    stream.write_all(b"a FETCH 1 BODY[]\r\n").unwrap();
+    stream
+}
+
 /// A client that sends its last command and half-closes (`shutdown(SHUT_WR)`, as
 /// `nc -N` or a fetch script does) gets the whole answer, however long the server takes to
 /// send it: the grace after one side closes runs from the other side's last bytes. It once
@@ -644,18 +664,8 @@ fn half_closed_client_gets_a_slow_answer_whole(tls: bool) {
         flags.extend(["--client-tls", "tls"]);
     }
     let scope = Imapscope::record(&addr, out.path(), &flags);
-    let tcp = TcpStream::connect(("127.0.0.1", scope.port())).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let received = if tls {
-        let config = imapscope::tls::UpstreamTrust::ca(&certs.path().join("ca.pem"))
-            .and_then(|t| t.config())
-            .expect("client TLS config");
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let conn = rustls::ClientConnection::new(config, name).unwrap();
-        let mut stream = rustls::StreamOwned::new(conn, tcp);
-        let mut greeting = [0u8; 17];
-        stream.read_exact(&mut greeting).unwrap();
-        stream.write_all(b"a FETCH 1 BODY[]\r\n").unwrap();
+        let mut stream = tls_client_fetching(scope.port(), &certs.path().join("ca.pem"));
         stream.conn.send_close_notify();
         stream.flush().unwrap();
         stream.sock.shutdown(std::net::Shutdown::Write).unwrap();
@@ -666,7 +676,8 @@ fn half_closed_client_gets_a_slow_answer_whole(tls: bool) {
         }
         rest
     } else {
-        let mut tcp = tcp;
+        let mut tcp = TcpStream::connect(("127.0.0.1", scope.port())).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut greeting = [0u8; 17];
         tcp.read_exact(&mut greeting).unwrap();
         tcp.write_all(b"a FETCH 1 BODY[]\r\n").unwrap();
@@ -768,17 +779,7 @@ fn a_truncated_tls_upstream_reaches_a_tls_client_truncated() {
                 &pem_arg,
             ],
         );
-        let tcp = TcpStream::connect(("127.0.0.1", scope.port())).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        let config = imapscope::tls::UpstreamTrust::ca(&certs.join("ca.pem"))
-            .and_then(|t| t.config())
-            .expect("client TLS config");
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let conn = rustls::ClientConnection::new(config, name).unwrap();
-        let mut stream = rustls::StreamOwned::new(conn, tcp);
-        let mut greeting = [0u8; 17];
-        stream.read_exact(&mut greeting).unwrap();
-        stream.write_all(b"a FETCH 1 BODY[]\r\n").unwrap();
+        let mut stream = tls_client_fetching(scope.port(), &certs.join("ca.pem"));
         let mut got = Vec::new();
         let end = stream.read_to_end(&mut got);
         server.join().unwrap();
