@@ -601,6 +601,23 @@ pub fn show(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
+    /// `compare` with nothing cut off or cut short, extras forbidden.
+    fn compared(
+        commands: &BTreeMap<Group, String>,
+        expected: &[(Group, Vec<u8>)],
+        received: &[(Group, Vec<u8>)],
+    ) -> Comparison {
+        let none = BTreeSet::new();
+        compare(
+            commands,
+            &none,
+            expected,
+            &BTreeSet::new(),
+            received,
+            Extras::Forbid,
+        )
+    }
+
     #[test]
     fn says_no_and_shows_where() {
         let none = BTreeSet::new();
@@ -650,7 +667,6 @@ mod tests {
 
     #[test]
     fn copyuid_after_uid_move_is_bound_to_the_destination() {
-        let none = BTreeSet::new();
         let mut commands = BTreeMap::new();
         commands.insert(Group::Command(0), "a1 SELECT Work".to_string());
         commands.insert(Group::Command(1), "a2 UID MOVE 2 Lists/Rust".to_string());
@@ -668,25 +684,11 @@ mod tests {
         received[0].1 = b"* OK [UIDVALIDITY 50] x\r\n".to_vec();
         received[2].1 = b"* OK [COPYUID 70 2 2] Moved\r\n".to_vec();
         received[4].1 = b"* OK [UIDVALIDITY 70] x\r\n".to_vec();
-        let c = compare(
-            &commands,
-            &none,
-            &expected,
-            &BTreeSet::new(),
-            &received,
-            Extras::Forbid,
-        );
+        let c = compared(&commands, &expected, &received);
         assert!(c.ok(), "{}", c.render(false));
         // The destination's UIDVALIDITY in COPYUID is checked against its SELECT.
         received[2].1 = b"* OK [COPYUID 1111 2 2] Moved\r\n".to_vec();
-        let c = compare(
-            &commands,
-            &none,
-            &expected,
-            &BTreeSet::new(),
-            &received,
-            Extras::Forbid,
-        );
+        let c = compared(&commands, &expected, &received);
         assert!(!c.ok(), "{}", c.render(false));
         assert!(
             c.bindings
@@ -700,7 +702,6 @@ mod tests {
 
     #[test]
     fn a_recent_sent_or_not_is_no_difference() {
-        let none = BTreeSet::new();
         let commands = BTreeMap::new();
         let g = Group::Command(0);
         let expected = vec![
@@ -712,23 +713,9 @@ mod tests {
             (g, b"* 2 EXISTS\r\n".to_vec()),
             (g, b"a1 OK done\r\n".to_vec()),
         ];
-        let c = compare(
-            &commands,
-            &none,
-            &expected,
-            &BTreeSet::new(),
-            &received,
-            Extras::Forbid,
-        );
+        let c = compared(&commands, &expected, &received);
         assert!(c.ok(), "{}", c.render(true));
-        let c = compare(
-            &commands,
-            &none,
-            &received,
-            &BTreeSet::new(),
-            &expected,
-            Extras::Forbid,
-        );
+        let c = compared(&commands, &received, &expected);
         assert!(c.ok(), "{}", c.render(true));
     }
 
