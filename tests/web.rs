@@ -208,6 +208,16 @@ async fn wait_for(c: &Client, css: &str) {
         .unwrap_or_else(|e| panic!("no {css} within 20 s: {e}"));
 }
 
+/// The text the element `css` shows.
+async fn text_of(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn count(c: &Client, css: &str) -> usize {
     c.find_all(Locator::Css(css)).await.map_or(0, |v| v.len())
 }
@@ -396,13 +406,7 @@ async fn every_view_renders_in_chromium() {
     // One session.
     open(&c, &format!("{base}/#/session/append.jsonl"), "session").await;
     assert!(count(&c, "#session [data-seq]").await > 10);
-    let text = c
-        .find(Locator::Css("#session"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = text_of(&c, "#session").await;
     assert!(
         text.contains("APPEND") && text.contains("<redacted>"),
         "{text}"
@@ -461,13 +465,7 @@ async fn every_view_renders_in_chromium() {
     ];
     std::fs::write(dir.path().join("spoof.jsonl"), spoof.join("\n") + "\n").unwrap();
     open(&c, &format!("{base}/#/session/spoof.jsonl"), "session").await;
-    let shown = c
-        .find(Locator::Css("#session"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let shown = text_of(&c, "#session").await;
     assert!(shown.contains("\\u{202e}moc.elpmaxe@nimda"), "{shown}");
     assert!(!shown.contains('\u{202e}'), "{shown}");
 
