@@ -937,11 +937,11 @@ async function viewStats(ctx) {
         h('td', {}, countChart), h('td', {}, latChart));
     })));
   ctx.main.append(
-    h('div', { class: 'toolbar' }, h('span', {}, h('b', { text: `${fmt.num(d.sessions)} session${d.sessions === 1 ? '' : 's'}` }), `, ${fmt.num(total)} answered commands · ${scope}`),
+    h('div', { class: 'toolbar' }, h('span', {}, h('b', { text: `${fmt.num(d.sessions)} session${d.sessions === 1 ? '' : 's'}` }), `, ${fmt.num(total)} commands (latencies of the answered ones) · ${scope}`),
       h('span', { class: 'grow' }),
       h('span', { class: 'legend' }, h('span', { class: 'key k-p50', text: 'p50' }), h('span', { class: 'key k-p95', text: 'p95' }), h('span', { class: 'key k-max', text: 'max' })),
       names ? h('a', { class: 'button', href: '#/waterfall' + qs({ names }) }, 'waterfall') : h('a', { class: 'button', href: Object.keys(filter).length ? '#/sessions' + qs(filter) : '#/' }, 'sessions')),
-    cmds.length ? table : h('p', { class: 'empty', text: 'No answered commands in these sessions.' }));
+    cmds.length ? table : h('p', { class: 'empty', text: 'No commands in these sessions.' }));
   ready(ctx);
 }
 
