@@ -516,7 +516,10 @@ impl Connection {
                 Ok(Stream::TlsToClient(Box::new(tls)))
             }
             Ok(Err(e)) => {
-                let message = diagnose::client_failure(&e);
+                let message = match self.config.client_tls {
+                    TlsMode::Starttls => diagnose::client_failure_after_starttls(&e),
+                    _ => diagnose::client_failure(&e),
+                };
                 tracing::warn!("#{} {message}", self.id);
                 self.error("client-tls-handshake", &message).await;
                 Err("client TLS handshake failed".into())

@@ -142,6 +142,20 @@ pub fn upstream_failure(e: &io::Error, upstream: &str) -> String {
 }
 
 /// Why the handshake with a client failed.
+/// [`client_failure`] for a client leg in `--client-tls starttls` mode, where plain text
+/// after imapscope's OK to STARTTLS is a client that did not start TLS, not a wrong mode.
+pub fn client_failure_after_starttls(e: &io::Error) -> String {
+    match rustls_in(e) {
+        Some(rustls::Error::InvalidMessage(m)) if not_tls(m) => {
+            "the client went on in plain text after imapscope's OK to its STARTTLS instead of \
+             starting TLS: it does not finish STARTTLS. Set the client to SSL/TLS and run \
+             imapscope with --client-tls tls, or use --client-tls none"
+                .to_string()
+        }
+        _ => client_failure(e),
+    }
+}
+
 pub fn client_failure(e: &io::Error) -> String {
     tracing::debug!("client TLS handshake failed: {e:?}");
     const TRUST: &str = "install imapscope's CA in the client once; `imapscope ca show` says \
@@ -331,6 +345,17 @@ mod tests {
         for debug in ["Other(", "OtherError", "Context", "AlertReceived", "::"] {
             assert!(!text.contains(debug), "{debug} in {text}");
         }
+    }
+
+    #[test]
+    fn plain_text_after_starttls_is_not_blamed_on_the_mode() {
+        let plain = io(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType,
+        ));
+        let said = client_failure_after_starttls(&plain);
+        assert!(said.contains("does not finish STARTTLS"), "{said}");
+        assert!(!said.contains("--client-tls starttls"), "{said}");
+        readable(&said);
     }
 
     #[test]
