@@ -251,6 +251,10 @@ impl Recorder {
 
 /// `#3 A2 SELECT INBOX -> OK 0.41 ms`
 fn log_completion(id: u64, m: &crate::protocol::Message) {
+    // Checked first: the escaping below is work, and `--quiet` or RUST_LOG may drop the line.
+    if !tracing::enabled!(target: "imapscope::command", tracing::Level::INFO) {
+        return;
+    }
     // A peer's control characters and bidi overrides are written out, not sent to the
     // terminal the log goes to.
     let tag = crate::show::visible(m.tag.as_deref().unwrap_or("?"));
