@@ -21,10 +21,84 @@ use super::Side;
 /// 20 digits of length, the braces, `~` and `+` fit.
 const TAIL_LEN: usize = 24;
 
-/// How many leading bytes of a server message are kept to tell a status response (`tag OK`,
-/// `* BYE`), whose text cannot announce a literal, from one that can: a tag and the word
-/// after it fit.
-const HEAD_LEN: usize = 40;
+/// Reads a server message's first bytes as far as needed to tell a status response (`tag OK
+/// `, `* BYE `), whose text cannot announce a literal, from one that can. A tag may be of
+/// any length (the grammar sets none), so what is kept is what is known of it, not its bytes:
+/// how long it is, its first byte, and then the word after it.
+#[derive(Debug, Clone, Copy)]
+enum StatusScan {
+    Tag {
+        len: usize,
+        first: u8,
+    },
+    /// The word after the tag; no status word is longer than `PREAUTH`.
+    Word {
+        untagged: bool,
+        word: [u8; 7],
+        len: u8,
+    },
+    Decided(bool),
+}
+
+impl StatusScan {
+    const START: StatusScan = StatusScan::Tag { len: 0, first: 0 };
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            *self = match *self {
+                StatusScan::Decided(_) => return,
+                StatusScan::Tag { len: 0, .. } if b == b' ' => StatusScan::Decided(false),
+                StatusScan::Tag {
+                    len: 1,
+                    first: b'+',
+                } if b == b' ' => StatusScan::Decided(false),
+                StatusScan::Tag { len, first } if b == b' ' => StatusScan::Word {
+                    untagged: len == 1 && first == b'*',
+                    word: [0; 7],
+                    len: 0,
+                },
+                StatusScan::Tag { len: 0, .. } => StatusScan::Tag { len: 1, first: b },
+                StatusScan::Tag { len, first } => StatusScan::Tag {
+                    len: len.saturating_add(1),
+                    first,
+                },
+                StatusScan::Word {
+                    untagged,
+                    word,
+                    len,
+                } if b == b' ' => {
+                    let word = &word[..usize::from(len)];
+                    let status = |w: &[u8]| word.eq_ignore_ascii_case(w);
+                    StatusScan::Decided(
+                        status(b"OK")
+                            || status(b"NO")
+                            || status(b"BAD")
+                            || (untagged && (status(b"BYE") || status(b"PREAUTH"))),
+                    )
+                }
+                StatusScan::Word { len: 7, .. } => StatusScan::Decided(false),
+                StatusScan::Word {
+                    untagged,
+                    mut word,
+                    len,
+                } => {
+                    word[usize::from(len)] = b;
+                    StatusScan::Word {
+                        untagged,
+                        word,
+                        len: len + 1,
+                    }
+                }
+            };
+        }
+    }
+
+    /// `tag OK|NO|BAD ` or `* OK|NO|BAD|BYE|PREAUTH `: a response whose text runs to the
+    /// line's end.
+    fn is_status(&self) -> bool {
+        matches!(self, StatusScan::Decided(true))
+    }
+}
 
 /// A literal announced at the end of a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,9 +149,8 @@ enum State {
         first_of_message: bool,
         /// The line's first byte, once seen.
         first_byte: Option<u8>,
-        /// A server message's first bytes (see [`HEAD_LEN`]).
-        head: [u8; HEAD_LEN],
-        head_len: u8,
+        /// What a server message's first bytes say (see [`StatusScan`]).
+        head: StatusScan,
     },
     Literal {
         remaining: u64,
@@ -101,8 +174,7 @@ impl State {
             line_len: 0,
             first_of_message,
             first_byte: None,
-            head: [0; HEAD_LEN],
-            head_len: 0,
+            head: StatusScan::START,
         }
     }
 }
@@ -222,7 +294,6 @@ impl Framer {
                 first_of_message,
                 first_byte,
                 head,
-                head_len,
             } => {
                 if first_byte.is_none() {
                     *first_byte = input.first().copied();
@@ -232,7 +303,7 @@ impl Framer {
                     let bytes = *input;
                     *input = &[];
                     if keeps_head {
-                        push_head(head, head_len, bytes);
+                        head.feed(bytes);
                     }
                     push_tail(tail, tail_len, bytes);
                     *line_len += bytes.len() as u64;
@@ -242,7 +313,7 @@ impl Framer {
                 *input = rest;
                 let body = &bytes[..nl];
                 if keeps_head {
-                    push_head(head, head_len, body);
+                    head.feed(body);
                 }
                 push_tail(tail, tail_len, body);
                 let tail = &tail[..*tail_len];
@@ -258,9 +329,7 @@ impl Framer {
                 let literal = if continuation {
                     None
                 } else {
-                    literal_suffix(content).filter(|_| {
-                        !(keeps_head && is_status_response(&head[..usize::from(*head_len)]))
-                    })
+                    literal_suffix(content).filter(|_| !(keeps_head && head.is_status()))
                 };
                 self.state = match literal {
                     // Only a client waits for `+`; a server's literal follows at once.
@@ -289,28 +358,6 @@ fn literal_state(len: u64) -> State {
         State::Literal { remaining: len }
     } else {
         State::new_line(false)
-    }
-}
-
-fn push_head(head: &mut [u8; HEAD_LEN], head_len: &mut u8, bytes: &[u8]) {
-    let have = usize::from(*head_len);
-    let take = (HEAD_LEN - have).min(bytes.len());
-    head[have..have + take].copy_from_slice(&bytes[..take]);
-    *head_len = (have + take) as u8;
-}
-
-/// `tag OK|NO|BAD ` or `* OK|NO|BAD|BYE|PREAUTH `: a response whose text runs to the line's
-/// end (`head` is the message's first bytes).
-fn is_status_response(head: &[u8]) -> bool {
-    let mut words = head.splitn(3, |&b| b == b' ');
-    let (Some(tag), Some(word), Some(_)) = (words.next(), words.next(), words.next()) else {
-        return false;
-    };
-    let word = word.to_ascii_uppercase();
-    match tag {
-        b"" | b"+" => false,
-        b"*" => matches!(&word[..], b"OK" | b"NO" | b"BAD" | b"BYE" | b"PREAUTH"),
-        _ => matches!(&word[..], b"OK" | b"NO" | b"BAD"),
     }
 }
 
@@ -432,6 +479,40 @@ mod tests {
         assert_eq!(
             frame(Side::Client, &[b"a1 NO {2+}\r\nhi\r\n"])[0],
             "L${2}:a1 NO {2+}\r\n"
+        );
+    }
+
+    /// The grammar sets no length for a tag: a long one does not push the status word out
+    /// of sight, however the bytes are split.
+    #[test]
+    fn a_long_tag_does_not_hide_a_status_response() {
+        let tag = "t".repeat(5000);
+        let stream =
+            format!("{tag} OK done {{30}}\r\n* 4 EXISTS\r\n{tag}x PREAUTH {{2}}\r\nhi\r\n");
+        let want = vec![
+            format!("L$:{tag} OK done {{30}}\r\n"),
+            "L$:* 4 EXISTS\r\n".to_string(),
+            // PREAUTH is a status only untagged: this line announces a literal.
+            format!("L${{2}}:{tag}x PREAUTH {{2}}\r\n"),
+            "D$:hi".to_string(),
+            "L$:\r\n".to_string(),
+        ];
+        assert_eq!(frame(Side::Server, &[stream.as_bytes()]), want);
+        let pieces: Vec<&[u8]> = stream.as_bytes().chunks(7).collect();
+        let split = frame(Side::Server, &pieces);
+        let announced: Vec<&String> = split.iter().filter(|f| f.starts_with("L${")).collect();
+        assert_eq!(announced.len(), 1, "{announced:?}");
+        assert!(announced[0].starts_with("L${2}:"), "{announced:?}");
+        let data: String = split
+            .iter()
+            .filter_map(|f| f.strip_prefix('D'))
+            .map(|f| f.trim_start_matches('$').trim_start_matches(':'))
+            .collect();
+        assert_eq!(data, "hi");
+        // `*` alone is untagged; `**` is a tag, for which BYE is no status.
+        assert_eq!(
+            frame(Side::Server, &[b"** BYE x {1}\r\nz\r\n"])[0],
+            "L${1}:** BYE x {1}\r\n"
         );
     }
 

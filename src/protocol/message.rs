@@ -153,7 +153,14 @@ fn upper(bytes: &[u8], token: &Token) -> Option<Word> {
 /// Reads a client command: `tag NAME args`, with `UID x` as a two-word name.
 pub fn parse_command(bytes: &[u8]) -> Head {
     let mut tokenizer = Tokenizer::new(bytes);
-    let (tokens, error) = tokenizer.rest();
+    let (tokens, error) = match tokenizer.tag() {
+        Ok(Some(tag)) => {
+            let (rest, error) = tokenizer.rest();
+            (std::iter::once(tag).chain(rest).collect(), error)
+        }
+        Ok(None) => (Vec::new(), None),
+        Err(e) => (Vec::new(), Some(e)),
+    };
     let mut head = Head {
         error,
         ..Head::default()
@@ -233,7 +240,7 @@ fn parse_response_with(bytes: &[u8], keep_args: bool) -> Head {
     }
     let mut t = Tokenizer::new(bytes);
     let mut head = Head::default();
-    let first = match t.next_token() {
+    let first = match t.tag() {
         Ok(Some(tok)) => tok,
         Ok(None) => return head,
         Err(e) => {

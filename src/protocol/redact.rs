@@ -67,28 +67,53 @@ pub fn secrets(kind: Kind, head: &Head, bytes: &[u8], complete: bool) -> Vec<Sec
                     what: "arguments",
                 }];
             }
-            match head.args().get(index) {
+            let args = head.args();
+            let to_end = |start: usize, what| {
+                vec![Secret {
+                    range: start..line_content_end(bytes).max(start),
+                    what,
+                }]
+            };
+            // Fail closed: where the line is not what the grammar says (a token the tokenizer
+            // stopped in, a LOGIN with more than two arguments, a mechanism name that is none),
+            // everything from the secret on is hidden, not only the token that was read.
+            let malformed = head.error.is_some()
+                || (name == "LOGIN" && args.len() > 2)
+                || (name == "AUTHENTICATE"
+                    && args
+                        .first()
+                        .is_some_and(|m| !is_mechanism(&bytes[m.span.clone()])));
+            match args.get(index) {
                 // `=` is an empty initial response: nothing to hide.
-                Some(t) if what == "sasl-ir" && &bytes[t.span.clone()] == b"=" => Vec::new(),
+                Some(t) if what == "sasl-ir" && &bytes[t.span.clone()] == b"=" && !malformed => {
+                    Vec::new()
+                }
+                Some(t) if malformed => to_end(t.span.start, what),
                 Some(t) => vec![Secret {
                     range: t.span.clone(),
                     what,
                 }],
-                // A head that did not tokenize: hide everything after the name.
-                None if head.error.is_some() => head
-                    .args()
-                    .first()
-                    .map(|t| Secret {
-                        range: t.span.start..line_content_end(bytes),
-                        what: "arguments",
-                    })
-                    .into_iter()
-                    .collect(),
+                // No secret token where one may have been swallowed by the one before (`a
+                // LOGIN ne[ll pw`), or not read at all: everything after the name.
+                None if malformed || name == "LOGIN" => match args.first() {
+                    Some(t) => to_end(t.span.start, "arguments"),
+                    None => Vec::new(),
+                },
                 None => Vec::new(),
             }
         }
         _ => Vec::new(),
     }
+}
+
+/// What a SASL mechanism's name may be made of (RFC 4422: upper-case letters, digits, `-`
+/// and `_`; clients send lower case too).
+fn is_mechanism(name: &[u8]) -> bool {
+    !name.is_empty()
+        && name.len() <= 20
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// The bytes with every secret replaced by [`PLACEHOLDER`].
@@ -104,10 +129,11 @@ pub fn apply(bytes: &[u8], secrets: &[Secret]) -> Vec<u8> {
     out
 }
 
-/// The user named by a LOGIN command. `complete` is false when `bytes` is only the head of
-/// the command: the user name counts only if a token follows it, so that it is whole.
-pub fn login_user(head: &Head, bytes: &[u8], complete: bool) -> Option<String> {
-    if !complete && !login_user_is_whole(head) {
+/// The user named by a LOGIN command. It counts only if a token follows it: then it is whole
+/// (`bytes` may be only the head of the command), and it is surely no token that ran on into
+/// the password (`ne[ll pw`).
+pub fn login_user(head: &Head, bytes: &[u8]) -> Option<String> {
+    if !login_user_is_whole(head) {
         return None;
     }
     let t = head.args().first()?;
@@ -125,7 +151,7 @@ pub fn authenticate_args(head: &Head, bytes: &[u8]) -> (Option<String>, Option<V
     let mech = head
         .args()
         .first()
-        .filter(|t| t.kind == TokenKind::Atom)
+        .filter(|t| t.kind == TokenKind::Atom && is_mechanism(&bytes[t.span.clone()]))
         .map(|t| String::from_utf8_lossy(&bytes[t.span.clone()]).to_ascii_uppercase());
     let ir = head.args().get(1).map(|t| bytes[t.span.clone()].to_vec());
     (mech, ir)
@@ -235,6 +261,73 @@ mod tests {
             redacted(Kind::Command, b"a SELECT INBOX\r\n"),
             "a SELECT INBOX\r\n"
         );
+    }
+
+    /// RFC 9051 allows `]` in an astring and `[`/`]` in a tag; a line the tokenizer reads
+    /// otherwise than the grammar must still lose its password whole (fail closed).
+    #[test]
+    fn odd_tags_and_brackets_never_leak_a_password() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"a] LOGIN nell Secret0\r\n", "a] LOGIN nell <redacted>\r\n"),
+            (b"] LOGIN nell Secret1\r\n", "] LOGIN nell <redacted>\r\n"),
+            (b"a[ LOGIN nell Secret3\r\n", "a[ LOGIN nell <redacted>\r\n"),
+            (
+                b"x[y]] LOGIN nell Secret4\r\n",
+                "x[y]] LOGIN nell <redacted>\r\n",
+            ),
+            (
+                b"a0 LOGIN nell pa]ssSECRET\r\n",
+                "a0 LOGIN nell <redacted>\r\n",
+            ),
+            (
+                b"a0 LOGIN nell ]ssSECRET\r\n",
+                "a0 LOGIN nell <redacted>\r\n",
+            ),
+            (
+                b"a0 LOGIN ne]ll SECRET\r\n",
+                "a0 LOGIN ne]ll <redacted>\r\n",
+            ),
+            // The user name ran on into the password: both hidden.
+            (b"a0 LOGIN ne[ll SECRET\r\n", "a0 LOGIN <redacted>\r\n"),
+            (
+                b"a0 LOGIN nell pa)ss SECRET\r\n",
+                "a0 LOGIN nell <redacted>\r\n",
+            ),
+            (
+                b"a0 LOGIN nell pass word\r\n",
+                "a0 LOGIN nell <redacted>\r\n",
+            ),
+            (b"a0 LOGIN nell\r\n", "a0 LOGIN <redacted>\r\n"),
+            (
+                b"a] AUTHENTICATE PLAIN AG5lbGwAc2VjcmV0\r\n",
+                "a] AUTHENTICATE PLAIN <redacted>\r\n",
+            ),
+            (
+                b"a AUTHENTICATE PLAIN AG5l)bGwAc2VjcmV0\r\n",
+                "a AUTHENTICATE PLAIN <redacted>\r\n",
+            ),
+            (
+                b"a AUTHENTICATE PL[AIN AG5lbGwAc2VjcmV0\r\n",
+                "a AUTHENTICATE <redacted>\r\n",
+            ),
+            // A well-formed line keeps what follows its initial response.
+            (
+                b"a AUTHENTICATE PLAIN AG5lbGwAc2VjcmV0 extra\r\n",
+                "a AUTHENTICATE PLAIN <redacted> extra\r\n",
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(
+                redacted(Kind::Command, line),
+                *want,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        let user = |line: &[u8]| login_user(&parse_command(line), line);
+        assert_eq!(user(b"a] LOGIN nell Secret0\r\n").as_deref(), Some("nell"));
+        assert_eq!(user(b"a LOGIN ne]ll pw\r\n").as_deref(), Some("ne]ll"));
+        assert_eq!(user(b"a LOGIN ne[ll pw\r\n"), None);
     }
 
     #[test]

@@ -91,6 +91,10 @@ pub struct Tokenizer<'a> {
     pos: usize,
     /// Lists and codes open around the current position.
     depth: usize,
+    /// Response codes (`[...]`) open around the current position. Outside one, `]` is an
+    /// ordinary character of an astring (RFC 9051 `ASTRING-CHAR`): a password `pa]ss`, a
+    /// tag `a]`.
+    codes: usize,
 }
 
 impl<'a> Tokenizer<'a> {
@@ -99,6 +103,7 @@ impl<'a> Tokenizer<'a> {
             buf,
             pos: 0,
             depth: 0,
+            codes: 0,
         }
     }
 
@@ -108,6 +113,7 @@ impl<'a> Tokenizer<'a> {
             buf,
             pos: pos.min(buf.len()),
             depth: 0,
+            codes: 0,
         }
     }
 
@@ -124,6 +130,28 @@ impl<'a> Tokenizer<'a> {
         let start = self.pos;
         self.skip_atom();
         Some(start..self.pos)
+    }
+
+    /// A message's tag: everything up to the first space (RFC 9051 `tag`, which may hold
+    /// `[` and `]`), read as an atom. A message that starts with a list, a string or a
+    /// literal is no tagged message; that is read as the token it is.
+    pub fn tag(&mut self) -> Result<Option<Token>, TokenError> {
+        self.skip_spaces();
+        match self.peek() {
+            None | Some(b'\r' | b'\n' | b'(' | b')' | b'"' | b'{' | b'~') => self.next_token(),
+            Some(_) => {
+                let start = self.pos;
+                while !matches!(self.peek(), None | Some(b' ' | b'\r' | b'\n')) {
+                    self.pos += 1;
+                }
+                let kind =
+                    number(&self.buf[start..self.pos]).map_or(TokenKind::Atom, TokenKind::Number);
+                Ok(Some(Token {
+                    kind,
+                    span: start..self.pos,
+                }))
+            }
+        }
     }
 
     pub fn position(&self) -> usize {
@@ -183,12 +211,15 @@ impl<'a> Tokenizer<'a> {
             }
             b'[' => {
                 self.pos += 1;
-                let items = self.sequence(b']')?;
+                self.codes += 1;
+                let items = self.sequence(b']');
+                self.codes -= 1;
                 Ok(Some(Token {
-                    kind: TokenKind::Code(items),
+                    kind: TokenKind::Code(items?),
                     span: start..self.pos,
                 }))
             }
+            b']' if self.codes == 0 => Ok(Some(self.atom())),
             b')' | b']' => Err(self.error("unbalanced closing bracket")),
             b'"' => self.quoted().map(Some),
             b'{' => Ok(Some(self.literal(start))),
@@ -322,7 +353,9 @@ impl<'a> Tokenizer<'a> {
                 match b {
                     b'\r' | b'\n' => break,
                     b' ' | b'(' | b')' if depth == 0 => break,
-                    b']' if depth == 0 => break,
+                    // Outside a response code, `]` is an astring's own.
+                    b']' if depth == 0 && self.codes > 0 => break,
+                    b']' if depth == 0 => {}
                     b'[' => depth += 1,
                     b']' => depth -= 1,
                     _ => {}
@@ -345,6 +378,13 @@ impl<'a> Tokenizer<'a> {
     /// without recursion or allocation, so a FETCH response for every message of a mailbox
     /// costs a scan and nothing more.
     pub fn check_rest(&mut self) -> Option<TokenError> {
+        let codes = self.codes;
+        let error = self.check_rest_inner();
+        self.codes = codes;
+        error
+    }
+
+    fn check_rest_inner(&mut self) -> Option<TokenError> {
         // The closers of the lists and codes open here, innermost last.
         let mut open = [0u8; MAX_DEPTH];
         let mut depth = 0;
@@ -360,6 +400,9 @@ impl<'a> Tokenizer<'a> {
                 _ if depth > 0 && b == open[depth - 1] => {
                     self.pos += 1;
                     depth -= 1;
+                    if b == b']' {
+                        self.codes -= 1;
+                    }
                 }
                 b'(' | b'[' if self.depth + depth >= MAX_DEPTH => {
                     return Some(self.error(TOO_DEEP));
@@ -368,7 +411,11 @@ impl<'a> Tokenizer<'a> {
                     self.pos += 1;
                     open[depth] = if b == b'(' { b')' } else { b']' };
                     depth += 1;
+                    if b == b'[' {
+                        self.codes += 1;
+                    }
                 }
+                b']' if self.codes == 0 => self.skip_atom(),
                 b')' | b']' => return Some(self.error("unbalanced closing bracket")),
                 b'"' => {
                     if let Err(e) = self.quoted() {

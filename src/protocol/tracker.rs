@@ -158,10 +158,14 @@ struct InFlight {
     start_us: u64,
     /// The mailbox argument of SELECT/EXAMINE.
     mailbox: Option<String>,
-    /// The SASL mechanism of AUTHENTICATE.
+    /// The SASL mechanism of AUTHENTICATE, until its first response (the only one that may
+    /// name the user) has been read.
     mechanism: Option<String>,
     /// The server answered this command with a continuation request.
     continued: bool,
+    /// The command may be answered with `+`: IDLE, AUTHENTICATE, or it announced a
+    /// synchronizing literal.
+    may_continue: bool,
 }
 
 /// A message being assembled from fragments.
@@ -666,8 +670,10 @@ impl SessionTracker {
         {
             m.kind = Kind::SaslData;
             m.reply_to = Some(auth.seq);
-            if let (None, Some(mech)) = (&self.user, &auth.mechanism)
-                && let Some(user) = redact::sasl_user(mech, bytes)
+            // Only the first response names the user (LOGIN's second is the password, which
+            // must not be taken for a name when the first did not decode).
+            if let (None, Some(mech)) = (&self.user, auth.mechanism.take())
+                && let Some(user) = redact::sasl_user(&mech, bytes)
             {
                 m.detail_mut().user = Some(user.clone());
                 self.user = Some(user);
@@ -676,11 +682,9 @@ impl SessionTracker {
             auth.continued = false;
             return;
         }
-        if let Some(idle) = self
-            .in_flight
-            .iter()
-            .rev()
-            .find(|c| c.name == "IDLE" && c.continued)
+        // `DONE` ends the IDLE in flight, whether or not the server's `+` came first (a client
+        // may send both in one write; a command always has a tag and a name).
+        if let Some(idle) = self.in_flight.iter().rev().find(|c| c.name == "IDLE")
             && trim_line_end(bytes).eq_ignore_ascii_case(b"DONE")
         {
             m.kind = Kind::IdleDone;
@@ -711,10 +715,12 @@ impl SessionTracker {
             mailbox: None,
             mechanism: None,
             continued: false,
+            may_continue: matches!(&*name, "IDLE" | "AUTHENTICATE")
+                || has_sync_literal(head.args()),
         };
         match &*name {
             "LOGIN" => {
-                m.detail_mut().user = redact::login_user(&head, bytes, !m.partial);
+                m.detail_mut().user = redact::login_user(&head, bytes);
                 self.user = m.detail().user.clone().or(self.user.take());
             }
             "AUTHENTICATE" => {
@@ -730,7 +736,8 @@ impl SessionTracker {
                 // sends both in one write (Dovecot accepts it) must not have its
                 // credentials read as a command.
                 command.continued = ir.is_none();
-                command.mechanism = mech;
+                // With an initial response, that was the first response.
+                command.mechanism = if ir.is_none() { mech } else { None };
             }
             "SELECT" | "EXAMINE" => {
                 command.mailbox = head
@@ -782,7 +789,15 @@ impl SessionTracker {
             m.name = None;
             // The client may now send the literal it announced.
             self.client.framer.literal_accepted();
-            if let Some(c) = self.in_flight.last_mut() {
+            // It answers the newest command that can be answered so; a client that sent its
+            // literal before the `+` may have sent another command after it.
+            let newest = self.in_flight.len().checked_sub(1);
+            let answered = self
+                .in_flight
+                .iter()
+                .rposition(|c| c.may_continue)
+                .or(newest);
+            if let Some(c) = answered.and_then(|i| self.in_flight.get_mut(i)) {
                 c.continued = true;
                 m.reply_to = Some(c.seq);
             } else {
@@ -935,6 +950,17 @@ impl SessionTracker {
 
 fn text(bytes: &[u8], t: &super::token::Token) -> String {
     String::from_utf8_lossy(&bytes[t.span.clone()]).into_owned()
+}
+
+/// Whether a command's arguments announce a synchronizing literal (`{5}`, not `{5+}`), at
+/// any depth (CATENATE's are inside a list).
+fn has_sync_literal(tokens: &[super::token::Token]) -> bool {
+    use super::token::TokenKind;
+    tokens.iter().any(|t| match &t.kind {
+        TokenKind::Literal { non_sync, .. } => !non_sync,
+        TokenKind::List(items) | TokenKind::Code(items) => has_sync_literal(items),
+        _ => false,
+    })
 }
 
 fn trim_line_end(bytes: &[u8]) -> &[u8] {
@@ -1212,6 +1238,65 @@ mod tests {
         assert_eq!((m.kind, m.reply_to), (Kind::IdleDone, Some(2)));
         let end = feed(&mut t, Side::Server, 5, b"i OK Idle completed.\r\n");
         assert_eq!(messages(&end)[0].detail().latency_us, Some(4));
+    }
+
+    /// LOGIN's first response names the user; when it does not decode, the second (the
+    /// password) is not taken for the name.
+    #[test]
+    fn only_the_first_sasl_response_may_name_the_user() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"a AUTHENTICATE LOGIN\r\n");
+        feed(&mut t, Side::Server, 2, b"+ VXNlcm5hbWU6\r\n");
+        feed(&mut t, Side::Client, 3, b"bmVsbA\r\n");
+        feed(&mut t, Side::Server, 4, b"+ UGFzc3dvcmQ6\r\n");
+        let pass = feed(&mut t, Side::Client, 5, b"QVNlY3JldFBhc3N3b3Jk\r\n");
+        assert_eq!(messages(&pass)[0].kind, Kind::SaslData);
+        assert_eq!(messages(&pass)[0].detail().user, None);
+        assert_eq!(t.user(), None);
+        // With an initial response, that was the first response.
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"a AUTHENTICATE LOGIN bmVsbA\r\n");
+        feed(&mut t, Side::Server, 2, b"+ UGFzc3dvcmQ6\r\n");
+        feed(&mut t, Side::Client, 3, b"QVNlY3JldFBhc3N3b3Jk\r\n");
+        assert_eq!(t.user(), None);
+    }
+
+    /// A client may send DONE, or a literal, without waiting for the server's `+`; Dovecot
+    /// takes both. DONE still ends the IDLE, and the `+` answers the command that can be
+    /// answered so, not the newest one.
+    #[test]
+    fn what_a_client_sends_before_the_servers_plus_is_paired_right() {
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        let sent = feed(&mut t, Side::Client, 1, b"c IDLE\r\nDONE\r\n");
+        let sent = messages(&sent);
+        assert_eq!(
+            (sent[1].kind, sent[1].reply_to),
+            (Kind::IdleDone, Some(sent[0].seq))
+        );
+        feed(
+            &mut t,
+            Side::Server,
+            2,
+            b"+ idling\r\nc OK Idle completed.\r\n",
+        );
+        let sent = feed(
+            &mut t,
+            Side::Client,
+            3,
+            b"d APPEND INBOX {5}\r\nhello\r\ne NOOP\r\n",
+        );
+        let sent = messages(&sent);
+        let (append, noop) = (sent[0].seq, sent[1].seq);
+        assert_eq!(sent[1].name.as_deref(), Some("NOOP"));
+        let cont = feed(&mut t, Side::Server, 4, b"+ OK\r\n");
+        assert_eq!(messages(&cont)[0].reply_to, Some(append));
+        let done = feed(&mut t, Side::Server, 5, b"d OK done\r\ne OK done\r\n");
+        let done = messages(&done);
+        assert_eq!(done[0].reply_to, Some(append));
+        assert_eq!(done[1].reply_to, Some(noop));
     }
 
     #[test]
