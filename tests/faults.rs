@@ -822,3 +822,37 @@ fn a_hangup_closes_every_transcript() {
     assert_eq!(all.len(), 1);
     assert_eq!(end_of(&all[0].1).reason, "imapscope shut down");
 }
+
+/// SIGTERM while a session is still being set up (the upstream's TLS handshake has not
+/// finished): the session ends as shut down, not as an upstream failure, and the client is
+/// told so.
+#[test]
+fn sigterm_during_setup_ends_the_session_as_shut_down() {
+    // An upstream that accepts and never answers the TLS hello.
+    let (addr, _server) = upstream(|_| std::thread::sleep(Duration::from_secs(5)));
+    let out = tempfile::tempdir().unwrap();
+    let scope = Imapscope::record(
+        &addr,
+        out.path(),
+        &["--upstream-tls", "tls", "--insecure-upstream"],
+    );
+    let mut c = RawClient::connect(scope.port());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(scope.terminate().success());
+    let bye = c.read_until("a BYE", |l| l.starts_with(b"* BYE"));
+    assert!(
+        String::from_utf8_lossy(&bye).contains("shutting down"),
+        "{}",
+        String::from_utf8_lossy(&bye)
+    );
+    let all = transcripts(out.path());
+    assert_eq!(all.len(), 1);
+    let t = &all[0].1;
+    assert_eq!(end_of(t).reason, "imapscope shut down");
+    let errors: Vec<_> = t
+        .records
+        .iter()
+        .filter(|r| matches!(r, Record::Error(_)))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+}

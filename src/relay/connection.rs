@@ -48,6 +48,8 @@ pub(super) const READ_MAX: usize = 256 * 1024;
 /// server's last responses, however long, go on as long as they flow).
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
+/// The end reason of every session imapscope's shutdown ended, in whatever phase.
+pub(super) const SHUT_DOWN: &str = "imapscope shut down";
 /// How long a plain upstream may keep silent before the log suggests it speaks implicit TLS
 /// (a TLS server waits for the client's hello; an IMAP server greets at once).
 pub(super) const GREETING_WAIT: Duration = Duration::from_secs(5);
@@ -333,7 +335,7 @@ impl Connection {
                     Err(_) => Err(format!("no answer within {} s", self.config.connect_timeout.as_secs())),
                 }
             }
-            _ = self.shutdown.cancelled() => Err("imapscope is shutting down".to_string()),
+            _ = self.shutdown.cancelled() => return self.shut_down_in_setup(&mut client).await,
         };
         let upstream = match upstream {
             Ok(s) => s,
@@ -352,6 +354,9 @@ impl Connection {
         let mut upstream = match self.config.upstream_tls {
             TlsMode::Tls => match self.connect_tls(upstream).await {
                 Ok(s) => s,
+                Err(_) if self.shutdown.is_cancelled() => {
+                    return self.shut_down_in_setup(&mut client).await;
+                }
                 Err(message) => {
                     self.refuse(&mut client, &message).await;
                     return "upstream TLS handshake failed".into();
@@ -386,6 +391,9 @@ impl Connection {
                     };
                     upstream = match self.connect_tls(up).await {
                         Ok(s) => s,
+                        Err(_) if self.shutdown.is_cancelled() => {
+                            return self.shut_down_in_setup(&mut Stream::Plain(down)).await;
+                        }
                         Err(message) => {
                             let mut down = Stream::Plain(down);
                             self.tell(RelayEvent::Said(Annotation::Note {
@@ -470,6 +478,20 @@ impl Connection {
         let _ = client.shutdown().await;
     }
 
+    /// Shutdown came while the connection was still being set up (the upstream being reached,
+    /// its TLS handshake): that, not a failure of the upstream, is why it ends. The client
+    /// hears why (the BYE a server that shuts down sends), as far as it can be told.
+    async fn shut_down_in_setup(&self, client: &mut Stream) -> String {
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            let _ = client
+                .write_all(b"* BYE [UNAVAILABLE] imapscope is shutting down\r\n")
+                .await;
+            let _ = client.shutdown().await;
+        })
+        .await;
+        SHUT_DOWN.into()
+    }
+
     /// TLS with the client, as a server with a certificate minted for its SNI.
     async fn accept_tls(&self, tcp: TcpStream) -> Result<Stream, String> {
         let Some(leg) = &self.config.tls.client_leg else {
@@ -487,7 +509,7 @@ impl Connection {
         );
         let result = tokio::select! {
             r = handshake => r,
-            _ = self.shutdown.cancelled() => return Err("imapscope shut down".into()),
+            _ = self.shutdown.cancelled() => return Err(SHUT_DOWN.into()),
         };
         match result {
             Ok(Ok(tls)) => {
@@ -559,7 +581,7 @@ impl Connection {
         );
         let result = tokio::select! {
             r = handshake => r,
-            _ = self.shutdown.cancelled() => return Err("imapscope is shutting down".into()),
+            _ = self.shutdown.cancelled() => return Err(SHUT_DOWN.into()),
         };
         match result {
             Ok(Ok(tls)) => {
@@ -635,7 +657,7 @@ impl Connection {
             _ = self.shutdown.cancelled() => (None, false, false),
         };
         let Some(first) = first else {
-            return Phase::Closed("imapscope shut down".into());
+            return Phase::Closed(SHUT_DOWN.into());
         };
         if let PumpEnd::Upgrade(ok) = &first {
             // The other pump stops at the boundary too (the verdict is out).

@@ -33,7 +33,9 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::connection::{CLOSE_GRACE, Connection, GREETING_WAIT, PumpEnd, READ_MAX, READ_MIN};
+use super::connection::{
+    CLOSE_GRACE, Connection, GREETING_WAIT, PumpEnd, READ_MAX, READ_MIN, SHUT_DOWN,
+};
 use super::recorder::{Annotation, Record, RelayEvent};
 use crate::protocol::Side;
 
@@ -253,7 +255,7 @@ impl Lane {
             for event in events.iter() {
                 if event.token() == WAKER {
                     if !self.take_commands() {
-                        self.end_all("imapscope shut down");
+                        self.end_all(SHUT_DOWN);
                         return;
                     }
                     continue;
@@ -305,7 +307,7 @@ impl Lane {
                 Ok(Command::Relay(handover)) => self.open(*handover),
                 Ok(Command::Stop(id)) => {
                     if let Some(&slot) = self.by_id.get(&id) {
-                        self.end(slot, "imapscope shut down".into());
+                        self.end(slot, SHUT_DOWN.into());
                     }
                 }
                 Ok(Command::Quit) | Err(mpsc::TryRecvError::Disconnected) => return false,
