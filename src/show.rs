@@ -57,6 +57,8 @@ pub struct Renderer {
     prefix: String,
     /// Messages whose parts are still to come, by seq: each continues where it stopped.
     pending: BTreeMap<u64, Pending>,
+    /// The end line was rendered.
+    ended: bool,
 }
 
 /// Where a message handed out in parts (a large literal) stopped.
@@ -96,7 +98,22 @@ impl Renderer {
             full,
             prefix,
             pending: BTreeMap::new(),
+            ended: false,
         }
+    }
+
+    /// After the last record of a transcript that has no end line (imapscope is still
+    /// recording it, or was killed): how far each message still in parts came, and that the
+    /// transcript stops there. A literal cut by `kill -9` is shown as far as it was written.
+    pub fn finish(&mut self) -> String {
+        if self.ended {
+            return String::new();
+        }
+        let seqs: Vec<u64> = self.pending.keys().copied().collect();
+        let cut: String = seqs.into_iter().map(|seq| self.cut_short(seq)).collect();
+        cut + &self.separator(
+            "no end line: imapscope is still recording this, or was stopped (kill -9, a crash)",
+        )
     }
 
     fn time(&self, t_us: u64) -> String {
@@ -162,10 +179,8 @@ impl Renderer {
                 s.dim(&format!("[{} bytes of {}, not decoded]", o.len, o.what))
             ),
             Record::Dropped(d) => {
-                let text = visible(
-                    String::from_utf8_lossy(&d.payload.to_bytes().unwrap_or_default()).trim_end(),
-                )
-                .into_owned();
+                let text = visible(text_of(&d.payload.to_bytes().unwrap_or_default()).trim_end())
+                    .into_owned();
                 format!(
                     "{}{} {} {} {}\n",
                     self.prefix,
@@ -196,6 +211,7 @@ impl Renderer {
                 ))
             ),
             Record::End(e) => {
+                self.ended = true;
                 let seqs: Vec<u64> = self.pending.keys().copied().collect();
                 let cut: String = seqs.into_iter().map(|seq| self.cut_short(seq)).collect();
                 let mut text = format!(
@@ -311,13 +327,14 @@ impl Renderer {
         while let Some(f) = p.framer.next(&mut input) {
             match f {
                 Fragment::Line { bytes, end } => {
-                    let text = String::from_utf8_lossy(bytes);
+                    let text = text_of(bytes);
                     current.push_str(&visible(text.trim_end_matches(['\r', '\n'])));
                     // A command that ends with its literal (APPEND) leaves an empty line:
                     // nothing a person would read.
                     let empty_after_literal = current.is_empty() && !lines.is_empty();
                     if end.is_some() && !empty_after_literal {
-                        lines.push(mark_secrets(&std::mem::take(&mut current)));
+                        let line = std::mem::take(&mut current);
+                        lines.push(mark_secrets(&self.folded(line)));
                     }
                 }
                 Fragment::Literal { bytes, last } => {
@@ -344,7 +361,7 @@ impl Renderer {
             }
         }
         if !current.is_empty() {
-            lines.push(mark_secrets(&current));
+            lines.push(mark_secrets(&self.folded(current)));
         }
         if hidden {
             lines = vec![s.secret("<redacted>")];
@@ -376,9 +393,48 @@ impl Renderer {
         format!(
             "{} {}",
             self.style.dim("│"),
-            visible(String::from_utf8_lossy(line).trim_end_matches(['\r', '\n']))
+            visible(text_of(line).trim_end_matches(['\r', '\n']))
         )
     }
+
+    /// A line as the folded view shows it: a very long one (a SEARCH of a large mailbox, a
+    /// command a peer never ended) cut, as literals are folded; `--full` shows it whole.
+    fn folded(&self, line: String) -> String {
+        if self.full || line.len() <= LONGEST_SHOWN_LINE {
+            return line;
+        }
+        let mut cut = LONGEST_SHOWN_LINE;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let more = line.len() - cut;
+        format!(
+            "{}{}",
+            &line[..cut],
+            self.style.dim(&format!(
+                "… ({more} more bytes of this line; --full shows them)"
+            ))
+        )
+    }
+}
+
+/// The longest line the folded view shows whole.
+const LONGEST_SHOWN_LINE: usize = 4096;
+
+/// Bytes as text with nothing lost: bytes that are not UTF-8 are written out as `\xNN`, as
+/// NUL and the other control bytes are (see [`visible`]), not all made one U+FFFD.
+pub fn text_of(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(bytes.len() + 16);
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out.into()
 }
 
 /// `text` as a terminal shows it and nothing more: what a peer sent may hold escape sequences
@@ -412,7 +468,7 @@ pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// The first line of a literal's first bytes, at most 60 characters, for the folded view.
 fn first_line(preview: &[u8]) -> String {
-    let line: String = String::from_utf8_lossy(preview)
+    let line: String = text_of(preview)
         .lines()
         .next()
         .unwrap_or("")
@@ -450,7 +506,9 @@ fn latency(us: u64) -> String {
 pub fn render(transcripts: &[(String, Vec<Record>)], style: Style, full: bool) -> String {
     if transcripts.len() == 1 {
         let mut r = Renderer::new(style, full, String::new());
-        return transcripts[0].1.iter().map(|rec| r.record(rec)).collect();
+        let mut out: String = transcripts[0].1.iter().map(|rec| r.record(rec)).collect();
+        out.push_str(&r.finish());
+        return out;
     }
     // (absolute µs, transcript index, record index)
     let mut order = Vec::new();
@@ -492,10 +550,14 @@ pub fn render(transcripts: &[(String, Vec<Record>)], style: Style, full: bool) -
             Renderer::new(style, full, format!("{} ", style.strong(&label)))
         })
         .collect();
-    order
+    let mut out: String = order
         .into_iter()
         .map(|(_, i, j)| renderers[i].record(&transcripts[i].1[j]))
-        .collect()
+        .collect();
+    for r in &mut renderers {
+        out.push_str(&r.finish());
+    }
+    out
 }
 
 fn record_time(r: &Record) -> u64 {

@@ -146,6 +146,26 @@ fn a_literal_recorded_in_parts_is_shown_whole() {
         folded.contains(&format!("│ {cut} bytes so far: line 00000")),
         "{folded}"
     );
+
+    // The same, as `kill -9` leaves it: no end line. The literal is still shown as far as
+    // it came, and the transcript is said to stop there.
+    let cut_path = dir.path().join("cut.jsonl");
+    let text = std::fs::read_to_string(&cut_path).unwrap();
+    let (kept, last) = text.trim_end().rsplit_once('\n').unwrap();
+    assert!(last.contains(r#""type":"end""#), "{last}");
+    let killed = dir.path().join("killed.jsonl");
+    std::fs::write(&killed, format!("{kept}\n")).unwrap();
+    let folded = imapscope(&["show", "--color", "never", killed.to_str().unwrap()]);
+    assert!(
+        folded.contains(&format!("│ {cut} bytes so far: line 00000")),
+        "{folded}"
+    );
+    assert!(
+        folded
+            .trim_end()
+            .ends_with("or was stopped (kill -9, a crash) ──"),
+        "{folded}"
+    );
 }
 
 #[test]
