@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -56,6 +56,18 @@ pub struct TlsLegs {
 pub struct Index {
     dir: PathBuf,
     cache: Mutex<HashMap<PathBuf, (u64, SystemTime, Summary)>>,
+    /// The last listing, shared by every live event stream: however many tabs are open,
+    /// the directory is walked once per poll, and a tab whose last listing has the same
+    /// generation compares nothing.
+    latest: Mutex<Option<Snapshot>>,
+}
+
+/// One listing, when it was made, and a number that changes whenever a row did.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub rows: Arc<Vec<Summary>>,
+    taken: Instant,
 }
 
 impl Index {
@@ -63,7 +75,32 @@ impl Index {
         Index {
             dir: dir.to_path_buf(),
             cache: Mutex::new(HashMap::new()),
+            latest: Mutex::new(None),
         }
+    }
+
+    /// The listing, walked again only if the last one is older than `max_age`. Callers
+    /// asking at once wait for one walk rather than making one each.
+    pub fn snapshot(&self, max_age: Duration) -> Snapshot {
+        let mut latest = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = latest.as_ref()
+            && s.taken.elapsed() < max_age
+        {
+            return s.clone();
+        }
+        let rows = self.sessions();
+        let generation = match latest.as_ref() {
+            Some(s) if *s.rows == rows => s.generation,
+            Some(s) => s.generation + 1,
+            None => 0,
+        };
+        let snapshot = Snapshot {
+            generation,
+            rows: Arc::new(rows),
+            taken: Instant::now(),
+        };
+        *latest = Some(snapshot.clone());
+        snapshot
     }
 
     pub fn dir(&self) -> &Path {

@@ -177,18 +177,22 @@ async fn sessions(State(app): State<Shared>, Query(filter): Query<Filter>) -> Re
     }
 }
 
-/// `event: session` for every session once, then for each that appears or changes.
+/// `event: session` for every session once, then for each that appears or changes. Every
+/// open stream shares one listing per poll ([`Index::snapshot`]), and one whose listing has
+/// not changed since its last look does no work.
 async fn events(State(app): State<Shared>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     struct Poll {
         app: Shared,
         known: std::collections::HashMap<String, Summary>,
         queue: std::collections::VecDeque<Summary>,
+        generation: Option<u64>,
         first: bool,
     }
     let state = Poll {
         app,
         known: Default::default(),
         queue: Default::default(),
+        generation: None,
         first: true,
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
@@ -208,13 +212,18 @@ async fn events(State(app): State<Shared>) -> Sse<impl Stream<Item = Result<Even
             }
             s.first = false;
             let app = s.app.clone();
-            let rows = tokio::task::spawn_blocking(move || app.index.sessions())
-                .await
-                .unwrap_or_default();
-            for row in rows.into_iter().rev() {
-                if s.known.get(&row.name) != Some(&row) {
+            let Ok(snapshot) = tokio::task::spawn_blocking(move || app.index.snapshot(POLL)).await
+            else {
+                continue;
+            };
+            if s.generation == Some(snapshot.generation) {
+                continue;
+            }
+            s.generation = Some(snapshot.generation);
+            for row in snapshot.rows.iter().rev() {
+                if s.known.get(&row.name) != Some(row) {
                     s.known.insert(row.name.clone(), row.clone());
-                    s.queue.push_back(row);
+                    s.queue.push_back(row.clone());
                 }
             }
         }

@@ -235,7 +235,7 @@ async function viewSessions(ctx) {
 
   const { form, read } = filterForm('filter', filter, v => { clearTimeout(typing); apply(v); }, 'Filter');
   form.addEventListener('input', () => { clearTimeout(typing); typing = setTimeout(() => apply(read()), 400); });
-  ctx.cleanup.push(() => { clearTimeout(timer); clearTimeout(typing); });
+  ctx.cleanup.push(() => { clearTimeout(timer); clearTimeout(typing); clearTimeout(flushing); });
 
   const count = h('span', { class: 'count' });
   const wfBtn = h('button', { type: 'button', onclick: () => { location.hash = '#/waterfall' + qs({ names: pick().slice(0, 100).join(',') }); } });
@@ -324,19 +324,21 @@ async function viewSessions(ctx) {
     }
     updateBar();
   }
+  // Without updateBar: the caller updates the bar once for a batch.
   function remove(name) {
     rows.delete(name); selected.delete(name);
     const tr = trs.get(name); if (tr) tr.remove();
     trs.delete(name);
-    updateBar();
   }
 
   // quiet: a background refresh (live events) leaves the "ready" flag alone.
-  let gen = 0;
+  let gen = 0, loading = 0;
   async function load(quiet) {
     const mine = ++gen;
     if (!quiet) delete document.body.dataset.ready;
-    const d = await ctx.api('/api/sessions' + qs(filter));
+    loading++;
+    let d;
+    try { d = await ctx.api('/api/sessions' + qs(filter)); } finally { loading--; flushSoon(); }
     if (mine !== gen) return; // a newer filter was applied meanwhile
     rows.clear();
     for (const s of d.sessions || []) rows.set(s.name, s);
@@ -356,15 +358,39 @@ async function viewSessions(ctx) {
 
   const deep = () => ['command', 'status', 'mailbox', 'q'].some(k => filter[k]);
   const matches = s => SIMPLE.every(k => !filter[k] || String(s[k] || '').toLowerCase().includes(filter[k].toLowerCase()));
+  // Events come in bursts (every session once when the stream opens, which may be before the
+  // list has loaded): they are taken a batch at a time, and not while the list is loading,
+  // so a burst of n sessions costs one rendering of the table, not n insertions into it.
+  const pending = new Map();
+  let flushing = null;
   function onSession(s) {
-    const old = rows.get(s.name);
-    const known = seen.get(s.name);
-    seen.set(s.name, s.size);
-    if (old && JSON.stringify(old) === JSON.stringify(s)) return;
-    if (!matches(s)) { if (old) remove(s.name); return; }
-    if (old || !deep()) { upsert(s); return; }
-    // A session not in the list, and the filter looks inside transcripts: ask the server.
-    if (known !== s.size) refreshSoon();
+    pending.set(s.name, s);
+    flushSoon();
+  }
+  function flushSoon() { if (!flushing && pending.size) flushing = setTimeout(flush, 50); }
+  function flush() {
+    flushing = null;
+    if (loading) return; // load() flushes when it is done
+    const upserts = [];
+    let removed = false;
+    for (const s of pending.values()) {
+      const old = rows.get(s.name);
+      const known = seen.get(s.name);
+      seen.set(s.name, s.size);
+      if (old && JSON.stringify(old) === JSON.stringify(s)) continue;
+      if (!matches(s)) { if (old) { remove(s.name); removed = true; } continue; }
+      if (old || !deep()) { upserts.push(s); continue; }
+      // A session not in the list, and the filter looks inside transcripts: ask the server.
+      if (known !== s.size) refreshSoon();
+    }
+    pending.clear();
+    if (upserts.length > 20) {
+      for (const s of upserts) rows.set(s.name, s);
+      renderAll();
+    } else {
+      for (const s of upserts) upsert(s);
+      if (removed && !upserts.length) updateBar();
+    }
   }
   live.subs.add(onSession);
   ctx.cleanup.push(() => live.subs.delete(onSession));
