@@ -102,13 +102,14 @@ pub async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
     let reports = imapscope::replay::replay_capture(&capture, &options, args.concurrent).await;
     let mut all_ok = true;
     let mut unreachable = false;
+    let mut shown = imapscope::replay::ShownDifferences::default();
     for report in &reports {
         all_ok &= report.ok() || report.unreachable;
         unreachable |= report.unreachable;
         if args.json {
             super::print_report(&format!("{}\n", report.to_json()));
         } else {
-            super::print_report(&report.render(verbose));
+            super::print_report(&report.render_folded(verbose, &mut shown));
         }
     }
     match (all_ok, unreachable) {

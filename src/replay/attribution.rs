@@ -41,6 +41,11 @@ pub fn answered_command(response: &[u8], candidates: &[(u64, &[u8])]) -> Option<
             let name = name.to_string();
             Box::new(move |command| list_fits(command, &name, &mailbox, delimiter))
         }
+        // Some servers answer CAPABILITY untagged after LOGIN too; with a CAPABILITY in
+        // flight, it is that one's.
+        "CAPABILITY" => {
+            Box::new(|command| parse_command(command).name.as_deref() == Some("CAPABILITY"))
+        }
         "ESEARCH" => {
             let tag = esearch_tag(response, args.first()?)?;
             Box::new(move |command| {

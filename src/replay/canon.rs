@@ -391,7 +391,10 @@ fn body_structure(bytes: &[u8], t: &Token) -> C {
         .iter()
         .take_while(|i| matches!(i.kind, TokenKind::List(_)))
         .count();
-    let out = if parts > 0 {
+    // Where the extension data starts (RFC 9051 `body-ext-mpart`, `body-ext-1part`): a
+    // server may leave out its trailing fields, which a client reads as NIL.
+    let mut extension_from = parts + 1;
+    let mut out: Vec<C> = if parts > 0 {
         // Multipart: the parts, the subtype, then params, disposition, language, location.
         items
             .iter()
@@ -417,6 +420,7 @@ fn body_structure(bytes: &[u8], t: &Token) -> C {
         } else {
             8
         };
+        extension_from = disposition_at - 1;
         items
             .iter()
             .enumerate()
@@ -429,6 +433,9 @@ fn body_structure(bytes: &[u8], t: &Token) -> C {
             })
             .collect()
     };
+    while out.len() > extension_from && out.last() == Some(&C::Nil) {
+        out.pop();
+    }
     C::List(out)
 }
 
@@ -454,7 +461,7 @@ fn item_map(bytes: &[u8], t: &Token, special: impl Fn(&[u8], &Token) -> Option<C
     let mut pairs: Vec<_> = items
         .chunks(2)
         .map(|pair| {
-            let key = upper(bytes, &pair[0]);
+            let key = header_list_unquoted(upper(bytes, &pair[0]));
             let val = match pair.get(1) {
                 None => C::Nil,
                 Some(v) => special(&key, v).unwrap_or_else(|| value(bytes, v)),
@@ -464,6 +471,41 @@ fn item_map(bytes: &[u8], t: &Token, special: impl Fn(&[u8], &Token) -> Option<C
         .collect();
     pairs.sort_by(|a, b| a.0.cmp(&b.0));
     C::Map(pairs)
+}
+
+/// A FETCH item's name with the header list of a `HEADER.FIELDS` section as a set of names:
+/// `BODY[HEADER.FIELDS ("FROM" "TO")]` (Courier echoes them quoted) and `BODY[HEADER.FIELDS
+/// (TO FROM)]` name the same item (`header-fld-name` is an astring; the headers come in the
+/// message's order whatever the list's).
+fn header_list_unquoted(key: Vec<u8>) -> Vec<u8> {
+    let Some(at) = memchr::memmem::find(&key, b"HEADER.FIELDS") else {
+        return key;
+    };
+    let Some(open) = key[at..].iter().position(|&b| b == b'(').map(|i| at + i) else {
+        return key;
+    };
+    let Some(close) = key[open..]
+        .iter()
+        .position(|&b| b == b')')
+        .map(|i| open + i)
+    else {
+        return key;
+    };
+    let mut names: Vec<&[u8]> = key[open + 1..close]
+        .split(|&b| b == b' ')
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.strip_prefix(b"\"")
+                .and_then(|n| n.strip_suffix(b"\""))
+                .unwrap_or(n)
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut out = key[..=open].to_vec();
+    out.extend_from_slice(&names.join(&b' '));
+    out.extend_from_slice(&key[close..]);
+    out
 }
 
 /// The UIDVALIDITY values a server message announces (`[UIDVALIDITY n]`, STATUS items), in
@@ -612,6 +654,53 @@ mod tests {
         assert!(!m(
             b"* 1 FETCH (BODY[] {5}\r\nHello)\r\n",
             b"* 1 FETCH (BODY[] {5}\r\nHellO)\r\n",
+            &mut b
+        ));
+    }
+
+    /// Courier echoes a HEADER.FIELDS list quoted, pymap sorted; the item is the same.
+    #[test]
+    fn a_header_list_compares_as_a_set_of_names() {
+        let mut b = Bindings::default();
+        let fetch = |section: &str| {
+            format!("* 1 FETCH (UID 1 BODY[HEADER.FIELDS {section}] {{6}}\r\nab\r\n\r\n)\r\n")
+                .into_bytes()
+        };
+        assert!(m(
+            &fetch("(FROM SUBJECT)"),
+            &fetch("(\"FROM\" \"Subject\")"),
+            &mut b
+        ));
+        assert!(m(&fetch("(TO FROM)"), &fetch("(FROM TO)"), &mut b));
+        assert!(!m(&fetch("(FROM TO)"), &fetch("(FROM CC)"), &mut b));
+        let not = String::from_utf8(fetch("(FROM)"))
+            .unwrap()
+            .replace("HEADER.FIELDS", "HEADER.FIELDS.NOT");
+        assert!(!m(&fetch("(FROM)"), not.as_bytes(), &mut b));
+    }
+
+    /// Trailing extension fields of a BODYSTRUCTURE are optional (a client reads an absent
+    /// one as NIL): Dovecot sends them, Courier leaves them out.
+    #[test]
+    fn a_bodystructure_without_its_trailing_nil_fields_is_the_same() {
+        let mut b = Bindings::default();
+        let dovecot = b"* 1 FETCH (UID 1 BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 66 1 NIL NIL NIL NIL))\r\n";
+        let courier = b"* 1 FETCH (UID 1 BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 66 1 NIL NIL NIL))\r\n";
+        let basic = b"* 1 FETCH (UID 1 BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 66 1))\r\n";
+        assert!(m(dovecot, courier, &mut b));
+        assert!(m(dovecot, basic, &mut b));
+        // A field that is not NIL is no trailing NIL.
+        let md5 = b"* 1 FETCH (UID 1 BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 66 1 \"abc\"))\r\n";
+        assert!(!m(dovecot, md5, &mut b));
+        // Nor does it hide a basic field.
+        let lines = b"* 1 FETCH (UID 1 BODYSTRUCTURE (\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 66 2))\r\n";
+        assert!(!m(basic, lines, &mut b));
+        let multipart = |ext: &str| {
+            format!("* 2 FETCH (UID 2 BODYSTRUCTURE ((\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1)(\"text\" \"html\" NIL NIL NIL \"7bit\" 3 1) \"alternative\"{ext}))\r\n").into_bytes()
+        };
+        assert!(m(
+            &multipart(" (\"boundary\" \"x\") NIL NIL NIL"),
+            &multipart(" (\"boundary\" \"x\")"),
             &mut b
         ));
     }

@@ -64,6 +64,9 @@ pub struct GroupReport {
     /// The command as sent (`C:` line), secrets hidden.
     pub command: Option<String>,
     pub lines: Vec<DiffLine>,
+    /// The recording ended with this command unanswered: only what it has was compared.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cut_off: bool,
 }
 
 impl GroupReport {
@@ -208,14 +211,14 @@ pub fn compare(
             }
             let untagged = r.starts_with(b"* ");
             if is_recent(r) {
-                lines.push(DiffLine::new(
+                unpaired.push(DiffLine::new(
                     Mark::Same,
                     format!("{} (not recorded; RECENT is not compared)", show(r)),
                 ));
                 continue;
             }
             if extras == Extras::Allow && untagged {
-                lines.push(DiffLine::new(
+                unpaired.push(DiffLine::new(
                     Mark::Same,
                     format!("{} (extra, allowed)", show(r)),
                 ));
@@ -236,8 +239,14 @@ pub fn compare(
                         Some((e, r)) => (&e[..], &r[..]),
                         None => (e, *r),
                     };
-                    if long(e) || long(r) {
+                    let multi_line = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count() > 1;
+                    if multi_line(e) || multi_line(r) {
                         line.detail = detail(e, r);
+                    } else if long(e) || long(r) {
+                        // One long line each: where they differ, without a hunk head.
+                        let (a, b) =
+                            region(&String::from_utf8_lossy(e), &String::from_utf8_lossy(r));
+                        line.detail = vec![format!("-{a}"), format!("+{b}")];
                     }
                     paired.insert(at, line);
                 }
@@ -255,13 +264,16 @@ pub fn compare(
         // Unmatched untagged lines came before the command's completion (a server answers
         // last): shown there, not after it.
         let untagged = |l: &DiffLine| l.text.starts_with("* ") || l.text.starts_with('+');
-        let tail = lines.iter().rev().take_while(|l| !untagged(l)).count();
-        let at = lines.len() - tail;
+        let at = lines
+            .iter()
+            .position(|l| !untagged(l))
+            .unwrap_or(lines.len());
         lines.splice(at..at, unpaired);
         out.groups.push(GroupReport {
             group,
             command: command.cloned(),
             lines,
+            cut_off: cut_off.contains(&group),
         });
     }
     out
@@ -410,16 +422,22 @@ fn is_recent(bytes: &[u8]) -> bool {
     head.is_untagged() && head.name.as_deref() == Some("RECENT")
 }
 
-/// What makes two responses the same kind of thing: the same tag and name, and for FETCH the
-/// same message (`* 3 FETCH`, `a1 OK`; `* 2 EXISTS` and `* 3 EXISTS` alike).
-type Head = (String, Option<String>, Option<u64>);
+/// What makes two responses the same kind of thing: the same tag and name, for FETCH the
+/// same message, for an untagged status its response code (`* 3 FETCH`, `a1 OK`, `* OK
+/// [UNSEEN]`; `* 2 EXISTS` and `* 3 EXISTS` alike; `* OK [UNSEEN 2]` is no `* OK
+/// [PERMANENTFLAGS ...]`).
+type Head = (String, Option<String>, Option<u64>, Option<String>);
 
 fn head_of(bytes: &[u8]) -> Option<Head> {
     let h = parse_response(bytes);
     let tag = h.tag.as_deref()?.to_string();
     let name = h.name.as_deref().map(str::to_string);
     let number = h.number.filter(|_| name.as_deref() == Some("FETCH"));
-    Some((tag, name, number))
+    let code = h
+        .code
+        .filter(|_| tag == "*" && h.status.is_some())
+        .map(|c| c.to_string());
+    Some((tag, name, number, code))
 }
 
 /// Lines of context around each difference.
@@ -528,6 +546,20 @@ impl Comparison {
     /// [`Comparison::render`] for a run that stopped after sending `sent` commands: the
     /// commands after them are counted in one line, not listed response by response.
     pub fn render_sent(&self, verbose: bool, sent: Option<usize>) -> String {
+        self.render_folded(verbose, sent, &mut ShownDifferences::default(), "")
+    }
+
+    /// [`Comparison::render_sent`] for one session of several (`name`): a difference already
+    /// shown for an earlier session, word for word but for the tags, is named in one line.
+    /// A server that lacks a capability differs in every session's greeting, CAPABILITY and
+    /// LOGIN alike; shown once, the differences that are this session's own stand out.
+    pub fn render_folded(
+        &self,
+        verbose: bool,
+        sent: Option<usize>,
+        shown: &mut ShownDifferences,
+        name: &str,
+    ) -> String {
         let mut s = String::new();
         let mut first_marked = false;
         let unsent =
@@ -542,14 +574,40 @@ impl Comparison {
             let differs = g.differs();
             if !differs && !verbose {
                 if let Some(c) = &g.command {
-                    let _ = writeln!(s, "  C: {c}    ({} responses match)", g.lines.len());
+                    let compared = g
+                        .lines
+                        .iter()
+                        .filter(|l| !l.text.ends_with("(after the recording ended)"))
+                        .count();
+                    if g.cut_off {
+                        // Not a match of everything: the recording has no answer to compare.
+                        let _ = writeln!(
+                            s,
+                            "  C: {c}    ({compared} responses match; the recording ended \
+                             before its completion, so nothing after that was compared)"
+                        );
+                    } else {
+                        let _ = writeln!(s, "  C: {c}    ({compared} responses match)");
+                    }
                 }
                 continue;
             }
-            if let Some(c) = &g.command {
-                let _ = writeln!(s, "  C: {c}");
-            } else if g.group == Group::Greeting {
-                let _ = writeln!(s, "  (greeting)");
+            let head = match (&g.command, g.group) {
+                (Some(c), _) => format!("  C: {c}"),
+                (None, Group::Greeting) => "  (greeting)".to_string(),
+                (None, _) => String::new(),
+            };
+            if differs && let Some(first) = shown.first_shown(g, name) {
+                let head = if head.is_empty() {
+                    "  (unsolicited)"
+                } else {
+                    &head
+                };
+                let _ = writeln!(s, "{head}    (differs as in {first}, shown above)");
+                continue;
+            }
+            if !head.is_empty() {
+                let _ = writeln!(s, "{head}");
             }
             for line in &g.lines {
                 let mark = match line.mark {
@@ -579,6 +637,52 @@ impl Comparison {
             let _ = writeln!(s, "  bindings: {}", bindings.join(", "));
         }
         s
+    }
+}
+
+/// The differences shown so far in one run, each with the session it was shown for.
+#[derive(Debug, Default)]
+pub struct ShownDifferences {
+    first: HashMap<String, String>,
+}
+
+impl ShownDifferences {
+    /// The session `g`'s difference was shown for already, if another; else notes it as
+    /// `name`'s. Tags do not count: each session numbers its commands its own way.
+    fn first_shown(&mut self, g: &GroupReport, name: &str) -> Option<String> {
+        if name.is_empty() {
+            return None;
+        }
+        let tag = g
+            .command
+            .as_deref()
+            .and_then(|c| c.split_once(' '))
+            .map(|(tag, _)| tag);
+        let untagged = |text: &str| -> String {
+            match tag.and_then(|t| text.strip_prefix(t)) {
+                Some(rest) if rest.starts_with(' ') => format!("<tag>{rest}"),
+                _ => text.to_string(),
+            }
+        };
+        let mut key = format!("{:?}", std::mem::discriminant(&g.group));
+        if let Some(c) = &g.command {
+            key.push('\n');
+            key.push_str(&untagged(c));
+        }
+        for line in &g.lines {
+            let _ = write!(key, "\n{:?} {}", line.mark, untagged(&line.text));
+            for d in &line.detail {
+                let _ = write!(key, "\n  {d}");
+            }
+        }
+        match self.first.get(&key) {
+            Some(first) if first != name => Some(first.clone()),
+            Some(_) => None,
+            None => {
+                self.first.insert(key, name.to_string());
+                None
+            }
+        }
     }
 }
 
@@ -750,6 +854,58 @@ mod tests {
                 Extras::Allow
             )
             .ok()
+        );
+    }
+
+    /// A server that differs alike in every session (a capability it lacks) has the
+    /// difference shown once, whatever each session's tags; a session's own difference is
+    /// shown in full.
+    #[test]
+    fn a_difference_repeated_in_later_sessions_is_named_not_shown_again() {
+        let session = |tag: &str, received_caps: &str, exists: &str| {
+            let mut commands = BTreeMap::new();
+            commands.insert(Group::Command(0), format!("{tag} CAPABILITY"));
+            commands.insert(Group::Command(1), format!("{tag}2 SELECT INBOX"));
+            let (c, s) = (Group::Command(0), Group::Command(1));
+            let expected = vec![
+                (c, b"* CAPABILITY IMAP4rev1 IDLE MOVE\r\n".to_vec()),
+                (c, format!("{tag} OK done\r\n").into_bytes()),
+                (s, b"* 3 EXISTS\r\n".to_vec()),
+                (s, format!("{tag}2 OK done\r\n").into_bytes()),
+            ];
+            let received = vec![
+                (c, format!("* CAPABILITY {received_caps}\r\n").into_bytes()),
+                (c, format!("{tag} OK done\r\n").into_bytes()),
+                (s, format!("* {exists} EXISTS\r\n").into_bytes()),
+                (s, format!("{tag}2 OK done\r\n").into_bytes()),
+            ];
+            compared(&commands, &expected, &received)
+        };
+        let mut shown = ShownDifferences::default();
+        let first =
+            session("a", "IMAP4rev1 IDLE", "3").render_folded(false, None, &mut shown, "one");
+        assert!(
+            first.contains("- S: * CAPABILITY IMAP4rev1 IDLE MOVE"),
+            "{first}"
+        );
+        let second =
+            session("b", "IMAP4rev1 IDLE", "4").render_folded(false, None, &mut shown, "two");
+        assert!(
+            second.contains("  C: b CAPABILITY    (differs as in one, shown above)\n"),
+            "{second}"
+        );
+        assert!(!second.contains("* CAPABILITY"), "{second}");
+        // This session's own difference, in full, marked as the first one shown.
+        assert!(second.contains("vvv first difference"), "{second}");
+        assert!(second.contains("+ S: * 4 EXISTS"), "{second}");
+        // Another capability difference is another difference.
+        let third = session("c", "IMAP4rev1", "3").render_folded(false, None, &mut shown, "three");
+        assert!(third.contains("+ S: * CAPABILITY IMAP4rev1\n"), "{third}");
+        // One report alone is shown in full.
+        let alone = session("a", "IMAP4rev1 IDLE", "3").render(false);
+        assert!(
+            alone.contains("- S: * CAPABILITY IMAP4rev1 IDLE MOVE"),
+            "{alone}"
         );
     }
 

@@ -23,7 +23,7 @@ pub mod script;
 pub mod serve;
 
 pub use capture::{Capture, CaptureError};
-pub use matcher::{Comparison, Extras};
+pub use matcher::{Comparison, Extras, ShownDifferences};
 pub use replayer::{ReplayOptions, ReplayReport, replay, replay_capture};
 pub use script::{Login, Script, ScriptError};
 pub use serve::{FakeServer, MatchMode, ServeOptions, ServeReport};

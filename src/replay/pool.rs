@@ -643,6 +643,32 @@ mod tests {
         );
     }
 
+    /// A second client on a one-connection capture that the first is playing: its LOGIN is
+    /// not "expected" to be the first client's next command.
+    #[test]
+    fn a_second_client_is_told_nothing_is_left_in_its_state() {
+        let mut pool = Pool::new(vec![recording(
+            "only",
+            &[("LOGIN nell pw", &[]), ("SELECT INBOX", &["* 3 EXISTS"])],
+        )]);
+        let (mut first, mut second) = (
+            ServeSession::new(MatchMode::Strict, 1.0),
+            ServeSession::new(MatchMode::Strict, 1.0),
+        );
+        first.greeting(&pool);
+        first.on_client(b"1 LOGIN nell pw\r\n", &mut pool);
+        second.greeting(&pool);
+        second.on_client(b"x LOGIN nell pw\r\n", &mut pool);
+        let said = &second.mismatches()[0];
+        assert!(
+            said.contains(
+                "expected nothing sent before logging in (the capture's next unused command, \
+                 `a2 SELECT INBOX`, was sent logged in with no mailbox selected)"
+            ),
+            "{said}"
+        );
+    }
+
     #[test]
     fn a_read_asked_twice_is_answered_again_and_counted() {
         let mut pool = capture();

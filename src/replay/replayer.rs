@@ -20,7 +20,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::matcher::{Comparison, Extras, Group, compare, show};
+use super::attribution::answered_command;
+use super::matcher::{Comparison, Extras, Group, ShownDifferences, compare, show};
 use super::sasl::SaslClient;
 use super::script::{SaslStep, Script};
 use crate::protocol::{Event, Kind, SessionTracker, Side, Status};
@@ -102,11 +103,21 @@ impl ReplayReport {
     /// The summary, then on failure the diff. After an error that ended the run, the
     /// commands never sent are counted, not listed response by response.
     pub fn render(&self, verbose: bool) -> String {
+        self.render_folded(verbose, &mut ShownDifferences::default())
+    }
+
+    /// [`ReplayReport::render`] for one report of several: a difference shown for an earlier
+    /// session already is named, not shown again (see [`Comparison::render_folded`]).
+    pub fn render_folded(&self, verbose: bool, shown: &mut ShownDifferences) -> String {
         let mut s = self.summary();
         s.push('\n');
         if !self.ok() || verbose {
             let unsent = self.error.is_some().then_some(self.sent);
-            s.push_str(&self.comparison.render_sent(verbose, unsent));
+            s.push_str(
+                &self
+                    .comparison
+                    .render_folded(verbose, unsent, shown, &self.name),
+            );
         }
         s
     }
@@ -407,6 +418,8 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         .enumerate()
         .map(|(i, s)| (*s, i))
         .collect();
+    // The recorded commands in order (as recorded: the run's rebuilt logins name the same).
+    let command_bytes: Vec<&[u8]> = script.commands().map(|u| &u.shown[..]).collect();
     let mut expected = Vec::new();
     let mut cut_short = BTreeSet::new();
     if let Some(g) = script
@@ -421,7 +434,14 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
             cut_short.insert(expected.len());
         }
         expected.push((
-            group_of(unit.kind, unit.reply_to, &unit.in_flight, &recorded_index),
+            group_of(
+                &unit.bytes,
+                unit.kind,
+                unit.reply_to,
+                &unit.in_flight,
+                &recorded_index,
+                &command_bytes,
+            ),
             unit.bytes.clone(),
         ));
     }
@@ -431,7 +451,14 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         .filter(|r| !(script.synthesized_greeting && r.kind == Kind::Greeting))
         .map(|r| {
             (
-                group_of(r.kind, r.reply_to, &r.in_flight, &live_index),
+                group_of(
+                    &r.bytes,
+                    r.kind,
+                    r.reply_to,
+                    &r.in_flight,
+                    &live_index,
+                    &command_bytes,
+                ),
                 r.bytes.clone(),
             )
         })
@@ -496,23 +523,40 @@ fn unanswered(script: &Script) -> impl Iterator<Item = &super::script::Unit> {
         .filter(move |u| !completed.contains(&u.seq))
 }
 
+/// The command a server message answers: a completion's or continuation's own; for untagged
+/// data with several commands in flight, the one its content names (a FETCH's message, a
+/// LIST's mailbox, a CAPABILITY: see [`answered_command`]), else the newest.
 fn group_of(
+    bytes: &[u8],
     kind: Kind,
     reply_to: Option<u64>,
     in_flight: &[u64],
     index: &HashMap<u64, usize>,
+    commands: &[&[u8]],
 ) -> Group {
-    let by_seq = |seq: u64| index.get(&seq).map(|&i| Group::Command(i));
+    let by_seq = |seq: u64| index.get(&seq).copied();
     match kind {
         Kind::Greeting => Group::Greeting,
-        Kind::Completion | Kind::ContinuationRequest => {
-            reply_to.and_then(by_seq).unwrap_or(Group::Unsolicited)
+        Kind::Completion | Kind::ContinuationRequest => reply_to
+            .and_then(by_seq)
+            .map_or(Group::Unsolicited, Group::Command),
+        _ => {
+            let newest_first: Vec<usize> =
+                in_flight.iter().rev().filter_map(|&s| by_seq(s)).collect();
+            let named = (newest_first.len() > 1)
+                .then(|| {
+                    let candidates: Vec<(u64, &[u8])> = newest_first
+                        .iter()
+                        .filter_map(|&i| Some((i as u64, *commands.get(i)?)))
+                        .collect();
+                    answered_command(bytes, &candidates)
+                })
+                .flatten()
+                .map(|i| i as usize);
+            named
+                .or(newest_first.first().copied())
+                .map_or(Group::Unsolicited, Group::Command)
         }
-        _ => in_flight
-            .iter()
-            .rev()
-            .find_map(|&s| by_seq(s))
-            .unwrap_or(Group::Unsolicited),
     }
 }
 
@@ -739,22 +783,9 @@ fn sasl_bytes(
     let b64 = &base64::engine::general_purpose::STANDARD;
     if unit.kind == Kind::Command {
         let mut client = SaslClient::with_random_nonce(step.mechanism, step.login.clone());
-        let tag = unit.tag.clone().unwrap_or_default();
-        let verb =
-            super::script::command_word(&unit.bytes).unwrap_or_else(|| "AUTHENTICATE".into());
-        let mut line = format!("{tag} {verb} {}", step.spelled);
-        if step.initial_response {
-            let ir = client.initial_response_as_recorded();
-            line.push(' ');
-            line.push_str(&if ir.is_empty() {
-                "=".to_string()
-            } else {
-                base64::Engine::encode(b64, ir)
-            });
-        }
-        line.push_str("\r\n");
+        let line = authenticate_line(unit, step, &mut client);
         clients.insert(unit.seq, client);
-        return Ok(line.into_bytes());
+        return Ok(line);
     }
     let auth = unit.reply_to.unwrap_or_default();
     let client = clients
@@ -773,6 +804,41 @@ fn sasl_bytes(
         .unwrap_or_default();
     let response = client.respond(&challenge);
     Ok(format!("{}\r\n", base64::Engine::encode(b64, response)).into_bytes())
+}
+
+/// The AUTHENTICATE command rebuilt: tag, mechanism and the initial response as the
+/// recording had them, with this run's credentials, and what the recorded line had after its
+/// hidden initial response (` extra`, which the server may have refused it for).
+fn authenticate_line(
+    unit: &super::script::Unit,
+    step: &SaslStep,
+    client: &mut SaslClient,
+) -> Vec<u8> {
+    use crate::protocol::redact::PLACEHOLDER;
+    let tag = unit.tag.clone().unwrap_or_default();
+    let verb = super::script::command_word(&unit.bytes).unwrap_or_else(|| "AUTHENTICATE".into());
+    let mut line = format!("{tag} {verb} {}", step.spelled).into_bytes();
+    if step.initial_response {
+        let ir = client.initial_response_as_recorded();
+        line.push(b' ');
+        if ir.is_empty() {
+            line.push(b'=');
+        } else {
+            let b64 = &base64::engine::general_purpose::STANDARD;
+            line.extend_from_slice(base64::Engine::encode(b64, ir).as_bytes());
+        }
+    }
+    let first_line = unit.bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first_line = first_line.strip_suffix(b"\r").unwrap_or(first_line);
+    if step.initial_response
+        && let Some(at) = first_line
+            .windows(PLACEHOLDER.len())
+            .position(|w| w == PLACEHOLDER)
+    {
+        line.extend_from_slice(&first_line[at + PLACEHOLDER.len()..]);
+    }
+    line.extend_from_slice(b"\r\n");
+    line
 }
 
 /// The client unit with the UIDVALIDITY values the recorded server had announced replaced by
@@ -910,6 +976,31 @@ mod tests {
         }
         let transcript = parse_transcript(text.as_bytes(), "t").unwrap();
         Script::from_transcript("t", &transcript).unwrap()
+    }
+
+    /// A recorded AUTHENTICATE with something after its initial response is rebuilt with it:
+    /// the server refused the recorded one for it, and must be given the same line.
+    #[test]
+    fn an_authenticate_is_rebuilt_with_what_followed_its_initial_response() {
+        let rebuilt = |text: &str| {
+            let command = format!(
+                r#"{{"type":"message","seq":2,"t_us":1,"from":"client","kind":"command","tag":"a1","name":"AUTHENTICATE","text":"{text}\r\n","redacted":["sasl-ir"]}}"#
+            );
+            let login = crate::replay::Login::parse("nell:pw").unwrap();
+            let s = script(&[GREETING, &command]).with_login(&[login]).unwrap();
+            let unit = s.commands().next().unwrap().clone();
+            let step = unit.sasl.clone().unwrap();
+            let mut client = SaslClient::with_random_nonce(step.mechanism, step.login.clone());
+            String::from_utf8(authenticate_line(&unit, &step, &mut client)).unwrap()
+        };
+        assert_eq!(
+            rebuilt("a1 AUTHENTICATE PLAIN <redacted> extra"),
+            "a1 AUTHENTICATE PLAIN AG5lbGwAcHc= extra\r\n"
+        );
+        assert_eq!(
+            rebuilt("a1 authenticate plain <redacted>"),
+            "a1 authenticate plain AG5lbGwAcHc=\r\n"
+        );
     }
 
     /// What a scripted server does, in turn.

@@ -520,12 +520,22 @@ impl ServeSession {
         }
         Err({
             let shown = |&(s, i): &(usize, usize)| format!("`{}`", show(&pool.unit(s, i).shown));
-            let expected = candidates
-                .iter()
-                .find(|c| same_state(c))
-                .or(candidates.first())
-                .map(shown)
-                .unwrap_or_else(|| "nothing more (the recordings are used up)".into());
+            // What the capture has left for this connection's state; when nothing, what it
+            // has left at all, and where (a second client on a one-connection capture is not
+            // expected to send what the first one is about to).
+            let expected = match (
+                candidates.iter().find(|c| same_state(c)),
+                candidates.first(),
+            ) {
+                (Some(c), _) => shown(c),
+                (None, Some(c)) => format!(
+                    "nothing sent {} (the capture's next unused command, {}, was sent {})",
+                    describe(&self.context),
+                    shown(c),
+                    describe(pool.context_before(c.0, c.1))
+                ),
+                (None, None) => "nothing more (the recordings are used up)".into(),
+            };
             let received = redacted_view(bytes, &head);
             let closest = candidates.iter().find(|c| same_name(c));
             let mut said = format!(
