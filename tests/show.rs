@@ -147,14 +147,16 @@ fn a_literal_recorded_in_parts_is_shown_whole() {
         "{folded}"
     );
 
-    // The same, as `kill -9` leaves it: no end line. The literal is still shown as far as
-    // it came, and the transcript is said to stop there.
+    // The same, as `kill -9` leaves it: the last part written, and no note that the
+    // connection closed, no end line. The literal is still shown as far as it came, and the
+    // transcript is said to stop there.
     let cut_path = dir.path().join("cut.jsonl");
     let text = std::fs::read_to_string(&cut_path).unwrap();
-    let (kept, last) = text.trim_end().rsplit_once('\n').unwrap();
-    assert!(last.contains(r#""type":"end""#), "{last}");
+    let last_part = text.rfind(r#"{"type":"part""#).unwrap();
+    let end_of_part = last_part + text[last_part..].find('\n').unwrap() + 1;
+    assert!(text[end_of_part..].contains(r#""type":"end""#));
     let killed = dir.path().join("killed.jsonl");
-    std::fs::write(&killed, format!("{kept}\n")).unwrap();
+    std::fs::write(&killed, &text[..end_of_part]).unwrap();
     let folded = imapscope(&["show", "--color", "never", killed.to_str().unwrap()]);
     assert!(
         folded.contains(&format!("│ {cut} bytes so far: line 00000")),

@@ -669,6 +669,31 @@ mod tests {
         );
     }
 
+    /// A client upgraded since the recording says so in its ID; the server's answer is the
+    /// same.
+    #[test]
+    fn a_clients_id_is_matched_whatever_version_it_names() {
+        let mut pool = Pool::new(vec![recording(
+            "tb",
+            &[
+                ("LOGIN nell pw", &[]),
+                (
+                    "ID (\\\"name\\\" \\\"Thunderbird\\\" \\\"version\\\" \\\"153.7.0\\\")",
+                    &["* ID (\\\"name\\\" \\\"Dovecot\\\")"],
+                ),
+            ],
+        )]);
+        let mut s = ServeSession::new(MatchMode::Strict, 1.0);
+        s.greeting(&pool);
+        s.on_client(b"1 LOGIN nell pw\r\n", &mut pool);
+        let said = said(&s.on_client(
+            b"2 ID (\"name\" \"Thunderbird\" \"version\" \"153.8.0\")\r\n",
+            &mut pool,
+        ));
+        assert_eq!(said, "* ID (\"name\" \"Dovecot\")\r\n2 OK done\r\n");
+        assert!(s.mismatches().is_empty(), "{:?}", s.mismatches());
+    }
+
     #[test]
     fn a_read_asked_twice_is_answered_again_and_counted() {
         let mut pool = capture();

@@ -42,7 +42,8 @@ pub enum MatchMode {
     /// An unused recorded command sent in the same session state (not logged in, logged in,
     /// which mailbox), with the same name and arguments (normalized: case of atoms, quoting;
     /// a redacted password matches any; a literal, such as the message an APPEND uploads,
-    /// by its size; a date-time by its form). Each recording's next command is preferred.
+    /// by its size; a date-time by its form; ID, which describes the client, by its name).
+    /// Each recording's next command is preferred.
     #[default]
     Strict,
     /// An unused recorded command in the same state with the same name.
@@ -809,6 +810,12 @@ fn redacted_view(bytes: &[u8], head: &crate::protocol::message::Head) -> Vec<u8>
 /// Same arguments, normalized: atoms without regard to case, a quoted string equal to the same
 /// atom, lists element by element; a redacted recorded argument matches anything.
 fn same_arguments(recorded: &Unit, bytes: &[u8], head: &crate::protocol::message::Head) -> bool {
+    // ID's arguments describe the client (RFC 2971: its name, version, OS), and the server's
+    // answer does not depend on them: a client upgraded since the recording (Thunderbird
+    // 153.7.0 to 153.8.0) asks the same thing.
+    if recorded.name.as_deref() == Some("ID") {
+        return true;
+    }
     let rec_head = parse_command(&recorded.bytes);
     let rec_args = rec_head.args();
     let args = head.args();
