@@ -308,7 +308,8 @@ impl Imapscope {
         extra: &[&str],
         env: &[(&str, &Path)],
     ) -> Imapscope {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_imapscope"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_imapscope"));
+        command
             .args(["record", "--upstream", upstream, "--listen", "127.0.0.1:0"])
             .arg("--out")
             .arg(out)
@@ -317,9 +318,17 @@ impl Imapscope {
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start imapscope");
+            .stderr(Stdio::piped());
+        // SIGHUP as a terminal delivers it, even when the suite itself runs under `nohup`:
+        // imapscope keeps an inherited "ignore SIGHUP", as nohup asks of it.
+        // SAFETY: signal(2) is async-signal-safe, and nothing else runs in the child here.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::signal(libc::SIGHUP, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("start imapscope");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = mpsc::channel();
