@@ -104,9 +104,11 @@ impl Drop for Connection {
     }
 }
 
-/// Relays and records one connection to its end.
+/// Relays and records one connection to its end. `accepted_at` is when it was accepted.
+#[allow(clippy::too_many_arguments)]
 pub async fn handle(
     id: u64,
+    accepted_at: (Instant, SystemTime),
     client: TcpStream,
     client_addr: SocketAddr,
     config: Arc<RelayConfig>,
@@ -114,8 +116,7 @@ pub async fn handle(
     plain_lanes: Option<Arc<PlainLanes>>,
     shutdown: CancellationToken,
 ) {
-    let start = Instant::now();
-    let started = SystemTime::now();
+    let (start, started) = accepted_at;
     // Without the transcript thread (it could not start: logged once) no file is begun.
     let mut writer = match &transcripts {
         Some(_) => open_writer(&config, id, started).await,
@@ -1129,6 +1130,18 @@ impl PumpEnd {
     /// The tokio pumps and the plain lanes both word it here.
     pub(super) fn session_end(&self, then: Option<&PumpEnd>) -> String {
         match then {
+            // The server hung up (after LOGOUT) and the client, closing with bytes unread
+            // (imapscope's close_notify, say), reset its end: how many clients end, no fault.
+            Some(PumpEnd::ReadError(Side::Client, e))
+                if self.is_clean()
+                    && e.kind() == std::io::ErrorKind::ConnectionReset
+                    && matches!(
+                        self,
+                        PumpEnd::Eof(Side::Server) | PumpEnd::EofWithoutCloseNotify(Side::Server)
+                    ) =>
+            {
+                format!("{}; the client then reset its end", self.describe())
+            }
             Some(then) if !then.is_clean() => {
                 format!("{}; then {}", self.describe(), then.describe())
             }
@@ -1160,6 +1173,22 @@ impl PumpEnd {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_client_resetting_after_the_server_hung_up_is_no_fault() {
+        let reset = || std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            PumpEnd::Eof(Side::Server)
+                .session_end(Some(&PumpEnd::ReadError(Side::Client, reset()))),
+            "server closed; the client then reset its end"
+        );
+        // A server that resets after the client closed is still said as it is.
+        assert!(
+            PumpEnd::Eof(Side::Client)
+                .session_end(Some(&PumpEnd::ReadError(Side::Server, reset())))
+                .starts_with("client closed; then reading from server failed")
+        );
+    }
 
     /// A peer that takes `take_first` bytes, then has a full buffer once, then takes the rest.
     struct FullOnce {
@@ -1367,6 +1396,7 @@ mod tests {
         let config = Arc::new(RelayConfig::plain(listen, &upstream.to_string(), None));
         let session = tokio::spawn(handle(
             1,
+            (Instant::now(), SystemTime::now()),
             accepted,
             from,
             config,

@@ -83,6 +83,9 @@ impl RelayServer {
                 Ok((socket, addr)) => {
                     next_id += 1;
                     let id = next_id;
+                    // Taken here, with the id: a session's start time then follows the order
+                    // of the ids, whichever task gets to run first.
+                    let accepted_at = (std::time::Instant::now(), std::time::SystemTime::now());
                     let (config, transcripts, plain, shutdown) = (
                         self.config.clone(),
                         transcripts.clone(),
@@ -90,7 +93,16 @@ impl RelayServer {
                         shutdown.clone(),
                     );
                     let relay = move |socket| {
-                        connection::handle(id, socket, addr, config, transcripts, plain, shutdown)
+                        connection::handle(
+                            id,
+                            accepted_at,
+                            socket,
+                            addr,
+                            config,
+                            transcripts,
+                            plain,
+                            shutdown,
+                        )
                     };
                     let Some(lanes) = &lanes else {
                         tasks.spawn(relay(socket));
