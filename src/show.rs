@@ -224,7 +224,7 @@ impl Renderer {
                 if let Some(c) = e.compressed {
                     let _ = write!(
                         text,
-                        " · compressed {}→{} from client, {}→{} from server",
+                        " · DEFLATE: client {} bytes on the wire for {} of IMAP, server {} for {}",
                         c.client_compressed,
                         c.client_inflated,
                         c.server_compressed,
@@ -259,11 +259,10 @@ impl Renderer {
             lines.push(self.literal_line(&std::mem::take(&mut p.line)));
         }
         if p.literal_len > 0 && !self.full {
-            lines.push(self.style.dim(&format!(
-                "│ {} bytes so far: {}…",
-                p.literal_len,
-                first_line(&p.preview)
-            )));
+            lines.push(
+                self.style
+                    .dim(&literal_summary(p.literal_len, &p.preview, " so far")),
+            );
         }
         let label = self.label(p.side);
         lines
@@ -347,11 +346,7 @@ impl Renderer {
                     }
                     if last {
                         if !self.full {
-                            lines.push(s.dim(&format!(
-                                "│ {} bytes: {}…",
-                                p.literal_len,
-                                first_line(&p.preview)
-                            )));
+                            lines.push(s.dim(&literal_summary(p.literal_len, &p.preview, "")));
                         }
                         p.literal_len = 0;
                         p.preview.clear();
@@ -476,6 +471,24 @@ fn first_line(preview: &[u8]) -> String {
         .take(60)
         .collect();
     visible(&line).into_owned()
+}
+
+/// A folded literal: `│ 1234 bytes: From: nell@example.com…`, the `…` only where more
+/// follows what is shown, and no first line for one that is empty (`│ 2 bytes`, a lone CRLF).
+fn literal_summary(len: u64, preview: &[u8], so_far: &str) -> String {
+    let first = first_line(preview);
+    let line_bytes = memchr::memchr(b'\n', preview).map_or(preview.len(), |nl| nl + 1);
+    let whole_line = text_of(&preview[..line_bytes])
+        .trim_end_matches(['\r', '\n'])
+        .chars()
+        .count()
+        <= 60;
+    let more = len > line_bytes as u64 || !whole_line;
+    match (first.is_empty(), more) {
+        (true, false) => format!("│ {len} bytes{so_far}"),
+        (_, true) => format!("│ {len} bytes{so_far}: {first}…"),
+        (false, false) => format!("│ {len} bytes{so_far}: {first}"),
+    }
 }
 
 fn session_title(h: &SessionRecord) -> String {

@@ -66,7 +66,7 @@ fn show_compress() {
         "recordings/golden/compress.jsonl",
     ]);
     assert!(out.contains("── COMPRESS DEFLATE from here on ──"));
-    assert!(out.contains("compressed"));
+    assert!(out.contains("DEFLATE: client 100 bytes on the wire for 89 of IMAP"), "{out}");
     snapshot("show-compress.txt", &out);
 }
 
