@@ -39,9 +39,14 @@ pub struct ServeArgs {
         value_name = "MODE"
     )]
     match_mode: imapscope::replay::MatchMode,
-    /// Play IDLE pushes this many times faster than recorded.
+    /// Play IDLE pushes (and, with --latency recorded, every answer) this many times faster
+    /// than recorded.
     #[arg(long, default_value_t = 1.0, value_name = "FACTOR")]
     speed: f64,
+    /// When to answer: `none` at once, `recorded` after the time the recorded server took
+    /// (for a client whose path depends on timing, as Geary's does).
+    #[arg(long, value_enum, default_value = "none", value_name = "WHEN")]
+    latency: Latency,
     /// Directory of imapscope's CA (for --client-tls).
     #[arg(long, default_value = "certs", value_name = "DIR")]
     certs: PathBuf,
@@ -50,6 +55,15 @@ pub struct ServeArgs {
     /// are played as recorded, whatever the password.
     #[arg(long, value_name = "USER:PASSWORD")]
     login: Option<String>,
+}
+
+/// `--latency`: how soon serve answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Latency {
+    /// At once.
+    None,
+    /// After the time the recorded server took.
+    Recorded,
 }
 
 /// Exit status: 0 every recording used fully and exactly, 1 otherwise, 2 unusable input.
@@ -75,6 +89,7 @@ pub async fn serve(args: ServeArgs) -> ExitCode {
         tls: None,
         rounds: args.rounds,
         linger: Duration::from_secs_f64(args.linger.max(0.0)),
+        recorded_latency: args.latency == Latency::Recorded,
         login: match &args.login {
             Some(text) => match imapscope::replay::Login::parse(text) {
                 Some(login) => Some(login),

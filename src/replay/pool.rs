@@ -612,6 +612,83 @@ mod tests {
         assert!(round.iter().all(|o| o.ok()), "{round:?}");
     }
 
+    /// A server that completed pipelined commands in its own order is imitated for a client
+    /// that pipelines them alike; one that sends them one at a time gets each answer as its
+    /// command comes.
+    #[test]
+    fn pipelined_commands_are_completed_in_the_recorded_order() {
+        let text = [
+            r#"{"type":"session","version":1,"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}"#,
+            r#"{"type":"message","seq":1,"t_us":0,"from":"server","kind":"greeting","text":"* PREAUTH ready\r\n"}"#,
+            r#"{"type":"message","seq":2,"t_us":1,"from":"client","kind":"command","tag":"t0","name":"NOOP","text":"t0 NOOP\r\n"}"#,
+            r#"{"type":"message","seq":3,"t_us":1,"from":"client","kind":"command","tag":"t1","name":"NOOP","text":"t1 NOOP\r\n"}"#,
+            r#"{"type":"message","seq":4,"t_us":1,"from":"client","kind":"command","tag":"t2","name":"FETCH","text":"t2 FETCH 1 (FLAGS)\r\n"}"#,
+            r#"{"type":"message","seq":5,"t_us":2,"from":"server","kind":"untagged","text":"* 1 FETCH (FLAGS (\\Seen))\r\n","in_flight":[2,3,4]}"#,
+            r#"{"type":"message","seq":6,"t_us":2,"from":"server","kind":"completion","tag":"t2","name":"OK","status":"OK","reply_to":4,"text":"t2 OK fetched\r\n"}"#,
+            r#"{"type":"message","seq":7,"t_us":2,"from":"server","kind":"completion","tag":"t1","name":"OK","status":"OK","reply_to":3,"text":"t1 OK\r\n"}"#,
+            r#"{"type":"message","seq":8,"t_us":2,"from":"server","kind":"completion","tag":"t0","name":"OK","status":"OK","reply_to":2,"text":"t0 OK\r\n"}"#,
+        ]
+        .join("\n");
+        let transcript = parse_transcript(text.as_bytes(), "ooo").unwrap();
+        let script = Script::from_transcript("ooo", &transcript).unwrap();
+        let mut pool = Pool::new(vec![script.clone()]);
+        let mut s = ServeSession::new(MatchMode::Strict, 1.0);
+        s.greeting(&pool);
+        assert_eq!(
+            said(&s.on_client(b"a NOOP\r\nb NOOP\r\nc FETCH 1 (FLAGS)\r\n", &mut pool)),
+            "* 1 FETCH (FLAGS (\\Seen))\r\nc OK fetched\r\nb OK\r\na OK\r\n"
+        );
+        assert!(s.mismatches().is_empty(), "{:?}", s.mismatches());
+        let outcome = s.finish(&mut pool);
+        let round = pool.connection_ended(outcome).expect("the round is over");
+        assert!(round.iter().all(|o| o.ok()), "{round:?}");
+
+        let mut pool = Pool::new(vec![script]);
+        let mut s = ServeSession::new(MatchMode::Strict, 1.0);
+        s.greeting(&pool);
+        assert_eq!(said(&s.on_client(b"a NOOP\r\n", &mut pool)), "a OK\r\n");
+        assert_eq!(said(&s.on_client(b"b NOOP\r\n", &mut pool)), "b OK\r\n");
+        assert_eq!(
+            said(&s.on_client(b"c FETCH 1 (FLAGS)\r\n", &mut pool)),
+            "* 1 FETCH (FLAGS (\\Seen))\r\nc OK fetched\r\n"
+        );
+    }
+
+    /// With the recorded latency, each answer waits as long after what came before it as
+    /// the recorded server's did (scaled by the speed factor); without, it goes at once.
+    #[test]
+    fn answers_keep_the_recorded_latency_when_asked() {
+        let text = [
+            r#"{"type":"session","version":1,"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"2026-11-27T10:00:00.000000Z","redaction":true}"#,
+            r#"{"type":"message","seq":1,"t_us":0,"from":"server","kind":"greeting","text":"* PREAUTH ready\r\n"}"#,
+            r#"{"type":"message","seq":2,"t_us":1000,"from":"client","kind":"command","tag":"a","name":"SEARCH","text":"a SEARCH ALL\r\n"}"#,
+            r#"{"type":"message","seq":3,"t_us":41000,"from":"server","kind":"untagged","text":"* SEARCH 1\r\n","in_flight":[2]}"#,
+            r#"{"type":"message","seq":4,"t_us":61000,"from":"server","kind":"completion","tag":"a","name":"OK","status":"OK","reply_to":2,"text":"a OK\r\n"}"#,
+        ]
+        .join("\n");
+        let transcript = parse_transcript(text.as_bytes(), "slow").unwrap();
+        let script = Script::from_transcript("slow", &transcript).unwrap();
+        let delays = |session: ServeSession| {
+            let mut pool = Pool::new(vec![script.clone()]);
+            let mut session = session;
+            session.greeting(&pool);
+            session
+                .on_client(b"x SEARCH ALL\r\n", &mut pool)
+                .iter()
+                .map(|o| match o {
+                    Output::Bytes { delay, .. } => delay.as_millis(),
+                    Output::StartTls => 0,
+                })
+                .collect::<Vec<_>>()
+        };
+        let recorded = ServeSession::new(MatchMode::Strict, 2.0).with_recorded_latency(true);
+        assert_eq!(delays(recorded), vec![20, 10]);
+        assert_eq!(
+            delays(ServeSession::new(MatchMode::Strict, 2.0)),
+            vec![0, 0]
+        );
+    }
+
     #[test]
     fn a_command_in_the_wrong_state_is_refused_and_reported() {
         let mut pool = capture();

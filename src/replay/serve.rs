@@ -140,6 +140,13 @@ pub struct ServeSession {
     /// continuation request's.
     scram: Option<ScramServer>,
     scram_reply: Option<Vec<u8>>,
+    /// The client's whole commands read with the one being answered and after it, not yet
+    /// matched (its bytes and tag): an answer the recording gave to one of them before this
+    /// one's completion is sent in its recorded place, as a server that completed pipelined
+    /// commands in its own order did.
+    read_ahead: std::collections::VecDeque<(Vec<u8>, Option<String>)>,
+    /// Answer after the recorded latency (scaled by `speed`), not at once.
+    recorded_latency: bool,
 }
 
 impl ServeSession {
@@ -162,7 +169,17 @@ impl ServeSession {
             login: None,
             scram: None,
             scram_reply: None,
+            read_ahead: std::collections::VecDeque::new(),
+            recorded_latency: false,
         }
+    }
+
+    /// Each answer after the time the recorded server took (scaled by the speed factor): a
+    /// client whose path depends on timing (Geary sends NOOP or a SEARCH by how soon its
+    /// other connection got its answers) then takes the recorded one.
+    pub fn with_recorded_latency(mut self, on: bool) -> ServeSession {
+        self.recorded_latency = on;
+        self
     }
 
     /// With the password a SCRAM login is answered with; without one, SCRAM is refused.
@@ -264,7 +281,24 @@ impl ServeSession {
 
     /// Answers what the client's messages in `events` stand for.
     fn play(&mut self, events: &mut Vec<Event>, pool: &mut Pool, out: &mut Vec<Output>) {
+        let whole_command = |m: &crate::protocol::Message| {
+            m.from == Side::Client && m.kind == Kind::Command && !m.partial
+        };
+        self.read_ahead = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Message(m) if whole_command(m) => {
+                    Some((m.bytes.to_vec(), m.tag.as_deref().map(String::from)))
+                }
+                _ => None,
+            })
+            .collect();
         for event in events.drain(..) {
+            if let Event::Message(m) = &event
+                && whole_command(m)
+            {
+                self.read_ahead.pop_front();
+            }
             let matched = match event {
                 Event::Message(m) if m.from == Side::Client => self.match_message(&m, pool, out),
                 Event::Part {
@@ -620,7 +654,19 @@ impl ServeSession {
             } else {
                 None
             };
-            let waits = owner.is_some_and(|(seq, at)| seq != matched.seq && !pool.is_used(s, at));
+            // Unless the client has sent that command already, with this one: then the answer
+            // goes where the recording has it (the client gets the order the server chose).
+            let read_with_it = owner
+                .filter(|&(seq, at)| seq != matched.seq && !pool.is_used(s, at))
+                .and_then(|(_, at)| self.read_ahead_tag(pool.unit(s, at)));
+            if let (Some(client_tag), Some(recorded_tag)) = (&read_with_it, &unit.tag)
+                && unit.kind == Kind::Completion
+            {
+                self.tags
+                    .insert((s, recorded_tag.clone()), client_tag.clone());
+            }
+            let waits = read_with_it.is_none()
+                && owner.is_some_and(|(seq, at)| seq != matched.seq && !pool.is_used(s, at));
             // Played again: its answer (tagged or untagged) whether or not used before.
             let again = self.repeat
                 && (unit.reply_to == Some(matched.seq)
@@ -633,7 +679,9 @@ impl ServeSession {
             {
                 continue;
             }
-            let delay = if idle && after_continuation && unit.kind == Kind::Untagged {
+            let delay = if (idle && after_continuation && unit.kind == Kind::Untagged)
+                || self.recorded_latency
+            {
                 Duration::from_micros(unit.t_us.saturating_sub(previous_t)).div_f64(self.speed)
             } else {
                 Duration::ZERO
@@ -680,6 +728,17 @@ impl ServeSession {
                 _ => {}
             }
         }
+    }
+
+    /// The client's tag of a command read with the one being answered that stands for the
+    /// recorded command `recorded` (same name and arguments), if there is one.
+    fn read_ahead_tag(&self, recorded: &Unit) -> Option<String> {
+        self.read_ahead.iter().find_map(|(bytes, tag)| {
+            let head = parse_command(bytes);
+            let same = head.name.as_deref() == recorded.name.as_deref()
+                && same_arguments(recorded, bytes, &head);
+            same.then(|| tag.clone().unwrap_or_default())
+        })
     }
 
     /// The recorded message with the recorded tag replaced by the client's.
@@ -911,6 +970,8 @@ pub struct ServeOptions {
     /// The password a SCRAM login is answered with (its client checks the server's proof of
     /// it); without it, AUTHENTICATE SCRAM-* is refused with the reason.
     pub login: Option<Login>,
+    /// Answer after the recorded latency (scaled by `speed`) rather than at once.
+    pub recorded_latency: bool,
 }
 
 impl Default for ServeOptions {
@@ -924,6 +985,7 @@ impl Default for ServeOptions {
             rounds: 1,
             linger: Duration::from_secs(5),
             login: None,
+            recorded_latency: false,
         }
     }
 }
@@ -1215,8 +1277,9 @@ async fn serve_connection(
             }
         }
     }
-    let mut session =
-        ServeSession::new(options.mode, options.speed).with_login(options.login.clone());
+    let mut session = ServeSession::new(options.mode, options.speed)
+        .with_login(options.login.clone())
+        .with_recorded_latency(options.recorded_latency);
     let mut told = 0;
     let body = async {
         let greeting = session.greeting(&*pool.lock().map_err(|_| "the pool is unusable")?);
