@@ -21,7 +21,9 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, value_name = "MODE")]
     upstream_tls: Option<TlsMode>,
     /// Run the sessions at once, each starting at its recorded offset from the first, as the
-    /// client opened them (pushes one connection saw because of another are then reproduced).
+    /// client opened them, and each sending its commands no sooner than it did: what one
+    /// connection saw because of another (a push, a message another moved into a folder) is
+    /// then reproduced. The run takes as long as the recording.
     #[arg(long)]
     concurrent: bool,
     #[command(flatten)]
@@ -86,6 +88,7 @@ pub async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
             Extras::Forbid
         },
         timeout: Duration::from_secs(args.timeout),
+        paced: args.concurrent,
     };
     // Read everything first: unusable input stops the run before any traffic.
     let capture = match Capture::load(&args.transcripts) {

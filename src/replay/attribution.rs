@@ -7,8 +7,9 @@
 //! client that sends one command at a time must answer `UID FETCH 1` with UID 1 only; the
 //! client rejects UID 2 as an answer nobody asked for. Much untagged data names what it
 //! answers, and that is read here: a FETCH its message (by UID, or by sequence number), a
-//! STATUS its mailbox, a LIST its mailbox against the command's pattern, an ESEARCH its tag.
-//! Anything else (`* 3 EXISTS`, `* SEARCH 2 4`) is left unattributed. Pure.
+//! STATUS its mailbox, a LIST its mailbox against the command's pattern, an ESEARCH its tag;
+//! data only one kind of command asks for (SEARCH, CAPABILITY, NAMESPACE, QUOTAROOT...) its
+//! command. Anything else (`* 3 EXISTS`, `* 2 EXPUNGE`) is left unattributed. Pure.
 
 use crate::protocol::message::{parse_command, parse_response};
 use crate::protocol::token::{Token, TokenKind, string_value};
@@ -41,10 +42,30 @@ pub fn answered_command(response: &[u8], candidates: &[(u64, &[u8])]) -> Option<
             let name = name.to_string();
             Box::new(move |command| list_fits(command, &name, &mailbox, delimiter))
         }
-        // Some servers answer CAPABILITY untagged after LOGIN too; with a CAPABILITY in
-        // flight, it is that one's.
-        "CAPABILITY" => {
-            Box::new(|command| parse_command(command).name.as_deref() == Some("CAPABILITY"))
+        // Data only one kind of command asks for. (Some servers answer CAPABILITY untagged
+        // after LOGIN too; with a CAPABILITY in flight, it is that one's.)
+        name @ ("CAPABILITY" | "SEARCH" | "SORT" | "THREAD" | "NAMESPACE" | "QUOTAROOT"
+        | "QUOTA" | "ENABLED" | "ID" | "MYRIGHTS" | "ACL" | "LISTRIGHTS" | "METADATA") => {
+            let asked_by: &'static [&'static str] = match name {
+                "SEARCH" => &["SEARCH", "UID SEARCH"],
+                "SORT" => &["SORT", "UID SORT"],
+                "THREAD" => &["THREAD", "UID THREAD"],
+                "QUOTAROOT" => &["GETQUOTAROOT"],
+                "QUOTA" => &["GETQUOTA", "GETQUOTAROOT"],
+                "ENABLED" => &["ENABLE"],
+                "ACL" => &["GETACL"],
+                "METADATA" => &["GETMETADATA"],
+                "CAPABILITY" => &["CAPABILITY"],
+                "NAMESPACE" => &["NAMESPACE"],
+                "ID" => &["ID"],
+                "MYRIGHTS" => &["MYRIGHTS"],
+                _ => &["LISTRIGHTS"],
+            };
+            Box::new(move |command| {
+                parse_command(command)
+                    .name
+                    .is_some_and(|n| asked_by.contains(&&*n))
+            })
         }
         "ESEARCH" => {
             let tag = esearch_tag(response, args.first()?)?;
@@ -305,7 +326,32 @@ mod tests {
             Some(5)
         );
         assert_eq!(owner("* 4 EXISTS\r\n", &pipelined), None);
-        assert_eq!(owner("* SEARCH 2 3\r\n", &pipelined), None);
+        // A SEARCH in flight asks for it, whatever RETURN asked.
+        assert_eq!(owner("* SEARCH 2 3\r\n", &pipelined), Some(5));
+    }
+
+    /// Data that only one kind of command asks for answers that command, whichever came
+    /// last (Courier answers `* CAPABILITY` to a CAPABILITY pipelined before LOGIN).
+    #[test]
+    fn data_only_one_command_asks_for_answers_it() {
+        let pipelined = [
+            "a CAPABILITY\r\n",
+            "b LOGIN nell pw\r\n",
+            "f UID SEARCH ALL\r\n",
+            "g GETQUOTAROOT INBOX\r\n",
+            "h LIST \"\" *\r\n",
+        ];
+        assert_eq!(
+            owner("* CAPABILITY IMAP4rev1 IDLE\r\n", &pipelined),
+            Some(1)
+        );
+        assert_eq!(owner("* SEARCH 1 2 3\r\n", &pipelined), Some(3));
+        assert_eq!(owner("* QUOTAROOT INBOX \"\"\r\n", &pipelined), Some(4));
+        assert_eq!(
+            owner("* QUOTA \"\" (STORAGE 1 10)\r\n", &pipelined),
+            Some(4)
+        );
+        assert_eq!(owner("* SORT 2 1\r\n", &pipelined), None);
     }
 
     #[test]

@@ -242,8 +242,9 @@ pub fn compare(
                     let multi_line = |b: &[u8]| b.iter().filter(|&&c| c == b'\n').count() > 1;
                     if multi_line(e) || multi_line(r) {
                         line.detail = detail(e, r);
-                    } else if long(e) || long(r) {
-                        // One long line each: where they differ, without a hunk head.
+                    } else if (long(e) || long(r)) && !differs_where_shown(e, r) {
+                        // One long line each, differing past what the summary shows: where
+                        // they differ, without a hunk head.
                         let (a, b) =
                             region(&String::from_utf8_lossy(e), &String::from_utf8_lossy(r));
                         line.detail = vec![format!("-{a}"), format!("+{b}")];
@@ -489,6 +490,15 @@ pub fn detail(recorded: &[u8], received: &[u8]) -> Vec<String> {
     out
 }
 
+/// Whether two one-line messages differ within the part of them [`show`] prints: then the
+/// pair of summaries says it all.
+fn differs_where_shown(a: &[u8], b: &[u8]) -> bool {
+    let (a, b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    let same = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    // `show` keeps 160 characters; a difference this far in is on screen with some context.
+    same < 140
+}
+
 /// A line for a person: whole when short, else its start.
 fn clip(line: &str) -> String {
     if line.chars().count() <= LONG_LINE {
@@ -583,11 +593,12 @@ impl Comparison {
                         // Not a match of everything: the recording has no answer to compare.
                         let _ = writeln!(
                             s,
-                            "  C: {c}    ({compared} responses match; the recording ended \
-                             before its completion, so nothing after that was compared)"
+                            "  C: {c}    ({}; the recording ended before its completion, so \
+                             nothing after that was compared)",
+                            responses_match(compared)
                         );
                     } else {
-                        let _ = writeln!(s, "  C: {c}    ({compared} responses match)");
+                        let _ = writeln!(s, "  C: {c}    ({})", responses_match(compared));
                     }
                 }
                 continue;
@@ -669,7 +680,9 @@ impl ShownDifferences {
             key.push('\n');
             key.push_str(&untagged(c));
         }
-        for line in &g.lines {
+        // Only what differs: lines that matched may still read otherwise from run to run
+        // (a completion's timings, a RECENT count), and do not make another difference.
+        for line in g.lines.iter().filter(|l| l.mark != Mark::Same) {
             let _ = write!(key, "\n{:?} {}", line.mark, untagged(&line.text));
             for d in &line.detail {
                 let _ = write!(key, "\n  {d}");
@@ -683,6 +696,13 @@ impl ShownDifferences {
                 None
             }
         }
+    }
+}
+
+fn responses_match(n: usize) -> String {
+    match n {
+        1 => "1 response matches".into(),
+        n => format!("{n} responses match"),
     }
 }
 
@@ -875,7 +895,8 @@ mod tests {
             ];
             let received = vec![
                 (c, format!("* CAPABILITY {received_caps}\r\n").into_bytes()),
-                (c, format!("{tag} OK done\r\n").into_bytes()),
+                // Texts of matching lines may read otherwise in each session (timings).
+                (c, format!("{tag} OK done in 0.{tag}01 s\r\n").into_bytes()),
                 (s, format!("* {exists} EXISTS\r\n").into_bytes()),
                 (s, format!("{tag}2 OK done\r\n").into_bytes()),
             ];
@@ -907,6 +928,43 @@ mod tests {
             alone.contains("- S: * CAPABILITY IMAP4rev1 IDLE MOVE"),
             "{alone}"
         );
+    }
+
+    /// Two one-line responses that differ where the summary shows it are shown once, as the
+    /// pair; differing only far along, the region where they differ is added.
+    #[test]
+    fn a_long_line_is_detailed_only_where_the_summary_does_not_show_the_difference() {
+        let mut commands = BTreeMap::new();
+        commands.insert(Group::Command(0), "a1 CAPABILITY".to_string());
+        let g = Group::Command(0);
+        let caps = |first: &str, last: &str| {
+            let middle: Vec<String> = (0..40).map(|i| format!("X-CAP{i}")).collect();
+            format!("* CAPABILITY {first} {} {last}\r\n", middle.join(" ")).into_bytes()
+        };
+        let early = compared(
+            &commands,
+            &[(g, caps("IMAP4rev1", "IDLE")), (g, b"a1 OK\r\n".to_vec())],
+            &[(g, caps("IMAP4rev2", "IDLE")), (g, b"a1 OK\r\n".to_vec())],
+        );
+        let extra = early.groups[0]
+            .lines
+            .iter()
+            .find(|l| l.mark == Mark::Extra)
+            .unwrap();
+        assert!(extra.detail.is_empty(), "{}", early.render(false));
+        let late = compared(
+            &commands,
+            &[(g, caps("IMAP4rev1", "IDLE")), (g, b"a1 OK\r\n".to_vec())],
+            &[(g, caps("IMAP4rev1", "MOVE")), (g, b"a1 OK\r\n".to_vec())],
+        );
+        let extra = late.groups[0]
+            .lines
+            .iter()
+            .find(|l| l.mark == Mark::Extra)
+            .unwrap();
+        assert_eq!(extra.detail.len(), 2, "{}", late.render(false));
+        assert!(extra.detail[1].contains("MOVE"), "{:?}", extra.detail);
+        assert!(!extra.detail[0].starts_with("@@"), "{:?}", extra.detail);
     }
 
     #[test]

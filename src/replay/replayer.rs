@@ -40,6 +40,10 @@ pub struct ReplayOptions {
     pub extras: Extras,
     /// How long to wait for any one expected answer.
     pub timeout: Duration,
+    /// Send each client message no sooner than its recorded time in its session, as well as
+    /// after what it waited for: sessions run at once then meet each other's effects where
+    /// they did (one connection moves a message into Trash, another finds it there later).
+    pub paced: bool,
 }
 
 impl ReplayOptions {
@@ -50,6 +54,7 @@ impl ReplayOptions {
             tls_config: None,
             extras: Extras::Forbid,
             timeout: Duration::from_secs(10),
+            paced: false,
         }
     }
 }
@@ -137,6 +142,8 @@ impl ReplayReport {
             "seconds": self.elapsed.as_secs_f64(),
             "login_as": self.login_as.as_ref().map(|(now, then)| json!({"user": now, "recorded_user": then})),
             "differences": c.groups.iter().filter(|g| g.differs()).collect::<Vec<_>>(),
+            // Commands the recording ended with unanswered: what came after was not compared.
+            "cut_off": c.groups.iter().filter(|g| g.cut_off).filter_map(|g| g.command.as_deref()).collect::<Vec<_>>(),
             "bindings": c.bindings.pairs().into_iter()
                 .map(|(var, of, recorded, received)| json!({"var": var, "of": of, "recorded": recorded, "received": received}))
                 .collect::<Vec<_>>(),
@@ -491,6 +498,12 @@ pub async fn replay_capture(
         return reports;
     }
     let mut runs = tokio::task::JoinSet::new();
+    // Sessions run at once, each at its recorded pace: starting each at its offset alone would
+    // let a session run ahead of what another does to the mailbox meanwhile.
+    let options = ReplayOptions {
+        paced: true,
+        ..options.clone()
+    };
     for (i, (script, offset)) in capture.scripts.iter().zip(capture.offsets()).enumerate() {
         let (script, options) = (script.clone(), options.clone());
         runs.spawn(async move {
@@ -631,6 +644,10 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
         }
         if unit.kind == Kind::IdleDone {
             idle_wait(script, index, options, live).await?;
+        }
+        if options.paced {
+            let due = live.start + Duration::from_micros(unit.t_us);
+            tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
         }
         let bytes = match &unit.sasl {
             Some(step) => sasl_bytes(unit, step, live, &mut sasl)?,
@@ -818,6 +835,16 @@ fn authenticate_line(
     let tag = unit.tag.clone().unwrap_or_default();
     let verb = super::script::command_word(&unit.bytes).unwrap_or_else(|| "AUTHENTICATE".into());
     let mut line = format!("{tag} {verb} {}", step.spelled).into_bytes();
+    // An empty initial response (`=`) hides nothing and is sent as recorded: the response
+    // then follows the server's `+`, as it did.
+    let recorded_head = crate::protocol::message::parse_command(&unit.bytes);
+    let empty_ir = recorded_head
+        .args()
+        .get(1)
+        .is_some_and(|t| &unit.bytes[t.span.clone()] == b"=");
+    if empty_ir && !step.initial_response {
+        line.extend_from_slice(b" =");
+    }
     if step.initial_response {
         let ir = client.initial_response_as_recorded();
         line.push(b' ');
@@ -1001,6 +1028,20 @@ mod tests {
             rebuilt("a1 authenticate plain <redacted>"),
             "a1 authenticate plain AG5lbGwAcHc=\r\n"
         );
+        // An empty initial response is sent as recorded; the credentials follow the `+`.
+        let command = r#"{"type":"message","seq":2,"t_us":1,"from":"client","kind":"command","tag":"a1","name":"AUTHENTICATE","text":"a1 AUTHENTICATE PLAIN =\r\n"}"#;
+        let response = r#"{"type":"message","seq":4,"t_us":3,"from":"client","kind":"sasl-data","reply_to":2,"redacted":["sasl-data"],"text":"<redacted>\r\n"}"#;
+        let plus = r#"{"type":"message","seq":3,"t_us":2,"from":"server","kind":"continuation-request","reply_to":2,"text":"+ \r\n"}"#;
+        let s = script(&[GREETING, command, plus, response])
+            .with_login(&[crate::replay::Login::parse("nell:pw").unwrap()])
+            .unwrap();
+        let unit = s.commands().next().unwrap().clone();
+        let step = unit.sasl.clone().unwrap();
+        let mut client = SaslClient::with_random_nonce(step.mechanism, step.login.clone());
+        assert_eq!(
+            String::from_utf8(authenticate_line(&unit, &step, &mut client)).unwrap(),
+            "a1 AUTHENTICATE PLAIN =\r\n"
+        );
     }
 
     /// What a scripted server does, in turn.
@@ -1014,6 +1055,11 @@ mod tests {
     /// Replays `script` against a server on an ephemeral port that plays `steps` to one
     /// connection and then closes it.
     async fn run(script: &Script, steps: Vec<Step>) -> ReplayReport {
+        run_with(script, steps, false).await
+    }
+
+    /// [`run`], sending at the recorded pace when `paced`.
+    async fn run_with(script: &Script, steps: Vec<Step>, paced: bool) -> ReplayReport {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         tokio::spawn(async move {
@@ -1041,7 +1087,44 @@ mod tests {
         });
         let mut options = ReplayOptions::plain(&addr);
         options.timeout = Duration::from_secs(5);
+        options.paced = paced;
         replay(script, &options).await
+    }
+
+    /// Paced (`--concurrent`), a command goes out no sooner than it did in the recording,
+    /// though its answer came long before: another connection may have to act first.
+    #[tokio::test]
+    async fn a_paced_replay_sends_each_command_at_its_recorded_time() {
+        let script = script(&[
+            GREETING,
+            r#"{"type":"message","seq":2,"t_us":10,"from":"client","kind":"command","tag":"a1","name":"NOOP","text":"a1 NOOP\r\n"}"#,
+            r#"{"type":"message","seq":3,"t_us":20,"from":"server","kind":"completion","tag":"a1","name":"OK","status":"OK","reply_to":2,"text":"a1 OK\r\n"}"#,
+            r#"{"type":"message","seq":4,"t_us":600000,"from":"client","kind":"command","tag":"a2","name":"SELECT","text":"a2 SELECT Trash\r\n"}"#,
+            r#"{"type":"message","seq":5,"t_us":600100,"from":"server","kind":"completion","tag":"a2","name":"OK","status":"OK","reply_to":4,"text":"a2 OK\r\n"}"#,
+        ]);
+        let steps = || {
+            vec![
+                Step::Say(b"* OK ready\r\n"),
+                Step::Hear,
+                Step::Say(b"a1 OK\r\n"),
+                Step::Hear,
+                Step::Say(b"a2 OK\r\n"),
+            ]
+        };
+        let paced = run_with(&script, steps(), true).await;
+        assert!(paced.ok(), "{}", paced.render(true));
+        assert!(
+            paced.elapsed >= Duration::from_millis(600),
+            "{:?}",
+            paced.elapsed
+        );
+        let at_once = run(&script, steps()).await;
+        assert!(at_once.ok(), "{}", at_once.render(true));
+        assert!(
+            at_once.elapsed < Duration::from_millis(500),
+            "{:?}",
+            at_once.elapsed
+        );
     }
 
     #[tokio::test]
