@@ -66,7 +66,10 @@ fn show_compress() {
         "recordings/golden/compress.jsonl",
     ]);
     assert!(out.contains("── COMPRESS DEFLATE from here on ──"));
-    assert!(out.contains("DEFLATE: client 100 bytes on the wire for 89 of IMAP"), "{out}");
+    assert!(
+        out.contains("DEFLATE: client 100 bytes on the wire for 89 of IMAP"),
+        "{out}"
+    );
     snapshot("show-compress.txt", &out);
 }
 

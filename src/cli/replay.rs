@@ -115,6 +115,13 @@ pub async fn replay(args: ReplayArgs, verbose: bool) -> ExitCode {
             super::print_report(&report.render_folded(verbose, &mut shown));
         }
     }
+    if !all_ok && !args.concurrent && capture.overlapping() {
+        eprintln!(
+            "imapscope: the recorded sessions were open at the same time, and were replayed one \
+             after the other: what one did to a mailbox may have shown in another where the \
+             recording has it not. Replay with --concurrent to play them as they ran."
+        );
+    }
     match (all_ok, unreachable) {
         (false, _) => ExitCode::from(1),
         (true, true) => ExitCode::from(3),

@@ -92,6 +92,24 @@ impl Capture {
     }
 }
 
+impl Capture {
+    /// Whether two of the sessions were open at the same time in the recording: then what
+    /// one did may show in the other, and only `--concurrent` replays them so.
+    pub fn overlapping(&self) -> bool {
+        let mut spans: Vec<(Duration, Duration)> = self
+            .scripts
+            .iter()
+            .zip(self.offsets())
+            .map(|(s, from)| {
+                let last = s.timeline.last().map_or(0, |u| u.t_us);
+                (from, from + Duration::from_micros(last))
+            })
+            .collect();
+        spans.sort();
+        spans.windows(2).any(|w| w[1].0 < w[0].1)
+    }
+}
+
 fn started(script: &Script) -> Option<SystemTime> {
     humantime::parse_rfc3339_weak(script.start.as_deref()?.trim_end_matches('Z')).ok()
 }
@@ -140,6 +158,38 @@ mod tests {
             text.push_str("{\"type\":\"message\",\"seq\":2,\"t_us\":5,\"from\":\"client\",\"kind\":\"command\",\"tag\":\"a\",\"name\":\"NOOP\",\"text\":\"a NOOP\\r\\n\"}\n");
         }
         std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    /// Sessions that ran at the same time are told apart from ones that ran one after the
+    /// other (a NOOP 5 µs after each start: a session lasts 5 µs here).
+    #[test]
+    fn sessions_open_at_once_are_found() {
+        let apart = tempfile::tempdir().unwrap();
+        write(apart.path(), "a.jsonl", "2026-11-27T10:00:00.000000Z", true);
+        write(apart.path(), "b.jsonl", "2026-11-27T10:00:01.000000Z", true);
+        assert!(
+            !Capture::load(&[apart.path().to_path_buf()])
+                .unwrap()
+                .overlapping()
+        );
+        let together = tempfile::tempdir().unwrap();
+        write(
+            together.path(),
+            "a.jsonl",
+            "2026-11-27T10:00:00.000000Z",
+            true,
+        );
+        write(
+            together.path(),
+            "b.jsonl",
+            "2026-11-27T10:00:00.000002Z",
+            true,
+        );
+        assert!(
+            Capture::load(&[together.path().to_path_buf()])
+                .unwrap()
+                .overlapping()
+        );
     }
 
     #[test]
