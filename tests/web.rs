@@ -529,11 +529,21 @@ async fn a_live_session_appears_while_the_client_is_connected() {
     // The row appears, marked live, with no reload.
     wait_for(&c, "#sessions tr[data-name].open").await;
     screenshot(&c, "live-list").await;
-    let row = c
-        .find(Locator::Css("#sessions tr[data-name]"))
-        .await
-        .unwrap();
-    let name = row.attr("data-name").await.unwrap().unwrap();
+    // The row may be replaced by a newer version of itself (the live list updates it as the
+    // session goes on) between finding it and reading it: read again then.
+    let mut name = None;
+    for _ in 0..50 {
+        let row = c
+            .find(Locator::Css("#sessions tr[data-name]"))
+            .await
+            .unwrap();
+        if let Ok(found) = row.attr("data-name").await {
+            name = found;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let name = name.expect("the live row names its session");
     open(
         &c,
         &format!("{}/#/session/{name}", served.base()),

@@ -736,8 +736,10 @@ impl SessionTracker {
                 // sends both in one write (Dovecot accepts it) must not have its
                 // credentials read as a command.
                 command.continued = ir.is_none();
-                // With an initial response, that was the first response.
-                command.mechanism = if ir.is_none() { mech } else { None };
+                // With an initial response, that was the first response; `=` (an empty one)
+                // names nobody, and the credentials follow the server's `+`.
+                let named_nobody = ir.as_deref().is_none_or(|ir| ir == b"=");
+                command.mechanism = if named_nobody { mech } else { None };
             }
             "SELECT" | "EXAMINE" => {
                 command.mailbox = head
@@ -1261,6 +1263,13 @@ mod tests {
         feed(&mut t, Side::Server, 2, b"+ UGFzc3dvcmQ6\r\n");
         feed(&mut t, Side::Client, 3, b"QVNlY3JldFBhc3N3b3Jk\r\n");
         assert_eq!(t.user(), None);
+        // An empty initial response (`=`) names nobody: the response after the `+` does.
+        let mut t = SessionTracker::new();
+        feed(&mut t, Side::Server, 0, b"* OK hi\r\n");
+        feed(&mut t, Side::Client, 1, b"a AUTHENTICATE PLAIN =\r\n");
+        feed(&mut t, Side::Server, 2, b"+ \r\n");
+        feed(&mut t, Side::Client, 3, b"AG5lbGwAc2VjcmV0\r\n");
+        assert_eq!(t.user(), Some("nell"));
     }
 
     /// A client may send DONE, or a literal, without waiting for the server's `+`; Dovecot
