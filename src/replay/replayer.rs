@@ -163,6 +163,84 @@ struct Received {
     at: Instant,
 }
 
+/// The sessions of one `--concurrent` replay, as far as each has come. A session sends a
+/// message only once every other one has received the completions it had received before
+/// that message's recorded time: pacing alone lets a slow answer on one connection (the
+/// machine loaded) come after another connection's look at what it changed.
+struct Progress {
+    /// Per session, the completions received so far (`usize::MAX` once it has ended).
+    done: Vec<std::sync::atomic::AtomicUsize>,
+    changed: tokio::sync::Notify,
+    /// Per session, the recorded times of its completions, from the first session's start.
+    schedules: Vec<Vec<u64>>,
+}
+
+impl Progress {
+    fn new(capture: &super::Capture) -> Progress {
+        let schedules: Vec<Vec<u64>> = capture
+            .scripts
+            .iter()
+            .zip(capture.offsets())
+            .map(|(script, offset)| {
+                let from = offset.as_micros() as u64;
+                let mut times: Vec<u64> = script
+                    .timeline
+                    .iter()
+                    .filter(|u| u.kind == Kind::Completion)
+                    .map(|u| from + u.t_us)
+                    .collect();
+                times.sort_unstable();
+                times
+            })
+            .collect();
+        Progress {
+            done: schedules
+                .iter()
+                .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect(),
+            changed: tokio::sync::Notify::new(),
+            schedules,
+        }
+    }
+
+    fn add(&self, session: usize, n: usize) {
+        if let Some(done) = self.done.get(session) {
+            let _ = done.fetch_update(
+                std::sync::atomic::Ordering::AcqRel,
+                std::sync::atomic::Ordering::Acquire,
+                |d| Some(d.saturating_add(n)),
+            );
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn ended(&self, session: usize) {
+        if let Some(done) = self.done.get(session) {
+            done.store(usize::MAX, std::sync::atomic::Ordering::Release);
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// Whether every session but `me` has received what it had before `at` (recorded time,
+    /// from the first session's start).
+    fn caught_up(&self, me: usize, at: u64) -> bool {
+        self.schedules.iter().enumerate().all(|(i, times)| {
+            i == me
+                || self.done[i].load(std::sync::atomic::Ordering::Acquire)
+                    >= times.partition_point(|&t| t < at)
+        })
+    }
+}
+
+/// One session's place in a [`Progress`].
+#[derive(Clone)]
+struct Together {
+    progress: Arc<Progress>,
+    me: usize,
+    /// This session's start, from the first session's.
+    offset_us: u64,
+}
+
 /// The live side of a replay: the connection and what the tracker made of it.
 struct Live {
     /// `None` only while being upgraded to TLS.
@@ -177,6 +255,8 @@ struct Live {
     buf: BytesMut,
     /// After COMPRESS: what is sent is deflated (the tracker inflates both ways itself).
     deflater: Option<crate::protocol::compress::Deflater>,
+    /// In a `--concurrent` replay: the other sessions' progress, and this one's place.
+    together: Option<Together>,
 }
 
 impl Live {
@@ -185,6 +265,16 @@ impl Live {
     }
 
     fn absorb(&mut self) {
+        let completions = self
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::Message(m) if m.from == Side::Server && m.kind == Kind::Completion))
+            .count();
+        if completions > 0
+            && let Some(t) = &self.together
+        {
+            t.progress.add(t.me, completions);
+        }
         for e in self.events.drain(..) {
             match e {
                 Event::Message(m) if m.from == Side::Server => self.received.push(Received {
@@ -236,6 +326,61 @@ impl Live {
     }
 
     /// Reads until `done` holds, the deadline passes or the server closes.
+    /// Reads what comes until `until` (a paced message's recorded time), so that this
+    /// session's completions count for the others meanwhile.
+    async fn read_until(&mut self, until: tokio::time::Instant) {
+        while !self.closed && tokio::time::Instant::now() < until {
+            let Some(stream) = self.stream.as_mut() else {
+                return;
+            };
+            self.buf.reserve(64 * 1024);
+            match tokio::time::timeout_at(until, stream.read_buf(&mut self.buf)).await {
+                Err(_) => return,
+                Ok(Err(_)) | Ok(Ok(0)) => {
+                    // Said by the next wait, which finds the connection closed.
+                    self.closed = true;
+                    let t = self.micros();
+                    self.tracker.finish(t, &mut self.events);
+                    self.absorb();
+                }
+                Ok(Ok(_)) => {
+                    let chunk = self.buf.split();
+                    let t = self.micros();
+                    self.tracker
+                        .on_bytes(Side::Server, t, &chunk, &mut self.events);
+                    self.absorb();
+                }
+            }
+        }
+    }
+
+    /// In a `--concurrent` replay, waits until the other sessions have received what they
+    /// had before `t_us` of this session's recording, reading this one's answers meanwhile.
+    /// Gives up after `timeout` (another session may never get an answer it had): `false`.
+    async fn wait_for_others(&mut self, t_us: u64, timeout: Duration) -> bool {
+        let Some(together) = self.together.clone() else {
+            return true;
+        };
+        let at = together.offset_us + t_us;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = together.progress.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if together.progress.caught_up(together.me, at) {
+                return true;
+            }
+            let step = (tokio::time::Instant::now() + Duration::from_millis(50)).min(deadline);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = self.read_until(step) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+        }
+    }
+
     async fn wait(
         &mut self,
         what: &str,
@@ -375,6 +520,27 @@ async fn upgrade(tcp: TcpStream, options: &ReplayOptions) -> Result<Stream, Stri
 
 /// Replays `script` against the server in `options` and compares.
 pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
+    replay_among(script, options, None).await
+}
+
+/// [`replay`], as one session of a `--concurrent` run when `together` says which.
+async fn replay_among(
+    script: &Script,
+    options: &ReplayOptions,
+    together: Option<Together>,
+) -> ReplayReport {
+    let report = replay_session(script, options, together.clone()).await;
+    if let Some(t) = together {
+        t.progress.ended(t.me);
+    }
+    report
+}
+
+async fn replay_session(
+    script: &Script,
+    options: &ReplayOptions,
+    together: Option<Together>,
+) -> ReplayReport {
     let start = Instant::now();
     let commands: BTreeMap<Group, String> = script
         .commands()
@@ -410,6 +576,7 @@ pub async fn replay(script: &Script, options: &ReplayOptions) -> ReplayReport {
         start,
         buf: BytesMut::new(),
         deflater: None,
+        together,
     };
     report.error = play(script, options, &mut live).await.err();
     report.sent = live.command_seqs.len();
@@ -504,11 +671,17 @@ pub async fn replay_capture(
         paced: true,
         ..options.clone()
     };
+    let progress = Arc::new(Progress::new(capture));
     for (i, (script, offset)) in capture.scripts.iter().zip(capture.offsets()).enumerate() {
         let (script, options) = (script.clone(), options.clone());
+        let together = Together {
+            progress: progress.clone(),
+            me: i,
+            offset_us: offset.as_micros() as u64,
+        };
         runs.spawn(async move {
             tokio::time::sleep(offset).await;
-            (i, replay(&script, &options).await)
+            (i, replay_among(&script, &options, Some(together)).await)
         });
     }
     let mut reports: Vec<(usize, ReplayReport)> = runs.join_all().await;
@@ -595,6 +768,8 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
     // server may answer `UID STORE ... EXPUNGE` sent together otherwise than the same two a
     // millisecond apart (Dovecot with QRESYNC adds a FETCH between them).
     let mut batch: Vec<u8> = Vec::new();
+    // Another session never caught up once: not waited for again.
+    let mut waited_in_vain = false;
     for (index, unit) in script.timeline.iter().enumerate() {
         if unit.from != Side::Client {
             continue;
@@ -647,7 +822,11 @@ async fn play(script: &Script, options: &ReplayOptions, live: &mut Live) -> Resu
         }
         if options.paced {
             let due = live.start + Duration::from_micros(unit.t_us);
-            tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+            live.read_until(tokio::time::Instant::from_std(due)).await;
+            if !waited_in_vain && !live.wait_for_others(unit.t_us, options.timeout).await {
+                // Another session lacks an answer it had: order is best effort from here.
+                waited_in_vain = true;
+            }
         }
         let bytes = match &unit.sasl {
             Some(step) => sasl_bytes(unit, step, live, &mut sasl)?,
@@ -1042,6 +1221,44 @@ mod tests {
             String::from_utf8(authenticate_line(&unit, &step, &mut client)).unwrap(),
             "a1 AUTHENTICATE PLAIN =\r\n"
         );
+    }
+
+    /// In a concurrent replay a session waits for the completions the others had received
+    /// before its message's recorded time, counted from the first session's start.
+    #[test]
+    fn a_session_waits_for_what_the_others_had_received_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let session = |start: &str, completion_at: u64| {
+            format!(
+                r#"{{"type":"session","version":1,"imapscope":"t","id":1,"client":"c","listen":"l","upstream":"u","start":"{start}","redaction":true}}
+{{"type":"message","seq":1,"t_us":0,"from":"server","kind":"greeting","text":"* OK ready\r\n"}}
+{{"type":"message","seq":2,"t_us":10,"from":"client","kind":"command","tag":"a","name":"NOOP","text":"a NOOP\r\n"}}
+{{"type":"message","seq":3,"t_us":{completion_at},"from":"server","kind":"completion","tag":"a","name":"OK","status":"OK","reply_to":2,"text":"a OK\r\n"}}
+"#
+            )
+        };
+        std::fs::write(
+            dir.path().join("a.jsonl"),
+            session("2026-11-27T10:00:00.000000Z", 1000),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.jsonl"),
+            session("2026-11-27T10:00:00.000500Z", 3000),
+        )
+        .unwrap();
+        let capture = super::super::Capture::load(&[dir.path().to_path_buf()]).unwrap();
+        let progress = Progress::new(&capture);
+        // b at 2000 µs of its own (2500 from a's start): a's completion (1000) came before.
+        assert!(!progress.caught_up(1, 2500));
+        assert!(progress.caught_up(1, 900));
+        progress.add(0, 1);
+        assert!(progress.caught_up(1, 2500));
+        // a at 3000 (b's completion at 3500 not yet due); at 4000 it is.
+        assert!(progress.caught_up(0, 3000));
+        assert!(!progress.caught_up(0, 4000));
+        progress.ended(1);
+        assert!(progress.caught_up(0, 4000));
     }
 
     /// What a scripted server does, in turn.
