@@ -336,20 +336,9 @@ impl Live {
             self.buf.reserve(64 * 1024);
             match tokio::time::timeout_at(until, stream.read_buf(&mut self.buf)).await {
                 Err(_) => return,
-                Ok(Err(_)) | Ok(Ok(0)) => {
-                    // Said by the next wait, which finds the connection closed.
-                    self.closed = true;
-                    let t = self.micros();
-                    self.tracker.finish(t, &mut self.events);
-                    self.absorb();
-                }
-                Ok(Ok(_)) => {
-                    let chunk = self.buf.split();
-                    let t = self.micros();
-                    self.tracker
-                        .on_bytes(Side::Server, t, &chunk, &mut self.events);
-                    self.absorb();
-                }
+                // A failed read is said by the next wait, which finds the connection closed.
+                Ok(Err(_)) => self.took(0),
+                Ok(Ok(n)) => self.took(n),
             }
         }
     }
@@ -403,23 +392,25 @@ impl Live {
             match read {
                 Err(_) => return Err(format!("no {what} within {timeout:?}")),
                 Ok(Err(e)) => return Err(format!("reading from the server failed: {e}")),
-                Ok(Ok(0)) => {
-                    self.closed = true;
-                    // A message the server closed inside (the middle of a literal) is handed
-                    // out as far as it came, as a recording of this run would have it.
-                    let t = self.micros();
-                    self.tracker.finish(t, &mut self.events);
-                    self.absorb();
-                }
-                Ok(Ok(_)) => {
-                    let chunk = self.buf.split();
-                    let t = self.micros();
-                    self.tracker
-                        .on_bytes(Side::Server, t, &chunk, &mut self.events);
-                    self.absorb();
-                }
+                Ok(Ok(n)) => self.took(n),
             }
         }
+    }
+
+    /// What a read into `buf` gave, `n` bytes, through the tracker; 0: the server closed. A
+    /// message the server closed inside (the middle of a literal) is handed out as far as it
+    /// came, as a recording of this run would have it.
+    fn took(&mut self, n: usize) {
+        let t = self.micros();
+        if n == 0 {
+            self.closed = true;
+            self.tracker.finish(t, &mut self.events);
+        } else {
+            let chunk = self.buf.split();
+            self.tracker
+                .on_bytes(Side::Server, t, &chunk, &mut self.events);
+        }
+        self.absorb();
     }
 
     fn completions(&self, tag: &str) -> usize {

@@ -36,6 +36,10 @@ use crate::protocol::{Event, Kind, SessionTracker, Side, Status};
 use crate::relay::stream::Stream;
 use crate::tls::TlsMode;
 
+/// How many of the commands read with the one being answered are looked at for answers the
+/// recording gave them first (see `ServeSession::read_ahead`).
+const READ_AHEAD_MAX: usize = 64;
+
 /// How closely a client's command must resemble the recorded one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum MatchMode {
@@ -284,6 +288,8 @@ impl ServeSession {
         let whole_command = |m: &crate::protocol::Message| {
             m.from == Side::Client && m.kind == Kind::Command && !m.partial
         };
+        // Bounded: a flood of thousands of commands in one read is answered in command order
+        // past the first ones, rather than searched through for every answer.
         self.read_ahead = events
             .iter()
             .filter_map(|e| match e {
@@ -292,6 +298,7 @@ impl ServeSession {
                 }
                 _ => None,
             })
+            .take(READ_AHEAD_MAX)
             .collect();
         for event in events.drain(..) {
             if let Event::Message(m) = &event
@@ -645,6 +652,8 @@ impl ServeSession {
         let mut previous_t = matched.t_us;
         let mut after_continuation = false;
         let end = until.min(timeline.len());
+        // Per owning command, whether the client sent it with this one (looked up once).
+        let mut looked_up: HashMap<u64, Option<String>> = HashMap::new();
         for (i, unit) in timeline.iter().enumerate().take(end).skip(index + 1) {
             // An answer to another command pipelined with this one waits for that command,
             // for a client that sends one at a time (a client sending them together gets
@@ -658,7 +667,12 @@ impl ServeSession {
             // goes where the recording has it (the client gets the order the server chose).
             let read_with_it = owner
                 .filter(|&(seq, at)| seq != matched.seq && !pool.is_used(s, at))
-                .and_then(|(_, at)| self.read_ahead_tag(pool.unit(s, at)));
+                .and_then(|(seq, at)| {
+                    looked_up
+                        .entry(seq)
+                        .or_insert_with(|| self.read_ahead_tag(pool.unit(s, at)))
+                        .clone()
+                });
             if let (Some(client_tag), Some(recorded_tag)) = (&read_with_it, &unit.tag)
                 && unit.kind == Kind::Completion
             {
@@ -733,6 +747,9 @@ impl ServeSession {
     /// The client's tag of a command read with the one being answered that stands for the
     /// recorded command `recorded` (same name and arguments), if there is one.
     fn read_ahead_tag(&self, recorded: &Unit) -> Option<String> {
+        if self.read_ahead.is_empty() {
+            return None;
+        }
         self.read_ahead.iter().find_map(|(bytes, tag)| {
             let head = parse_command(bytes);
             let same = head.name.as_deref() == recorded.name.as_deref()
