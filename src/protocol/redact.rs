@@ -68,9 +68,17 @@ pub fn secrets(kind: Kind, head: &Head, bytes: &[u8], complete: bool) -> Vec<Sec
                 }];
             }
             let args = head.args();
+            // To the message's end, past any literal in it (`a LOGIN nell {6}` + `secret
+            // extra`: the password is the literal's data, on the next line).
+            let message_end = bytes.len()
+                - if bytes.ends_with(b"\r\n") {
+                    2
+                } else {
+                    usize::from(bytes.ends_with(b"\n"))
+                };
             let to_end = |start: usize, what| {
                 vec![Secret {
-                    range: start..line_content_end(bytes).max(start),
+                    range: start..message_end.max(start),
                     what,
                 }]
             };
@@ -298,6 +306,11 @@ mod tests {
                 "a0 LOGIN nell <redacted>\r\n",
             ),
             (b"a0 LOGIN nell\r\n", "a0 LOGIN <redacted>\r\n"),
+            // A literal password followed by more: the literal's data goes too.
+            (
+                b"a0 LOGIN nell {6}\r\nsecret extra\r\n",
+                "a0 LOGIN nell <redacted>\r\n",
+            ),
             (
                 b"a] AUTHENTICATE PLAIN AG5lbGwAc2VjcmV0\r\n",
                 "a] AUTHENTICATE PLAIN <redacted>\r\n",
